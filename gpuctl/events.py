@@ -1,0 +1,258 @@
+"""Typed events yielded by the lifecycle generators.
+
+The CLI prints them (text or one JSON object a line), the TUI turns each into a Textual
+message, the state store records the interesting ones. Core never knows who listens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from .models import GpuSample
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base event: `kind` names it on the wire (`{"event": kind, ...}`)."""
+
+    kind: ClassVar[str] = "event"
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.kind}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
+            out[f.name] = value
+        return out
+
+    def text(self) -> str:
+        """One human line for the CLI's text mode."""
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Resolved(Event):
+    kind: ClassVar[str] = "resolved"
+    preset: str
+    provider: str
+    estimate_hours: float | None = None
+    estimate_cost: float | None = None
+    offer: str = ""
+
+    def text(self) -> str:
+        est = ""
+        if self.estimate_hours is not None:
+            est = f", estimate {self.estimate_hours:.2f} h"
+            if self.estimate_cost is not None:
+                est += f" / ${self.estimate_cost:.2f}"
+        return f"run {self.run_id}: preset {self.preset} on {self.provider}{est}"
+
+
+@dataclass(frozen=True)
+class Provisioning(Event):
+    kind: ClassVar[str] = "provisioning"
+    provider: str
+    detail: str = ""
+
+    def text(self) -> str:
+        return f"provisioning on {self.provider}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Attempt(Event):
+    """One try at capacity (zone, region, market); failures are not fatal until the last."""
+
+    kind: ClassVar[str] = "attempt"
+    where: str
+    ok: bool
+    reason: str = ""
+
+    def text(self) -> str:
+        return f"  try {self.where}: " + ("ok" if self.ok else f"failed ({self.reason})")
+
+
+@dataclass(frozen=True)
+class InstanceUp(Event):
+    kind: ClassVar[str] = "instance_up"
+    instance_id: str
+    price_per_hour: float | None
+    public_ip: str | None = None
+    instance_type: str = ""
+    region: str = ""
+    market: str = "on-demand"
+
+    def text(self) -> str:
+        price = "" if self.price_per_hour is None else f" at ${self.price_per_hour:.3f}/h"
+        where = f" ({self.public_ip})" if self.public_ip else ""
+        return f"instance {self.instance_id} up{where}{price}"
+
+
+@dataclass(frozen=True)
+class SshReady(Event):
+    kind: ClassVar[str] = "ssh_ready"
+    host: str
+    detail: str = ""
+
+    def text(self) -> str:
+        return f"reached {self.host}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class SyncProgress(Event):
+    kind: ClassVar[str] = "sync_progress"
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    direction: str = "up"
+
+    def text(self) -> str:
+        return f"  {self.direction} {self.files_done}/{self.files_total} files"
+
+
+@dataclass(frozen=True)
+class Synced(Event):
+    kind: ClassVar[str] = "synced"
+    files: int
+    bytes: int
+    seconds: float
+    skipped: int = 0
+    method: str = ""
+
+    def text(self) -> str:
+        mb = self.bytes / 1e6
+        return (
+            f"synced {self.files} files ({mb:.1f} MB, {self.skipped} unchanged) "
+            f"in {self.seconds:.1f}s" + (f" via {self.method}" if self.method else "")
+        )
+
+
+@dataclass(frozen=True)
+class TrainerStarted(Event):
+    kind: ClassVar[str] = "trainer_started"
+    host: str
+    pid: int | None = None
+    remote_dir: str = ""
+    resumed: bool = False
+
+    def text(self) -> str:
+        verb = "resumed" if self.resumed else "started"
+        return f"trainer {verb} on {self.host}" + (f" (pid {self.pid})" if self.pid else "")
+
+
+@dataclass(frozen=True)
+class LogLines(Event):
+    kind: ClassVar[str] = "log"
+    lines: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class GpuSampled(Event):
+    kind: ClassVar[str] = "gpu"
+    samples: tuple[GpuSample, ...] = ()
+
+    def text(self) -> str:
+        parts = []
+        for s in self.samples:
+            util = "N/A" if s.util_pct is None else f"{s.util_pct:.0f}%"
+            parts.append(f"{s.name or s.kind}#{s.index} {util}")
+        return "gpu " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class EpochDone(Event):
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    epochs: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    metric: float | None = None
+    epoch_seconds: float | None = None
+    eta_seconds: float | None = None
+    warmup: bool = False
+
+    def text(self) -> str:
+        metric = "" if self.metric is None else f" acc {self.metric:.3f}"
+        loss = "" if self.train_loss is None else f" loss {self.train_loss:.4f}"
+        eta = "" if self.eta_seconds is None else f" eta {self.eta_seconds / 60:.1f} min"
+        return f"epoch {self.epoch}/{self.epochs}{loss}{metric}{eta}"
+
+
+@dataclass(frozen=True)
+class CostTick(Event):
+    kind: ClassVar[str] = "cost"
+    spent: float
+    burn_per_hour: float
+    projected_total: float | None = None
+    budget: float | None = None
+
+    def text(self) -> str:
+        budget = "" if self.budget is None else f" of ${self.budget:.2f}"
+        return f"cost ${self.spent:.2f}{budget} (${self.burn_per_hour:.3f}/h)"
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something the user should read: a warning, budget threshold, reconnect."""
+
+    kind: ClassVar[str] = "notice"
+    message: str
+    level: str = "info"  # info | warning | error
+
+    def text(self) -> str:
+        return f"{self.level}: {self.message}" if self.level != "info" else self.message
+
+
+@dataclass(frozen=True)
+class Downloaded(Event):
+    kind: ClassVar[str] = "downloaded"
+    path: str
+    files: int
+    bytes: int = 0
+
+    def text(self) -> str:
+        return f"downloaded {self.files} files to {self.path}"
+
+
+@dataclass(frozen=True)
+class TornDown(Event):
+    kind: ClassVar[str] = "torn_down"
+    instance_id: str
+    action: str  # terminated | stopped | kept | removed
+
+    def text(self) -> str:
+        return f"instance {self.instance_id} {self.action}"
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    kind: ClassVar[str] = "finished"
+    status: str
+    results_dir: str | None = None
+    metric: float | None = None
+    epochs: int = 0
+    cost: float | None = None
+
+    def text(self) -> str:
+        metric = "" if self.metric is None else f", best acc {self.metric:.3f}"
+        cost = "" if self.cost is None else f", cost ${self.cost:.2f}"
+        where = f", results in {self.results_dir}" if self.results_dir else ""
+        return f"run {self.run_id} {self.status}{metric}{cost}{where}"
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    kind: ClassVar[str] = "failed"
+    error: str
+    hint: str = ""
+    exit_code: int = 1
+    log_tail: tuple[str, ...] = field(default_factory=tuple)
+
+    def text(self) -> str:
+        return f"error: {self.error}" + (f"\nhint: {self.hint}" if self.hint else "")

@@ -1,0 +1,518 @@
+"""The local state store: SQLite in WAL mode, safe under several gpuctl processes.
+
+It holds what gpuctl knows when the network is not asked: runs, the cached instance
+listing (instant first paint, fast `gpuctl ls`), price segments (the cost ledger),
+events, and per-provider health. Every write is one short transaction started with
+BEGIN IMMEDIATE, so two processes queue on the write lock instead of failing with
+"database is locked", and a crash mid-write leaves no torn row.
+
+A file that is not ours (another app's database, a corrupt file, a newer schema) is
+refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFoundError, StateError
+from .models import Instance, InstanceState, PriceSegment, Run, RunStatus
+
+APPLICATION_ID = 0x67707563  # "gpuc"
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        preset TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        instance_id TEXT,
+        spec TEXT NOT NULL DEFAULT '{}',
+        remote_dir TEXT,
+        results_dir TEXT,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        epochs INTEGER NOT NULL DEFAULT 0,
+        metric REAL,
+        eta_seconds REAL,
+        reason TEXT NOT NULL DEFAULT '',
+        budget REAL,
+        attempt INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX runs_status ON runs(status);
+    CREATE TABLE instances (
+        provider TEXT NOT NULL,
+        id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        run_id TEXT,
+        state TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        gone_at REAL,
+        PRIMARY KEY (provider, id)
+    );
+    CREATE INDEX instances_run ON instances(run_id);
+    CREATE TABLE price_segments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        run_id TEXT,
+        instance_type TEXT NOT NULL,
+        region TEXT NOT NULL,
+        market TEXT NOT NULL,
+        rate_per_hour REAL NOT NULL,
+        start REAL NOT NULL,
+        end REAL,
+        kind TEXT NOT NULL DEFAULT 'compute'
+    );
+    CREATE INDEX segments_instance ON price_segments(provider, instance_id);
+    CREATE INDEX segments_run ON price_segments(run_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events(run_id, id);
+    CREATE TABLE provider_status (
+        provider TEXT PRIMARY KEY,
+        ok INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        checked_at REAL NOT NULL
+    );
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        stored_at REAL NOT NULL
+    );
+    """,
+}
+
+_RUN_COLUMNS = (
+    "id",
+    "preset",
+    "provider",
+    "status",
+    "created_at",
+    "updated_at",
+    "instance_id",
+    "spec",
+    "remote_dir",
+    "results_dir",
+    "epoch",
+    "epochs",
+    "metric",
+    "eta_seconds",
+    "reason",
+    "budget",
+    "attempt",
+)
+
+
+class Store:
+    """Thread-safe handle on state.db; cheap to open, so each process opens its own."""
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._check_ours(existed)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"{self.path} is not a usable gpuctl state database ({exc})",
+                hint="move it aside (gpuctl will start a new one) or set GPUCTL_HOME",
+            ) from None
+
+    # -- opening -------------------------------------------------------------------
+
+    def _check_ours(self, existed: bool) -> None:
+        app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if not existed:
+            return
+        tables = {
+            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if app_id != APPLICATION_ID and (tables or version):
+            raise StateError(
+                f"{self.path} belongs to another program (not a gpuctl state database)",
+                hint="refusing to overwrite it: move it aside or set GPUCTL_HOME elsewhere",
+            )
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} was written by a newer gpuctl (schema {version}, "
+                f"this one knows {SCHEMA_VERSION})",
+                hint="upgrade gpuctl (pip install -U gpuctl)",
+            )
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _split_sql(_MIGRATIONS[target]):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version={target}")
+                self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the write lock is taken up front (no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # -- runs ------------------------------------------------------------------------
+
+    def add_run(self, run: Run) -> Run:
+        row = _run_row(run)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _RUN_COLUMNS)})",
+                [row[c] for c in _RUN_COLUMNS],
+            )
+        return run
+
+    def update_run(self, run_id: str, **changes: Any) -> Run:
+        if not changes:
+            return self.get_run(run_id)
+        changes.setdefault("updated_at", time.time())
+        for key in changes:
+            if key not in _RUN_COLUMNS or key == "id":
+                raise ValueError(f"not a run column: {key}")
+        if "spec" in changes:
+            changes["spec"] = json.dumps(dict(changes["spec"]), sort_keys=True, default=str)
+        if "status" in changes:
+            changes["status"] = RunStatus(changes["status"]).value
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+                [*changes.values(), run_id],
+            )
+            if cur.rowcount == 0:
+                raise _no_run(run_id)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> Run:
+        rows = self._query("SELECT * FROM runs WHERE id = ?", [run_id])
+        if not rows:
+            rows = self._query(
+                "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
+                [_like_prefix(run_id)],
+            )
+            if len(rows) > 1:
+                names = ", ".join(r["id"] for r in rows[:5])
+                raise NotFoundError(
+                    f"run id '{run_id}' is ambiguous ({names})", hint="type more of the id"
+                )
+        if not rows:
+            raise _no_run(run_id)
+        return _row_run(rows[0])
+
+    def find_run(self, run_id: str) -> Run | None:
+        try:
+            return self.get_run(run_id)
+        except NotFoundError:
+            return None
+
+    def list_runs(
+        self, *, active: bool | None = None, since: float | None = None, limit: int | None = None
+    ) -> list[Run]:
+        sql = "SELECT * FROM runs"
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("updated_at >= ?")
+            args.append(since)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        runs = [_row_run(r) for r in self._query(sql, args)]
+        if active is not None:
+            runs = [r for r in runs if r.status.active == active]
+        return runs
+
+    # -- instances (the cached listing) -------------------------------------------------
+
+    def put_instances(
+        self, provider: str, instances: Iterable[Instance], *, complete: bool = True
+    ) -> None:
+        """Record a provider's listing; with `complete`, ones it no longer reports are gone."""
+        now = time.time()
+        items = list(instances)
+        with self._tx() as db:
+            for inst in items:
+                gone = now if inst.state == InstanceState.TERMINATED else None
+                db.execute(
+                    "INSERT INTO instances (provider, id, data, run_id, state, seen_at, gone_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(provider, id) DO UPDATE SET "
+                    "data = excluded.data, run_id = excluded.run_id, state = excluded.state, "
+                    "seen_at = excluded.seen_at, gone_at = COALESCE(instances.gone_at, "
+                    "excluded.gone_at)",
+                    [provider, inst.id, inst.to_json(), inst.run_id, inst.state.value, now, gone],
+                )
+            if complete:
+                seen = [inst.id for inst in items]
+                marks = ",".join("?" for _ in seen) or "''"
+                db.execute(
+                    f"UPDATE instances SET gone_at = ?, state = 'terminated' WHERE provider = ? "
+                    f"AND gone_at IS NULL AND id NOT IN ({marks})",
+                    [now, provider, *seen],
+                )
+
+    def put_instance(self, inst: Instance) -> None:
+        self.put_instances(inst.provider, [inst], complete=False)
+
+    def mark_instance_gone(
+        self, provider: str, instance_id: str, when: float | None = None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE instances SET gone_at = COALESCE(gone_at, ?), state = 'terminated' "
+                "WHERE provider = ? AND id = ?",
+                [when or time.time(), provider, instance_id],
+            )
+
+    def instances(
+        self, provider: str | None = None, *, include_gone: bool = False
+    ) -> list[Instance]:
+        sql = "SELECT data, state, gone_at FROM instances"
+        where, args = [], []
+        if provider:
+            where.append("provider = ?")
+            args.append(provider)
+        if not include_gone:
+            where.append("gone_at IS NULL")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY provider, id"
+        out = []
+        for row in self._query(sql, args):
+            inst = Instance.from_dict(json.loads(row["data"]))
+            if row["gone_at"] is not None and inst.state != InstanceState.TERMINATED:
+                inst = inst.evolve(state=InstanceState.TERMINATED)
+            out.append(inst)
+        return out
+
+    def get_instance(self, provider: str, instance_id: str) -> Instance | None:
+        rows = self._query(
+            "SELECT data, gone_at FROM instances WHERE provider = ? AND id = ?",
+            [provider, instance_id],
+        )
+        if not rows:
+            return None
+        inst = Instance.from_dict(json.loads(rows[0]["data"]))
+        if rows[0]["gone_at"] is not None:
+            inst = inst.evolve(state=InstanceState.TERMINATED)
+        return inst
+
+    def listing_age(self, provider: str) -> float | None:
+        rows = self._query("SELECT checked_at FROM provider_status WHERE provider = ?", [provider])
+        return time.time() - rows[0]["checked_at"] if rows else None
+
+    # -- price segments (the ledger) ---------------------------------------------------
+
+    def open_segment(self, seg: PriceSegment) -> PriceSegment:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO price_segments (provider, instance_id, run_id, instance_type, region, "
+                "market, rate_per_hour, start, end, kind) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    seg.provider,
+                    seg.instance_id,
+                    seg.run_id,
+                    seg.instance_type,
+                    seg.region,
+                    seg.market,
+                    seg.rate_per_hour,
+                    seg.start,
+                    seg.end,
+                    seg.kind,
+                ],
+            )
+            return seg.evolve(id=cur.lastrowid)
+
+    def close_segments(
+        self, provider: str, instance_id: str, end: float, *, kind: str | None = None
+    ) -> int:
+        """End every open segment of an instance (at `end`, never before its start)."""
+        sql = (
+            "UPDATE price_segments SET end = MAX(start, ?) WHERE provider = ? AND instance_id = ? "
+            "AND end IS NULL"
+        )
+        args: list[Any] = [end, provider, instance_id]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        with self._tx() as db:
+            return db.execute(sql, args).rowcount
+
+    def segments(
+        self,
+        *,
+        run_id: str | None = None,
+        provider: str | None = None,
+        instance_id: str | None = None,
+        since: float | None = None,
+        open_only: bool = False,
+    ) -> list[PriceSegment]:
+        where, args = [], []
+        for column, value in (
+            ("run_id", run_id),
+            ("provider", provider),
+            ("instance_id", instance_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("(end IS NULL OR end >= ?)")
+            args.append(since)
+        if open_only:
+            where.append("end IS NULL")
+        sql = "SELECT * FROM price_segments"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start, id"
+        return [PriceSegment.from_dict(dict(r)) for r in self._query(sql, args)]
+
+    # -- events --------------------------------------------------------------------------
+
+    def add_event(self, run_id: str | None, kind: str, data: Mapping[str, Any]) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
+                [run_id, time.time(), kind, json.dumps(dict(data), default=str)],
+            )
+            return int(cur.lastrowid or 0)
+
+    def events(
+        self, run_id: str | None = None, *, after_id: int = 0, kinds: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT id, run_id, time, kind, data FROM events WHERE id > ?"
+        args: list[Any] = [after_id]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        kinds = list(kinds or [])
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' for _ in kinds)})"
+            args.extend(kinds)
+        sql += " ORDER BY id"
+        return [
+            {
+                "id": r["id"],
+                "run_id": r["run_id"],
+                "time": r["time"],
+                "kind": r["kind"],
+                **json.loads(r["data"]),
+            }
+            for r in self._query(sql, args)
+        ]
+
+    # -- provider health and small caches ---------------------------------------------
+
+    def set_provider_status(self, provider: str, ok: bool, message: str = "") -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO provider_status (provider, ok, message, checked_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(provider) DO UPDATE SET ok = excluded.ok, message = excluded.message, "
+                "checked_at = excluded.checked_at",
+                [provider, int(ok), message, time.time()],
+            )
+
+    def provider_statuses(self) -> dict[str, tuple[bool, str, float]]:
+        return {
+            r["provider"]: (bool(r["ok"]), r["message"], r["checked_at"])
+            for r in self._query("SELECT * FROM provider_status")
+        }
+
+    def cache_get(self, key: str, max_age: float | None = None) -> Any:
+        rows = self._query("SELECT value, stored_at FROM cache WHERE key = ?", [key])
+        if not rows:
+            return None
+        if max_age is not None and time.time() - rows[0]["stored_at"] > max_age:
+            return None
+        return json.loads(rows[0]["value"])
+
+    def cache_put(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO cache (key, value, stored_at) VALUES (?, ?, ?) ON CONFLICT(key) "
+                "DO UPDATE SET value = excluded.value, stored_at = excluded.stored_at",
+                [key, json.dumps(value, default=str), time.time()],
+            )
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _no_run(run_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"no run '{run_id}'", hint="`gpuctl ls --runs` lists the runs gpuctl knows"
+    )
+
+
+def _run_row(run: Run) -> dict[str, Any]:
+    row = run.to_dict()
+    row["spec"] = json.dumps(row["spec"], sort_keys=True, default=str)
+    row["status"] = run.status.value
+    return row
+
+
+def _row_run(row: sqlite3.Row) -> Run:
+    data = dict(row)
+    data["spec"] = json.loads(data["spec"] or "{}")
+    return Run.from_dict(data)

@@ -1,0 +1,1 @@
+"""Training presets (TOML data) and their loader."""

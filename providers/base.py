@@ -1,0 +1,150 @@
+"""The Provider protocol every driver implements, and the registry that finds them.
+
+Few verbs, value objects out, errors mapped once per driver (libcloud / SkyPilot style).
+Drivers are imported lazily by name so `gpuctl --help` never pays for boto3 or pydo.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from gpuctl.errors import ConfigError
+from gpuctl.events import Event
+from gpuctl.models import Instance, LaunchSpec, Offer, SshTarget
+
+if TYPE_CHECKING:
+    from gpuctl.host import Host
+    from gpuctl.settings import Profile, Settings
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One provider's instances plus the parts of it that failed (a region, say).
+
+    A region that timed out is reported beside the others' results, never instead of them.
+    """
+
+    provider: str
+    instances: tuple[Instance, ...]
+    errors: tuple[tuple[str, str], ...] = ()  # (where, one-line reason)
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class Billing:
+    """How a provider bills compute; the cost ledger applies it (see gpuctl.cost)."""
+
+    per_second: bool = True
+    minimum_seconds: float = 60.0
+    billed_when_stopped: bool = False  # DigitalOcean bills powered-off droplets
+    storage_gb_month: float = 0.0  # attached disk, when billed separately (EBS gp3)
+
+
+# What the on-machine agent does when a watchdog limit (max hours, idle, budget) fires
+# after the trainer has been stopped gracefully. See gpuctl/agent/agent.py.
+SHUTDOWN_NONE = "none"  # local, ssh: stop the trainer only, leave the machine alone
+SHUTDOWN_POWEROFF = "poweroff"  # `shutdown -h now` (AWS with shutdown behaviour terminate)
+SHUTDOWN_DESTROY = "destroy"  # DigitalOcean: destroy own droplet via API (opt-in token)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the lifecycle needs from a cloud; implementations live beside this file."""
+
+    kind: ClassVar[str]  # "local" | "ssh" | "aws" | "digitalocean"
+    billing: ClassVar[Billing]
+    name: str  # profile name ("aws", "amd", "aws-emulator"...)
+
+    def check(self) -> None:
+        """Raise CredentialsError/ConfigError quickly if this provider cannot be used."""
+
+    def offers(self, *, gpu: str | None = None, region: str | None = None) -> list[Offer]:
+        """Rentable machine types with prices, cheapest first."""
+        ...
+
+    def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
+        """Machines that exist now (gpuctl-tagged only, unless include_unmanaged)."""
+        ...
+
+    def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
+        """Create a tagged machine for spec; yields Provisioning/Attempt events, returns it.
+
+        The instance must be findable again by its gpuctl:run tag even if the caller dies
+        right after the create call returns.
+        """
+        ...
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """Current view of one machine; None when the provider says it is gone."""
+        ...
+
+    def stop(self, instance: Instance) -> None: ...
+
+    def start(self, instance: Instance) -> None: ...
+
+    def terminate(self, instance: Instance, *, wait: bool = True) -> None:
+        """End billing; with wait, return only once the provider reports it gone."""
+        ...
+
+    def ssh_target(self, instance: Instance) -> SshTarget | None:
+        """How to reach it (None for the local provider)."""
+        ...
+
+    def host(self, instance: Instance) -> Host:
+        """A handle to run commands and move files on the machine."""
+        ...
+
+    def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
+        """Agent settings for the machine's own shutdown when a limit fires."""
+        ...
+
+
+# kind -> "module:Class", imported on first use.
+_REGISTRY: dict[str, str] = {
+    "local": "gpuctl.providers.local:LocalProvider",
+    "ssh": "gpuctl.providers.ssh:SshProvider",
+    "aws": "gpuctl.providers.aws:AwsProvider",
+    "digitalocean": "gpuctl.providers.digitalocean:DigitalOceanProvider",
+}
+
+
+def kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def register(kind: str, target: str) -> None:
+    """Add a driver (tests register fakes this way; plugins could too)."""
+    _REGISTRY[kind] = target
+
+
+def provider_class(kind: str) -> type:
+    try:
+        target = _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(
+            f"unknown provider kind '{kind}'", hint=f"known kinds: {', '.join(kinds())}"
+        ) from None
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"provider '{kind}' is not available in this installation ({exc.name} missing)",
+            hint="reinstall gpuctl with its dependencies (make run does this)",
+        ) from None
+    return getattr(module, cls_name)
+
+
+def get_provider(profile: Profile, settings: Settings) -> Provider:
+    cls = provider_class(profile.provider)
+    return cls(profile, settings)
+
+
+def get_providers(names: Iterable[str], settings: Settings) -> list[Provider]:
+    return [get_provider(settings.profile(n), settings) for n in names]

@@ -1,0 +1,1 @@
+"""The gpuctl Textual control center."""
