@@ -1,0 +1,33 @@
+"""Shared fixtures: every test gets its own GPUCTL_HOME so nothing touches the user's files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def gpuctl_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Isolate gpuctl's config, state and keys per test; no cloud credentials leak in."""
+    home = tmp_path_factory.mktemp("gpuctl-home")
+    monkeypatch.setenv("GPUCTL_HOME", str(home))
+    for var in (
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "DIGITALOCEAN_TOKEN",
+        "AMD_DEVCLOUD_TOKEN",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield home
