@@ -1,0 +1,53 @@
+"""Graceful stop requests: SIGTERM/SIGINT or a STOP file in the run dir.
+
+A request only sets a flag; the loop finishes its current step, writes last.pt and
+exits 0. A second signal means "now": it raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+FILE_CHECK_SECONDS = 0.5
+
+
+class StopRequest:
+    """Collects stop requests; `requested()` is cheap enough to call every step."""
+
+    def __init__(self, stop_file: Path | None) -> None:
+        self.stop_file = stop_file
+        self.reason: str | None = None
+        self._next_file_check = 0.0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Catch SIGTERM (spot notice, gpuctl stop) and SIGINT (Ctrl-C)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.reason is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.reason = signal.Signals(signum).name
+
+    def requested(self) -> bool:
+        """True once a signal arrived or the STOP file exists (checked twice a second)."""
+        if self.reason is not None:
+            return True
+        if self.stop_file is not None:
+            now = time.monotonic()
+            if now >= self._next_file_check:
+                self._next_file_check = now + FILE_CHECK_SECONDS
+                if self.stop_file.exists():
+                    self.reason = "STOP file"
+                    self.stop_file.unlink(missing_ok=True)  # so a resume does not stop at once
+        return self.reason is not None
