@@ -42,6 +42,7 @@ from .device import (
 from .distributed import DistInfo
 from .errors import TrainerError
 from .outputs import Outputs
+from .schedule import build_scheduler
 from .stop import StopRequest
 from .tasks import load_task
 
@@ -197,8 +198,6 @@ def train(
         raw_model = nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(_param_groups(raw_model, cfg.weight_decay), lr=lr, fused=fused)
-    from .schedule import build_scheduler
-
     scheduler = build_scheduler(
         optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio
     )
