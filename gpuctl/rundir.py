@@ -1,0 +1,202 @@
+"""A run's directory on a machine, and what gpuctl does in it, over any Host.
+
+Layout on the machine (base = Host.base_dir(), `~/gpuctl` over SSH):
+
+    base/code/<hash>/trainer/     the bundled trainer, shared by runs with the same code
+    base/code/<hash>/agent/agent.py
+    base/runs/<run>/run.json      resolved trainer config
+    base/runs/<run>/agent.json    watchdog limits and shutdown action
+    base/runs/<run>/work/         the user's work directory (if any)
+    base/runs/<run>/train.log, events.jsonl, status.json, history.json, last.pt, best.pt
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import RemoteError
+from .events import Event, Synced
+from .files import FileEntry, walk_tree
+from .host import Host, SyncStats
+
+# What `download` brings home by default: small, and everything needed to resume or report.
+RESULT_FILES: tuple[str, ...] = (
+    "best.pt",
+    "last.pt",
+    "history.json",
+    "train.log",
+    "events.jsonl",
+    "status.json",
+    "run.json",
+    "agent_status.json",
+    "agent.log",
+    "trainer.out",
+)
+
+
+def _package_dir(module: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise RemoteError(f"gpuctl installation is incomplete: {module} not found")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def code_bundle(cache_dir: Path) -> tuple[Path, list[FileEntry], str]:
+    """Stage trainer/ and agent/ in one local tree; returns (root, files, content hash).
+
+    The hash names the remote code dir, so runs with the same gpuctl version share it
+    and an upgrade never mixes old and new files.
+    """
+    sources = {
+        "trainer": _package_dir("gpuctl.trainer"),
+        "agent": _package_dir("gpuctl.agent"),
+    }
+    entries: list[tuple[str, Path]] = []
+    for prefix, src in sources.items():
+        for entry in walk_tree(src, excludes=("*.pyc",)):
+            entries.append((f"{prefix}/{entry.rel}", src / entry.rel))
+    digest = hashlib.blake2b(digest_size=8)
+    for rel, path in sorted(entries):
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    code_hash = digest.hexdigest()
+    root = cache_dir / "code" / code_hash
+    if not (root / ".complete").exists():
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for rel, path in entries:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / rel)
+        (tmp / ".complete").write_text(code_hash)
+        shutil.rmtree(root, ignore_errors=True)
+        tmp.rename(root)
+    files = [e for e in walk_tree(root) if e.rel != ".complete"]
+    return root, files, code_hash
+
+
+class RunDir:
+    """Operations on one run's directory; every remote round trip is named here."""
+
+    def __init__(self, host: Host, run_id: str, path: str | None = None) -> None:
+        self.host = host
+        self.run_id = run_id
+        self.path = path or f"{host.base_dir()}/runs/{run_id}"
+
+    def p(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    @property
+    def work(self) -> str:
+        return self.p("work")
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def upload_code(self, cache_dir: Path) -> Generator[Event, None, str]:
+        root, files, code_hash = code_bundle(cache_dir)
+        code_dir = f"{self.host.base_dir()}/code/{code_hash}"
+        marker = f"{code_dir}/.complete"
+        if self.host.file_size(marker) is None:
+            yield from self.host.put_tree(self.run_id, root, files, code_dir)
+            self.host.write_bytes(marker, code_hash.encode())
+        return code_dir
+
+    def upload_workdir(
+        self, workdir: Path, excludes: Sequence[str] = (), include_secrets: Sequence[str] = ()
+    ) -> Generator[Event, None, SyncStats]:
+        files = walk_tree(workdir, excludes, include_secrets)
+        stats = yield from self.host.put_tree(self.run_id, workdir, files, self.work)
+        yield Synced(
+            self.run_id, stats.files, stats.bytes, stats.seconds, stats.skipped, stats.method
+        )
+        return stats
+
+    def download(
+        self, local_dir: Path, names: Sequence[str] | None = RESULT_FILES
+    ) -> Generator[Event, None, SyncStats]:
+        local_dir.mkdir(parents=True, exist_ok=True)
+        stats = yield from self.host.get_tree(self.run_id, self.path, local_dir, names)
+        return stats
+
+    # -- files ---------------------------------------------------------------------------
+
+    def write_json(self, name: str, data: Mapping[str, Any], mode: int = 0o644) -> None:
+        self.host.write_bytes(
+            self.p(name), json.dumps(dict(data), indent=1, sort_keys=True).encode(), mode
+        )
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        data = self.host.read_bytes(self.p(name))
+        if not data:
+            return {}
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def exists(self) -> bool:
+        return self.host.file_size(self.p("run.json")) is not None
+
+    # -- agent -----------------------------------------------------------------------------
+
+    def _agent(self, code_dir: str, python: str, command: str, *extra: str) -> dict[str, Any]:
+        agent = f"{code_dir}/agent/agent.py"
+        argv = [python, agent, command, "--run-dir", self.path, *extra]
+        result = self.host.exec(shlex.join(argv), timeout=180)
+        result.check(f"agent {command}")
+        lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            raise RemoteError(
+                f"agent {command} gave no answer", hint="see agent.log in the run dir"
+            )
+        return json.loads(lines[-1])
+
+    def start(
+        self,
+        *,
+        code_dir: str,
+        python: str,
+        train: Mapping[str, Any],
+        agent: Mapping[str, Any],
+        resume: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Write the configs and start the supervisor detached; returns its pids."""
+        self.write_json("run.json", train)
+        agent_cfg = {
+            **agent,
+            "python": python,
+            "code_dir": code_dir,
+            "resume": resume,
+            "run_id": self.run_id,
+        }
+        self.write_json("agent.json", agent_cfg)
+        answer = self._agent(code_dir, python, "start")
+        if answer.get("error"):
+            raise RemoteError(f"agent: {answer['error']}", hint="`gpuctl status` shows the run")
+        return answer
+
+    def stop(self, *, reason: str = "stopped by user", timeout: float = 90.0) -> dict[str, Any]:
+        cfg = self.read_json("agent.json")
+        if not cfg:
+            raise RemoteError(
+                f"run {self.run_id} was never started on {self.host.label}",
+                hint="nothing to stop",
+            )
+        return self._agent(
+            cfg["code_dir"], cfg["python"], "stop", "--reason", reason, "--timeout", str(timeout)
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Agent status (state, pids, exit code, reason) with the trainer's status.json."""
+        cfg = self.read_json("agent.json")
+        if not cfg:
+            return {}
+        return self._agent(cfg["code_dir"], cfg["python"], "status")
