@@ -118,7 +118,7 @@ def _rank(image: JSON, vendor: str | None, size_slug: str) -> int | None:
         if any(h in text for h in ("ai/ml", "cuda", "nvidia")):
             return 2
         return None
-    if image.get("distribution", "").lower() == "ubuntu" and slug.endswith("-x64"):
+    if str(image.get("distribution") or "").lower() == "ubuntu" and slug.endswith("-x64"):
         return 0 if slug.startswith("ubuntu-") else 1
     return None
 

@@ -1,0 +1,1 @@
+"""Stateful fakes of cloud APIs, driven by the real SDKs over HTTP on 127.0.0.1."""
