@@ -18,13 +18,14 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 JSON = dict[str, Any]
 
@@ -216,6 +217,7 @@ class Injection:
     times: int = 1
     headers: dict[str, str] = field(default_factory=dict)
     body: JSON | None = None
+    after: bool = False  # act on the request first, then answer with the error
 
 
 @dataclass
@@ -293,7 +295,9 @@ class FakeDigitalOcean:
 
     def start(self) -> FakeDigitalOcean:
         self._server = _serve(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         return self
 
@@ -320,8 +324,13 @@ class FakeDigitalOcean:
         times: int = 1,
         headers: dict[str, str] | None = None,
         message: str | None = None,
+        after: bool = False,
     ) -> None:
-        """Answer the next `times` matching requests with `status` and an error body."""
+        """Answer the next `times` matching requests with `status` and an error body.
+
+        after=True performs the request before answering with the error: the "created,
+        but the answer was a 500" case that must not lead to a second droplet.
+        """
         body = {
             "id": ERROR_IDS.get(status, "error"),
             "message": message or f"injected {status}",
@@ -329,7 +338,7 @@ class FakeDigitalOcean:
         }
         with self._lock:
             self.injections.append(
-                Injection(status, method, path_prefix, times, dict(headers or {}), body)
+                Injection(status, method, path_prefix, times, dict(headers or {}), body, after)
             )
 
     def inject_rate_limit(self, *, reset_in: float = 1.0, times: int = 1) -> None:
@@ -352,6 +361,32 @@ class FakeDigitalOcean:
                 for r in self.requests
                 if (method is None or r.method == method) and r.path.startswith(path_prefix)
             ]
+
+    def seed_droplet(
+        self,
+        name: str,
+        *,
+        size: str = "gpu-mi300x1-192gb",
+        region: str = "atl1",
+        tags: list[str] | None = None,
+        status: str = "active",
+    ) -> JSON:
+        """A droplet created outside gpuctl (or by an earlier gpuctl), already booted."""
+        with self._lock:
+            image = next(i for i in self.images if i["slug"] == "ubuntu-22-04-x64")
+            droplet = self._create(
+                {
+                    "name": name,
+                    "size": size,
+                    "region": region,
+                    "image": image["slug"],
+                    "tags": tags or [],
+                }
+            )
+            self._seen[droplet["id"]] = self.active_after
+            self._observe(droplet["id"])
+            droplet["status"] = status
+            return droplet
 
     def power_off(self, droplet_id: int) -> None:
         """Power a droplet off behind gpuctl's back (the boot guard firing, say)."""
@@ -395,6 +430,11 @@ class FakeDigitalOcean:
                 if inj.path_prefix and not path.startswith(inj.path_prefix):
                     continue
                 inj.times -= 1
+                if inj.after:
+                    try:
+                        self._route(method, path, query, payload)
+                    except ApiError:
+                        pass
                 return inj.status, dict(inj.headers), inj.body
             if method != "GET" and token in self.readonly_tokens:
                 return self._error(403, "You are not authorized to perform this operation")
@@ -412,7 +452,7 @@ class FakeDigitalOcean:
         return status, dict(headers or {}), body
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        seg = path.strip("/").split("/")
+        seg = [unquote(part) for part in path.strip("/").split("/")]
         if not seg or seg[0] != "v2":
             raise ApiError(404, "The resource you were accessing could not be found.")
         seg = seg[1:]
@@ -747,7 +787,7 @@ class Redirector:
 
     def start(self) -> Redirector:
         self._server = _serve(self)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     @property
@@ -772,6 +812,12 @@ class Redirector:
 def _serve(app: Any) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in separate writes: without this, Nagle plus
+            # delayed ACKs add 40 ms to every call.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
