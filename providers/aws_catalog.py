@@ -67,10 +67,16 @@ class GpuFacts:
         gpus = item.get("GpuInfo", {}).get("Gpus", [])
         first = gpus[0] if gpus else {}
         total_mib = item.get("GpuInfo", {}).get("TotalGpuMemoryInMiB", 0)
+        name = str(first.get("Name", ""))
+        # Fractional types (g6f: Count 0, GpuPartitionSize 0.125) get one logical GPU.
+        count = sum(max(int(g.get("Count", 0)), int(g.get("LogicalGpuCount", 0))) for g in gpus)
+        part = float(first.get("GpuPartitionSize", 1.0) or 1.0)
+        if 0 < part < 1:
+            name = f"{name} 1/{round(1 / part)}"
         return cls(
             instance_type=item["InstanceType"],
-            gpu_name=str(first.get("Name", "")),
-            gpu_count=sum(int(g.get("Count", 0)) for g in gpus),
+            gpu_name=name,
+            gpu_count=count,
             gpu_memory_gb=round(total_mib / 1024, 1),
             vcpus=int(item.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
             memory_gb=round(item.get("MemoryInfo", {}).get("SizeInMiB", 0) / 1024, 1),
@@ -121,9 +127,12 @@ class Price:
 def on_demand_price(
     region: str, instance_type: str, fetched: Mapping[str, Any] | None = None
 ) -> Price | None:
-    """Pricing API figure if fetched, else the bundled catalog's; None if neither knows."""
+    """Pricing API figure if fetched, else the bundled catalog's; None if neither knows.
+
+    `fetched` is one region's refresh result: {"fetched_at": unix time, "prices": {...}}.
+    """
     if fetched:
-        value = fetched.get("regions", {}).get(region, {}).get(instance_type)
+        value = fetched.get("prices", {}).get(instance_type)
         if value:
             day = time.strftime("%Y-%m-%d", time.gmtime(fetched.get("fetched_at", 0)))
             return Price(float(value), f"AWS Pricing API {day}")

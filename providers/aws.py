@@ -1,0 +1,1080 @@
+"""AWS EC2 driver: GPU offers with live spot prices, guarded launches, parallel listing.
+
+Credentials, regions and endpoints come from boto3's own chain (profiles, env, SSO,
+instance roles, AWS_ENDPOINT_URL), so emulators such as moto are plain configuration.
+Every SDK failure is mapped once (aws_errors.map_error); per-region prerequisites live
+in aws_setup and prices in aws_catalog. boto3 is imported only when a client is made.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import difflib
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from gpuctl.bootguard import boot_guard_script
+from gpuctl.errors import (
+    CapacityError,
+    ConfigError,
+    CredentialsError,
+    GpuctlError,
+    ProviderError,
+    QuotaError,
+)
+from gpuctl.events import Attempt, Event, Provisioning
+from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
+
+from . import aws_setup
+from .aws_catalog import (
+    PRICING_REGION,
+    GpuFacts,
+    Price,
+    catalog_facts,
+    known_types,
+    on_demand_price,
+    parse_price_list,
+    pricing_filters,
+)
+from .aws_errors import (
+    aws_errors,
+    classify,
+    credential_chain_hint,
+    error_code,
+    map_error,
+    quota_hint,
+    quota_name,
+)
+from .base import SHUTDOWN_POWEROFF, Billing, Listing
+
+if TYPE_CHECKING:
+    from gpuctl.host import Host
+    from gpuctl.settings import Profile, Settings
+    from gpuctl.state import Store
+
+T = TypeVar("T")
+
+# EC2 state name -> gpuctl state, the one place this mapping lives.
+STATE_MAP: dict[str, InstanceState] = {
+    "pending": InstanceState.PENDING,
+    "running": InstanceState.RUNNING,
+    "stopping": InstanceState.STOPPING,
+    "stopped": InstanceState.STOPPED,
+    "shutting-down": InstanceState.STOPPING,
+    "terminated": InstanceState.TERMINATED,
+}
+LIVE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+
+TAG_RUN = "gpuctl:run"
+TAG_PRESET = "gpuctl:preset"
+TAG_MANAGED = "gpuctl:managed"
+TAG_SSH_USER = "gpuctl:ssh-user"
+TAG_PRICE = "gpuctl:price"  # $/h frozen at launch (spot: the market price then)
+TAG_KEY = "gpuctl:key"
+TAG_DISK = "gpuctl:disk-gb"
+
+DEFAULT_REGIONS = ("us-east-1",)
+GPU_TYPE_PATTERNS = ["g*", "p*", "dl*"]  # every EC2 family with GpuInfo starts so
+TYPES_MAX_AGE = 24 * 3600.0
+SPOT_MAX_AGE = 300.0  # spot prices move; "cached briefly"
+LAUNCH_SPOT_MAX_AGE = 60.0
+PRICING_MAX_AGE = 7 * 24 * 3600.0
+PRICING_RETRY_AFTER = 24 * 3600.0
+CALLER_IP_MAX_AGE = 300.0
+
+
+@dataclass
+class _Plan:
+    """What one region needs for a launch, prepared once and reused across markets."""
+
+    region: str
+    facts: GpuFacts
+    image: aws_setup.Image
+    key_name: str
+    security_group: str
+    subnets: dict[str, str]
+    zones: list[str]
+    on_demand: Price | None
+    spot: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One failed place, kept for the final error."""
+
+    where: str
+    kind: str  # capacity | quota | region | price | boot
+    reason: str
+    error: GpuctlError | None = None
+    current_spot: float | None = None
+
+
+class AwsProvider:
+    """Provider for EC2 (and any EC2-compatible emulator reached by endpoint)."""
+
+    kind: ClassVar[str] = "aws"
+    billing: ClassVar[Billing] = Billing(
+        per_second=True, minimum_seconds=60, billed_when_stopped=False, storage_gb_month=0.08
+    )
+
+    def __init__(self, profile: Profile, settings: Settings) -> None:
+        self.profile = profile
+        self.settings = settings
+        self.name = profile.name
+        self._lock = threading.RLock()
+        self._sessions: dict[str | None, Any] = {}
+        self._clients: dict[tuple[str, str, str | None], Any] = {}
+        self._store_obj: Store | None = None
+        self._region_of: dict[str, str] = {}
+        self.poll_seconds = float(profile.get("poll_seconds", 5.0))
+        self.launch_timeout = float(profile.get("launch_timeout", 600.0))
+        self.terminate_timeout = float(profile.get("terminate_timeout", 600.0))
+        self.max_attempts = int(profile.get("max_attempts", 5))
+        self.last_errors: tuple[tuple[str, str], ...] = ()  # regions offers() skipped
+
+    # -- SDK plumbing -----------------------------------------------------------------
+
+    def _aws_profile(self, override: str | None = None) -> str | None:
+        return override or self.profile.get("aws_profile") or None
+
+    def _session(self, aws_profile: str | None = None) -> Any:
+        """One boto3 Session per AWS profile; its events reach every client made from it."""
+        name = self._aws_profile(aws_profile)
+        with self._lock:
+            session = self._sessions.get(name)
+            if session is None:
+                import boto3
+
+                with aws_errors(aws_profile=name):
+                    session = boto3.Session(profile_name=name)
+                self._sessions[name] = session
+            return session
+
+    def _client(self, service: str, region: str, aws_profile: str | None = None) -> Any:
+        """A cached client; creation is serialised because Sessions are not thread-safe."""
+        name = self._aws_profile(aws_profile)
+        key = (service, region, name)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                from botocore.config import Config
+
+                config = Config(
+                    retries={"mode": "standard", "max_attempts": self.max_attempts},
+                    connect_timeout=5,
+                    read_timeout=30,
+                    user_agent_extra="gpuctl",
+                )
+                kwargs: dict[str, Any] = {"region_name": region, "config": config}
+                if self.profile.get("endpoint_url"):
+                    kwargs["endpoint_url"] = self.profile.get("endpoint_url")
+                with aws_errors(region=region, aws_profile=name):
+                    client = self._session(name).client(service, **kwargs)
+                self._clients[key] = client
+            return client
+
+    def _ec2(self, region: str, aws_profile: str | None = None) -> Any:
+        return self._client("ec2", region, aws_profile)
+
+    @property
+    def emulated(self) -> bool:
+        """True when an endpoint override points the SDK somewhere other than AWS."""
+        return bool(
+            self.profile.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get("AWS_ENDPOINT_URL_EC2")
+        )
+
+    def _store(self) -> Store:
+        with self._lock:
+            if self._store_obj is None:
+                from gpuctl.state import Store
+
+                self._store_obj = Store(self.settings.state_path)
+            return self._store_obj
+
+    def _cache_get(self, key: str, max_age: float | None = None) -> Any:
+        """Caches only save calls: a broken state store must never break a command."""
+        try:
+            return self._store().cache_get(f"aws:{self.name}:{key}", max_age)
+        except (GpuctlError, OSError, ValueError):
+            return None
+
+    def _cache_put(self, key: str, value: Any) -> None:
+        try:
+            self._store().cache_put(f"aws:{self.name}:{key}", value)
+        except (GpuctlError, OSError, ValueError):
+            pass
+
+    def _ctx(self, region: str | None = None, **extra: Any) -> dict[str, Any]:
+        """Context for map_error: where, and which credentials were in use."""
+        return {
+            "region": region,
+            "aws_profile": self._aws_profile(extra.pop("aws_profile", None)),
+            "endpoint": self.profile.get("endpoint_url"),
+            **extra,
+        }
+
+    # -- regions ------------------------------------------------------------------------
+
+    def _profile_regions(self) -> list[str]:
+        raw = self.profile.get("regions") or list(DEFAULT_REGIONS)
+        if isinstance(raw, str):
+            raw = raw.split(",")
+        return _dedupe(str(r).strip() for r in raw if str(r).strip())
+
+    def _list_regions(self) -> list[str]:
+        """Configured regions plus any gpuctl has launched in (so nothing is forgotten)."""
+        used = self._cache_get("used-regions") or []
+        return _dedupe([*self._profile_regions(), *used])
+
+    def _remember(self, instance_id: str, region: str) -> None:
+        self._region_of[instance_id] = region
+        self._cache_put(f"region:{instance_id}", region)
+
+    def _known_regions(self) -> set[str]:
+        session = self._session()
+        known: set[str] = set()
+        for partition in session.get_available_partitions():
+            known.update(session.get_available_regions("ec2", partition_name=partition))
+        return known
+
+    def _check_region(self, region: str) -> None:
+        known = self._known_regions()
+        if region not in known:
+            close = difflib.get_close_matches(region, sorted(known), n=1)
+            raise ConfigError(
+                f"unknown AWS region '{region}'",
+                hint=(f"did you mean '{close[0]}'? " if close else "")
+                + "(a region newer than this boto3 needs `pip install -U boto3`)",
+            )
+
+    def _fan_out(
+        self, regions: list[str], work: Callable[[str], T]
+    ) -> tuple[dict[str, T], list[tuple[str, GpuctlError]]]:
+        """Run `work` per region in parallel; failures come back beside the results."""
+        results: dict[str, T] = {}
+        errors: list[tuple[str, GpuctlError]] = []
+
+        def one(region: str) -> T:
+            self._check_region(region)
+            with aws_errors(**self._ctx(region)):
+                return work(region)
+
+        if not regions:
+            return results, errors
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(16, len(regions)), thread_name_prefix="gpuctl-aws"
+        ) as pool:
+            futures = {pool.submit(one, r): r for r in regions}
+            for future in concurrent.futures.as_completed(futures):
+                region = futures[future]
+                try:
+                    results[region] = future.result()
+                except Exception as exc:  # every failure becomes a gpuctl error
+                    errors.append((region, map_error(exc, **self._ctx(region))))
+        order = {r: i for i, r in enumerate(regions)}
+        errors.sort(key=lambda e: order[e[0]])
+        return results, errors
+
+    # -- check --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail fast with a fixable message: unknown region, no or expired credentials."""
+        regions = self._profile_regions()
+        for region in regions:
+            self._check_region(region)
+        session = self._session()
+        with aws_errors(**self._ctx(regions[0], action="checking credentials")):
+            credentials = session.get_credentials()
+            if credentials is None:
+                raise CredentialsError(
+                    "no AWS credentials found",
+                    hint=credential_chain_hint(self._aws_profile()),
+                )
+            credentials.get_frozen_credentials()
+            self._client("sts", regions[0]).get_caller_identity()
+
+    # -- offers -------------------------------------------------------------------------
+
+    def offers(self, *, gpu: str | None = None, region: str | None = None) -> list[Offer]:
+        """GPU types with on-demand and spot $/h per region, cheapest first."""
+        regions = [region] if region else self._profile_regions()
+        results, errors = self._fan_out(regions, self._region_offers)
+        self.last_errors = tuple((r, e.one_line()) for r, e in errors)
+        if errors and not results:
+            raise errors[0][1]
+        offers = [o for r in regions for o in results.get(r, [])]
+        if gpu:
+            offers = [o for o in offers if _gpu_matches(gpu, o)]
+        return sorted(offers, key=_offer_order)
+
+    def _region_offers(self, region: str) -> list[Offer]:
+        types = self._gpu_types(region)
+        spot_types = [t.instance_type for t in types if t.spot_supported]
+        spot = self._spot_prices(region, spot_types) if spot_types else {}
+        fetched = self._fetched_prices(region)
+        offers = []
+        for facts in types:
+            price = on_demand_price(region, facts.instance_type, fetched)
+            zones = spot.get(facts.instance_type, {})
+            zone = min(zones, key=lambda z: (zones[z], z)) if zones else None
+            notes = [f"on-demand: {price.source}" if price else "on-demand price unknown"]
+            if zone:
+                notes.append(f"spot: cheapest in {zone}")
+            offers.append(
+                Offer(
+                    provider=self.name,
+                    instance_type=facts.instance_type,
+                    gpu_name=facts.gpu_name,
+                    gpu_count=facts.gpu_count,
+                    gpu_memory_gb=facts.gpu_memory_gb,
+                    vcpus=facts.vcpus,
+                    memory_gb=facts.memory_gb,
+                    price_per_hour=price.per_hour if price else None,
+                    region=region,
+                    spot_price_per_hour=zones[zone] if zone else None,
+                    spot_zone=zone,
+                    regions=(region,),
+                    note="; ".join(notes),
+                )
+            )
+        return offers
+
+    def _gpu_types(self, region: str) -> list[GpuFacts]:
+        """Every type describe_instance_types reports with GpuInfo here (cached a day)."""
+        cached = self._cache_get(f"types:{region}", TYPES_MAX_AGE)
+        if cached:
+            return [GpuFacts.from_dict(d) for d in cached]
+        ec2 = self._ec2(region)
+        found = []
+        paginator = ec2.get_paginator("describe_instance_types")
+        pages = paginator.paginate(Filters=[{"Name": "instance-type", "Values": GPU_TYPE_PATTERNS}])
+        for page in pages:
+            for item in page.get("InstanceTypes", []):
+                if item.get("GpuInfo", {}).get("Gpus"):
+                    found.append(GpuFacts.from_api(item))
+        found.sort(key=lambda f: f.instance_type)
+        self._cache_put(f"types:{region}", [f.to_dict() for f in found])
+        return found
+
+    def _type_facts(self, region: str, instance_type: str) -> GpuFacts:
+        """Facts for one type; raises ClientError(InvalidInstanceType) if not sold here."""
+        for facts in self._gpu_types_cached(region):
+            if facts.instance_type == instance_type:
+                return facts
+        response = self._ec2(region).describe_instance_types(InstanceTypes=[instance_type])
+        items = response.get("InstanceTypes", [])
+        if not items:
+            raise ConfigError(
+                f"unknown instance type '{instance_type}'", hint=_type_hint(instance_type)
+            )
+        return GpuFacts.from_api(items[0])
+
+    def _gpu_types_cached(self, region: str) -> list[GpuFacts]:
+        cached = self._cache_get(f"types:{region}", TYPES_MAX_AGE) or []
+        return [GpuFacts.from_dict(d) for d in cached]
+
+    def _spot_prices(
+        self, region: str, types: list[str], max_age: float = SPOT_MAX_AGE
+    ) -> dict[str, dict[str, float]]:
+        """type -> {zone: current Linux spot $/h}, latest record per zone (cached briefly)."""
+        wanted = sorted(set(types))
+        digest = hashlib.sha256(",".join(wanted).encode()).hexdigest()[:12]
+        key = f"spot:{region}:{digest}"
+        cached = self._cache_get(key, max_age)
+        if cached is not None:
+            return {t: dict(z) for t, z in cached.items()}
+        ec2 = self._ec2(region)
+        latest: dict[tuple[str, str], tuple[dt.datetime, float]] = {}
+        paginator = ec2.get_paginator("describe_spot_price_history")
+        pages = paginator.paginate(
+            InstanceTypes=wanted,
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=dt.datetime.now(dt.UTC),
+        )
+        for page in pages:
+            for record in page.get("SpotPriceHistory", []):
+                if not str(record.get("ProductDescription", "")).startswith("Linux/UNIX"):
+                    continue
+                itype, zone = record.get("InstanceType"), record.get("AvailabilityZone")
+                if itype not in wanted or not zone:
+                    continue
+                stamp = record.get("Timestamp") or dt.datetime.min.replace(tzinfo=dt.UTC)
+                try:
+                    price = float(record["SpotPrice"])
+                except (KeyError, ValueError):
+                    continue
+                seen = latest.get((itype, zone))
+                if seen is None or stamp > seen[0]:
+                    latest[(itype, zone)] = (stamp, price)
+        out: dict[str, dict[str, float]] = {}
+        for (itype, zone), (_, price) in sorted(latest.items()):
+            out.setdefault(itype, {})[zone] = price
+        self._cache_put(key, out)
+        return out
+
+    # -- on-demand prices from the Pricing API ----------------------------------------------
+
+    def _fetched_prices(self, region: str) -> Mapping[str, Any] | None:
+        """Pricing API figures for a region, refreshed weekly when AWS itself is reachable."""
+        record = self._cache_get(f"pricing:{region}")
+        fresh = record and time.time() - record.get("fetched_at", 0) < PRICING_MAX_AGE
+        if fresh or self.emulated or not self.profile.get("live_prices", True):
+            return record if record and record.get("prices") else None
+        if record and time.time() - record.get("failed_at", 0) < PRICING_RETRY_AFTER:
+            return record if record.get("prices") else None
+        try:
+            return self.refresh_prices([region]).get(region)
+        except GpuctlError:
+            self._cache_put(f"pricing:{region}", {**(record or {}), "failed_at": time.time()})
+            return record if record and record.get("prices") else None
+
+    def refresh_prices(self, regions: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Fetch Linux on-demand GPU rates from the AWS Pricing API into the cache."""
+        out: dict[str, dict[str, Any]] = {}
+        pricing = self._client("pricing", PRICING_REGION)
+        for region in list(regions or self._profile_regions()):
+            with aws_errors(**self._ctx(region, action="reading the AWS Pricing API")):
+                items: list[str] = []
+                paginator = pricing.get_paginator("get_products")
+                for page in paginator.paginate(
+                    ServiceCode="AmazonEC2",
+                    Filters=pricing_filters(region),
+                    FormatVersion="aws_v1",
+                ):
+                    items.extend(page.get("PriceList", []))
+            prices = parse_price_list(items)
+            record = {"fetched_at": time.time(), "prices": prices}
+            self._cache_put(f"pricing:{region}", record)
+            out[region] = record
+        return out
+
+    # -- listing ------------------------------------------------------------------------
+
+    def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
+        """Instances across regions in parallel; a failed region is reported, not fatal."""
+        regions = self._list_regions()
+        results, errors = self._fan_out(
+            regions, lambda region: self._region_instances(region, include_unmanaged)
+        )
+        instances = [i for r in regions for i in results.get(r, [])]
+        return Listing(
+            provider=self.name,
+            instances=tuple(instances),
+            errors=_merge_errors(errors),
+        )
+
+    def _region_instances(self, region: str, include_unmanaged: bool) -> list[Instance]:
+        filters = [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+        if not include_unmanaged:
+            filters.append({"Name": "tag-key", "Values": [TAG_RUN]})
+        found = []
+        paginator = self._ec2(region).get_paginator("describe_instances")
+        for page in paginator.paginate(Filters=filters):
+            for reservation in page.get("Reservations", []):
+                for item in reservation.get("Instances", []):
+                    instance = self._to_instance(item, region)
+                    self._region_of[instance.id] = region
+                    found.append(instance)
+        found.sort(key=lambda i: (i.launched_at or 0.0, i.id))
+        return found
+
+    def _to_instance(self, item: Mapping[str, Any], region: str) -> Instance:
+        tags = {t["Key"]: t["Value"] for t in item.get("Tags", []) if "Key" in t}
+        raw = str(item.get("State", {}).get("Name", ""))
+        itype = str(item.get("InstanceType", ""))
+        market = Market.SPOT if item.get("InstanceLifecycle") == "spot" else Market.ON_DEMAND
+        price: float | None = _float(tags.get(TAG_PRICE))
+        if price is None and market == Market.ON_DEMAND:
+            known = on_demand_price(region, itype, self._cache_get(f"pricing:{region}"))
+            price = known.per_hour if known else None
+        facts = catalog_facts(itype) or next(
+            (f for f in self._gpu_types_cached(region) if f.instance_type == itype), None
+        )
+        launched = item.get("LaunchTime")
+        run_id = tags.get(TAG_RUN)
+        return Instance(
+            provider=self.name,
+            id=str(item["InstanceId"]),
+            name=tags.get("Name") or str(item["InstanceId"]),
+            region=region,
+            instance_type=itype,
+            state=STATE_MAP.get(raw, InstanceState.UNKNOWN),
+            public_ip=item.get("PublicIpAddress"),
+            launched_at=launched.timestamp() if isinstance(launched, dt.datetime) else None,
+            price_per_hour=price,
+            market=market,
+            gpu_name=facts.gpu_name if facts else "",
+            gpu_count=facts.gpu_count if facts else 0,
+            run_id=run_id,
+            managed=run_id is not None,
+            raw_state=raw,
+            zone=item.get("Placement", {}).get("AvailabilityZone"),
+            ssh_user=tags.get(TAG_SSH_USER),
+            ssh_port=int(self.profile.get("ssh_port") or 22),
+            disk_gb=_float(tags.get(TAG_DISK)),
+            tags=tags,
+        )
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """Where known, ask the instance's region; else every listed region in parallel."""
+        region = self._region_of.get(instance_id) or self._cache_get(f"region:{instance_id}")
+        regions = [region] if region else self._list_regions()
+
+        def look(r: str) -> Instance | None:
+            try:
+                response = self._ec2(r).describe_instances(InstanceIds=[instance_id])
+            except Exception as exc:
+                if error_code(exc).startswith("InvalidInstanceID"):
+                    return None
+                raise
+            for reservation in response.get("Reservations", []):
+                for item in reservation.get("Instances", []):
+                    return self._to_instance(item, r)
+            return None
+
+        results, errors = self._fan_out(regions, look)
+        for r in regions:
+            instance = results.get(r)
+            if instance is not None:
+                self._remember(instance.id, r)
+                return None if instance.state == InstanceState.TERMINATED else instance
+        if errors:
+            raise errors[0][1]  # cannot tell "gone" from "unreachable": say why
+        return None
+
+    # -- launch -------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
+        """Spot/on-demand with fallback across zones, regions and markets; every try reported."""
+        run_id = spec.run_id
+        itype = spec.instance_type
+        if not itype:
+            raise ConfigError(
+                "no instance type chosen for AWS",
+                hint="pass --type (see `gpuctl offers --provider aws`)",
+            )
+        if spec.fallback not in ("none", "on-demand"):
+            raise ConfigError(
+                f"unknown --fallback '{spec.fallback}'", hint="use 'none' or 'on-demand'"
+            )
+        if spec.max_price is not None and spec.max_price <= 0:
+            raise ConfigError("--max-price must be positive", hint="omit it to cap at on-demand")
+        regions = _dedupe([*([spec.region] if spec.region else []), *spec.regions])
+        regions = regions or self._profile_regions()
+        for region in regions:
+            self._check_region(region)
+        aws_profile = spec.options.get("aws_profile") or None
+        markets = [Market.SPOT] if spec.spot else [Market.ON_DEMAND]
+        if spec.spot and spec.fallback == "on-demand":
+            markets.append(Market.ON_DEMAND)
+        yield Provisioning(
+            run_id=run_id,
+            provider=self.name,
+            detail=f"{itype} {'spot' if spec.spot else 'on-demand'} in {', '.join(regions)}",
+        )
+        cidr = self._ssh_cidr(spec)
+        key_name = spec.options.get("key_name") or None
+        key = None if key_name else aws_setup.local_key(self.settings.keys_dir)
+        token = uuid.uuid4().hex[:12]  # one per launch call: botocore retries reuse it
+        plans: dict[str, _Plan | None] = {}
+        failures: list[_Failure] = []
+        for market in markets:
+            for region in regions:
+                if region not in plans:
+                    try:
+                        plans[region] = yield from self._prepare(
+                            spec, region, cidr, key, key_name, aws_profile
+                        )
+                    except _RegionFailed as exc:
+                        plans[region] = None
+                        failures.append(exc.failure)
+                        yield Attempt(run_id, where=region, ok=False, reason=exc.failure.reason)
+                plan = plans[region]
+                if plan is None:
+                    continue
+                if market == Market.SPOT and not plan.facts.spot_supported:
+                    failure = _Failure(f"{region} spot", "region", f"{itype} is not sold as spot")
+                    failures.append(failure)
+                    yield Attempt(run_id, where=failure.where, ok=False, reason=failure.reason)
+                    continue
+                instance = yield from self._try_zones(
+                    spec, plan, market, token, aws_profile, failures
+                )
+                if instance is not None:
+                    return instance
+        raise self._launch_failed(spec, failures)
+
+    def _ssh_cidr(self, spec: LaunchSpec) -> str:
+        explicit = spec.options.get("ssh_cidr") or self.profile.get("ssh_cidr")
+        if explicit:
+            return aws_setup.normalise_cidr(str(explicit))
+        cached = self._cache_get("caller-cidr", CALLER_IP_MAX_AGE)
+        if cached:
+            return str(cached)
+        cidr = aws_setup.caller_cidr()
+        self._cache_put("caller-cidr", cidr)
+        return cidr
+
+    def _prepare(
+        self,
+        spec: LaunchSpec,
+        region: str,
+        cidr: str,
+        key: aws_setup.LocalKey | None,
+        key_name: str | None,
+        aws_profile: str | None,
+    ) -> Generator[Event, None, _Plan]:
+        """Type, zones, image, key pair and firewall for one region; _RegionFailed if unusable."""
+        itype = str(spec.instance_type)
+        ec2 = self._ec2(region, aws_profile)
+        ctx = self._ctx(region, aws_profile=aws_profile, instance_type=itype, spot=spec.spot)
+        try:
+            facts = self._type_facts(region, itype)
+            offered = ec2.describe_instance_type_offerings(
+                LocationType="availability-zone",
+                Filters=[{"Name": "instance-type", "Values": [itype]}],
+            ).get("InstanceTypeOfferings", [])
+            zones_offered = sorted({o["Location"] for o in offered})
+            if not zones_offered:
+                raise _RegionFailed(
+                    _Failure(region, "region", f"{itype} is not offered in {region}")
+                )
+            image = aws_setup.find_image(
+                ec2,
+                region,
+                facts,
+                image=spec.image,
+                owners=self.profile.get("image_owners") or None,
+            )
+            yield Provisioning(spec.run_id, self.name, f"{region}: image {image.name} ({image.id})")
+            if key_name:
+                aws_setup.check_key_pair(ec2, key_name, region)
+                pair = key_name
+            else:
+                assert key is not None
+                pair = aws_setup.ensure_key_pair(ec2, key)
+            vpc = aws_setup.default_vpc(ec2, region)
+            subnets = aws_setup.default_subnets(ec2, vpc)
+            group = aws_setup.ensure_security_group(ec2, vpc, cidr)
+            yield Provisioning(
+                spec.run_id,
+                self.name,
+                f"{region}: key pair {pair}, security group {group} (SSH from {cidr} only)",
+            )
+            zones = [z for z in zones_offered if z in subnets]
+            if not zones:
+                raise _RegionFailed(
+                    _Failure(region, "region", f"no default subnet in the zones offering {itype}")
+                )
+            spot = {}
+            if spec.spot:
+                spot = self._spot_prices(region, [itype], LAUNCH_SPOT_MAX_AGE).get(itype, {})
+            price = on_demand_price(region, itype, self._cache_get(f"pricing:{region}"))
+        except _RegionFailed:
+            raise
+        except Exception as exc:
+            mapped = map_error(exc, **ctx)
+            kind = classify(exc)
+            if isinstance(mapped, ConfigError) and kind == "fatal":
+                kind = "region"  # image missing, no default VPC, key pair not in this region
+            if error_code(exc) == "InvalidInstanceType":
+                kind = "unknown-type"
+            if kind == "fatal":
+                raise mapped from None
+            raise _RegionFailed(_Failure(region, kind, _reason(mapped), error=mapped)) from None
+        return _Plan(
+            region=region,
+            facts=facts,
+            image=image,
+            key_name=pair,
+            security_group=group,
+            subnets=subnets,
+            zones=zones,
+            on_demand=price,
+            spot=spot,
+        )
+
+    def _try_zones(
+        self,
+        spec: LaunchSpec,
+        plan: _Plan,
+        market: Market,
+        token: str,
+        aws_profile: str | None,
+        failures: list[_Failure],
+    ) -> Generator[Event, None, Instance | None]:
+        """Each zone of one region in turn (spot: cheapest first); the instance or None."""
+        run_id = spec.run_id
+        spot = market == Market.SPOT
+        zones = list(plan.zones)
+        if spot:
+            zones.sort(key=lambda z: (plan.spot.get(z, float("inf")), z))
+        max_price = spec.max_price or (plan.on_demand.per_hour if plan.on_demand else None)
+        ctx = self._ctx(
+            plan.region, aws_profile=aws_profile, instance_type=plan.facts.instance_type, spot=spot
+        )
+        for zone in zones:
+            where = f"{zone} {market.value}"
+            current = plan.spot.get(zone) if spot else None
+            if spot and current is not None and max_price is not None and max_price < current:
+                failure = _Failure(
+                    where,
+                    "price",
+                    f"max price ${max_price:.4g}/h is below the current spot price "
+                    f"${current:.4g}/h",
+                    current_spot=current,
+                )
+                failures.append(failure)
+                yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
+                continue
+            if spot:
+                price = current if current is not None else max_price
+            else:
+                price = plan.on_demand.per_hour if plan.on_demand else None
+            params = self._run_params(spec, plan, zone, spot, max_price, price, token)
+            ec2 = self._ec2(plan.region, aws_profile)
+            try:
+                response = ec2.run_instances(**params)
+            except Exception as exc:
+                kind = classify(exc)
+                mapped = map_error(exc, **ctx)
+                if kind == "fatal":
+                    raise mapped from None
+                if error_code(exc) == "SpotMaxPriceTooLow":
+                    kind = "price"
+                failure = _Failure(where, kind, _reason(mapped), error=mapped)
+                failures.append(failure)
+                yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
+                if kind in ("quota", "region"):
+                    return None  # the whole region (for this market) is out
+                continue
+            instance_id = str(response["Instances"][0]["InstanceId"])
+            self._remember(instance_id, plan.region)
+            used = self._cache_get("used-regions") or []
+            if plan.region not in used:
+                self._cache_put("used-regions", [*used, plan.region])
+            yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
+            try:
+                item, died = self._wait_running(plan.region, instance_id, aws_profile)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    self._terminate_quietly(plan.region, instance_id, aws_profile)
+                    raise map_error(exc, **ctx) from None
+                raise
+            if died:
+                failure = _Failure(where, "boot", f"{instance_id} ended while booting: {died}")
+                failures.append(failure)
+                yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
+                continue
+            yield Attempt(run_id, where=where, ok=True)
+            return self._to_instance(item, plan.region)
+        return None
+
+    def _run_params(
+        self,
+        spec: LaunchSpec,
+        plan: _Plan,
+        zone: str,
+        spot: bool,
+        max_price: float | None,
+        price: float | None,
+        token: str,
+    ) -> dict[str, Any]:
+        """RunInstances arguments: tagged, IMDSv2, gp3 root, shutdown terminates."""
+        disk = max(int(spec.disk_gb or 0), plan.image.root_size_gb, 8)
+        ssh_user = str(spec.options.get("ssh_user") or plan.image.ssh_user)
+        common = [
+            {"Key": TAG_RUN, "Value": spec.run_id},
+            {"Key": TAG_PRESET, "Value": spec.preset},
+            {"Key": TAG_MANAGED, "Value": "true"},
+            {"Key": "Name", "Value": f"gpuctl-{spec.run_id}"},
+        ]
+        instance_tags = [
+            *common,
+            {"Key": TAG_SSH_USER, "Value": ssh_user},
+            {"Key": TAG_KEY, "Value": plan.key_name},
+            {"Key": TAG_DISK, "Value": str(disk)},
+        ]
+        if price is not None:
+            instance_tags.append({"Key": TAG_PRICE, "Value": f"{price:.6g}"})
+        params: dict[str, Any] = {
+            "ImageId": plan.image.id,
+            "InstanceType": plan.facts.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "KeyName": plan.key_name,
+            "SubnetId": plan.subnets[zone],
+            "SecurityGroupIds": [plan.security_group],
+            "UserData": boot_guard_script(spec.run_id, spec.max_hours),
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {
+                "HttpTokens": "required",
+                "HttpEndpoint": "enabled",
+                "HttpPutResponseHopLimit": 2,
+            },
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": plan.image.root_device,
+                    "Ebs": {"VolumeSize": disk, "VolumeType": "gp3", "DeleteOnTermination": True},
+                }
+            ],
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": instance_tags},
+                {"ResourceType": "volume", "Tags": common},
+            ],
+            "ClientToken": f"{spec.run_id[:36]}-{token}-{zone[-2:]}-{'s' if spot else 'o'}"[:64],
+        }
+        if spot:
+            options: dict[str, Any] = {
+                "SpotInstanceType": "one-time",
+                "InstanceInterruptionBehavior": "terminate",
+            }
+            if max_price is not None:
+                options["MaxPrice"] = f"{max_price:.6g}"
+            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
+        return params
+
+    def _wait_running(
+        self, region: str, instance_id: str, aws_profile: str | None
+    ) -> tuple[Mapping[str, Any], str]:
+        """Poll until running with an address (item, ""), or ended while booting (item, why)."""
+        ec2 = self._ec2(region, aws_profile)
+        deadline = time.monotonic() + self.launch_timeout
+        item: Mapping[str, Any] = {}
+        while True:
+            try:
+                response = ec2.describe_instances(InstanceIds=[instance_id])
+                items = [
+                    i for r in response.get("Reservations", []) for i in r.get("Instances", [])
+                ]
+                item = items[0] if items else {}
+            except Exception as exc:
+                if not error_code(exc).startswith("InvalidInstanceID.NotFound"):
+                    raise
+                item = {}  # not yet visible: EC2 is eventually consistent right after create
+            state = item.get("State", {}).get("Name", "")
+            if state == "running":
+                if item.get("PublicIpAddress") or self.profile.get("ssh_host"):
+                    return item, ""
+                self._terminate_quietly(region, instance_id, aws_profile)
+                raise ProviderError(
+                    f"{instance_id} has no public IP address",
+                    hint="the default subnet does not assign public IPs; enable "
+                    "auto-assign public IPv4 on it",
+                )
+            if state in ("shutting-down", "terminated", "stopping", "stopped"):
+                why = item.get("StateReason", {}).get("Message") or state
+                return item, str(why)
+            if time.monotonic() > deadline:
+                self._terminate_quietly(region, instance_id, aws_profile)
+                raise ProviderError(
+                    f"{instance_id} was still '{state or 'invisible'}' after "
+                    f"{self.launch_timeout:.0f}s, so gpuctl terminated it",
+                    hint="AWS may be slow in that zone; try again or another region",
+                )
+            time.sleep(self.poll_seconds)
+
+    def _terminate_quietly(self, region: str, instance_id: str, aws_profile: str | None) -> None:
+        """Best effort clean-up after a failed launch: never leave a billed orphan behind."""
+        try:
+            self._ec2(region, aws_profile).terminate_instances(InstanceIds=[instance_id])
+        except Exception:
+            pass  # it is tagged: `gpuctl down --orphans` finds it
+
+    def _launch_failed(self, spec: LaunchSpec, failures: list[_Failure]) -> GpuctlError:
+        """The one error that explains every failed try."""
+        itype = str(spec.instance_type)
+        kinds = {f.kind for f in failures}
+        tried = "; ".join(f"{f.where}: {f.reason}" for f in failures)
+        if kinds == {"unknown-type"}:
+            return ConfigError(f"unknown instance type '{itype}'", hint=_type_hint(itype))
+        if kinds == {"price"}:
+            cheapest = min((f for f in failures if f.current_spot), key=lambda f: f.current_spot)
+            return CapacityError(
+                f"--max-price ${spec.max_price:.4g}/h is below the current spot price of "
+                f"{itype} (${cheapest.current_spot:.4g}/h in {cheapest.where.split()[0]}, "
+                "the cheapest zone)",
+                hint=f"raise --max-price to at least {cheapest.current_spot:.4g}, omit it "
+                "(defaults to the on-demand price), or add --fallback on-demand",
+            )
+        if kinds == {"quota"}:
+            first = next(f for f in failures if f.kind == "quota")
+            region = first.where.split()[0]
+            return QuotaError(
+                f"AWS vCPU quota '{quota_name(itype, spec.spot)}' is too low for {itype} "
+                f"in {', '.join(_dedupe(f.where.split()[0] for f in failures))}",
+                hint=quota_hint(region, itype, spec.spot),
+            )
+        first_error = next((f.error for f in failures if f.error), None)
+        if kinds <= {"region", "unknown-type"} and first_error is not None:
+            if len(failures) == 1:
+                return first_error
+            return type(first_error)(
+                f"no usable region for {itype}: {tried}", hint=first_error.hint
+            )
+        hint = "try another instance type or region (--regions a,b,c)"
+        if spec.spot and spec.fallback != "on-demand":
+            hint += ", or --fallback on-demand"
+        if "quota" in kinds:
+            hint += f"; a quota also blocked it: {quota_hint(None, itype, spec.spot)}"
+        return CapacityError(
+            f"could not launch {itype} after {len(failures)} tries: {tried}", hint=hint
+        )
+
+    # -- lifecycle verbs --------------------------------------------------------------------
+
+    def stop(self, instance: Instance) -> None:
+        """Stop an EBS-backed on-demand instance (the disk keeps billing)."""
+        if instance.market == Market.SPOT:
+            raise ConfigError(
+                f"{instance.id} is a spot instance and cannot be stopped",
+                hint="gpuctl's spot instances are one-time requests: terminate it instead",
+            )
+        with aws_errors(**self._ctx(instance.region, action=f"stopping {instance.id}")):
+            self._ec2(instance.region).stop_instances(InstanceIds=[instance.id])
+
+    def start(self, instance: Instance) -> None:
+        with aws_errors(**self._ctx(instance.region, action=f"starting {instance.id}")):
+            self._ec2(instance.region).start_instances(InstanceIds=[instance.id])
+
+    def terminate(self, instance: Instance, *, wait: bool = True) -> None:
+        """Terminate; with wait, poll (bounded) until EC2 itself reports 'terminated'."""
+        ec2 = self._ec2(instance.region)
+        ctx = self._ctx(instance.region, action=f"terminating {instance.id}")
+        try:
+            ec2.terminate_instances(InstanceIds=[instance.id])
+        except Exception as exc:
+            if error_code(exc).startswith("InvalidInstanceID.NotFound"):
+                return  # already gone
+            raise map_error(exc, **ctx) from None
+        if not wait:
+            return
+        deadline = time.monotonic() + self.terminate_timeout
+        state = "shutting-down"
+        while True:
+            with aws_errors(**ctx):
+                try:
+                    response = ec2.describe_instances(InstanceIds=[instance.id])
+                except Exception as exc:
+                    if error_code(exc).startswith("InvalidInstanceID.NotFound"):
+                        return
+                    raise
+            items = [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
+            if not items:
+                return
+            state = str(items[0].get("State", {}).get("Name", ""))
+            if state == "terminated":
+                return
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    f"{instance.id} is still '{state}' {self.terminate_timeout:.0f}s after "
+                    "the terminate request",
+                    hint="AWS accepted it; check `gpuctl ls` shortly (billing ends once it "
+                    "reports terminated) or the EC2 console",
+                )
+            time.sleep(self.poll_seconds)
+
+    # -- reaching the machine ---------------------------------------------------------------
+
+    def ssh_target(self, instance: Instance) -> SshTarget | None:
+        """Address (or the profile's emulator override), login user and gpuctl's key."""
+        host = self.profile.get("ssh_host") or instance.public_ip
+        if not host:
+            return None
+        user = (
+            self.profile.get("ssh_user")
+            or instance.ssh_user
+            or instance.tags.get(TAG_SSH_USER)
+            or "ubuntu"
+        )
+        key_path: str | None = None
+        if self.profile.get("ssh_key"):
+            key_path = str(Path(str(self.profile.get("ssh_key"))).expanduser())
+        else:
+            key = aws_setup.local_key(self.settings.keys_dir, create=False)
+            if key is not None and instance.tags.get(TAG_KEY) == key.name:
+                key_path = str(key.path)
+        return SshTarget(
+            host=str(host),
+            port=int(self.profile.get("ssh_port") or 22),
+            user=str(user),
+            key_path=key_path,
+        )
+
+    def host(self, instance: Instance) -> Host:
+        from gpuctl.remote.ssh_host import SshHost
+
+        target = self.ssh_target(instance)
+        if target is None:
+            raise ProviderError(
+                f"{instance.id} has no public address ({instance.raw_state or instance.state})",
+                hint="start it first (`gpuctl start`), or wait until it is running",
+            )
+        return SshHost(target, self.settings)  # type: ignore[no-any-return]
+
+    def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
+        """Power off: InstanceInitiatedShutdownBehavior=terminate turns that into terminate."""
+        command = self.profile.get("shutdown_command") or ["sudo", "shutdown", "-h", "now"]
+        return {"action": SHUTDOWN_POWEROFF, "command": list(command)}
+
+
+class _RegionFailed(Exception):
+    """A region cannot be used for this launch; carries the failure for the final error."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        if item:
+            seen.setdefault(item, None)
+    return list(seen)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _reason(error: GpuctlError) -> str:
+    return error.message
+
+
+def _type_hint(instance_type: str) -> str:
+    close = difflib.get_close_matches(instance_type, known_types(), n=2)
+    suggestion = f"did you mean {' or '.join(close)}? " if close else ""
+    return suggestion + "list GPU types with `gpuctl offers --provider aws`"
+
+
+def _gpu_matches(gpu: str, offer: Offer) -> bool:
+    wanted = gpu.strip().lower()
+    return wanted in offer.gpu_name.lower() or offer.instance_type.lower().startswith(wanted)
+
+
+def _offer_order(offer: Offer) -> tuple[float, float, str, str]:
+    price = offer.price_per_hour if offer.price_per_hour is not None else float("inf")
+    spot = offer.spot_price_per_hour if offer.spot_price_per_hour is not None else float("inf")
+    return (price, spot, offer.instance_type, offer.region)
+
+
+def _merge_errors(errors: list[tuple[str, GpuctlError]]) -> tuple[tuple[str, str], ...]:
+    """One entry per distinct reason (4 regions without credentials is one problem)."""
+    merged: dict[str, list[str]] = {}
+    for region, error in errors:
+        merged.setdefault(error.one_line(), []).append(region)
+    return tuple((", ".join(regions), reason) for reason, regions in merged.items())

@@ -1,0 +1,164 @@
+"""moto in server mode, reached by the real botocore wire path through AWS_ENDPOINT_URL.
+
+One server per session, reset before every test (POST /moto-api/reset). Two things moto
+cannot do over its API are seeded on the server side instead, leaving the client path
+untouched: Deep Learning AMIs owned by "amazon" (create_image would make them ours) and
+spot price history (moto answers a constant $0.00001).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuctl.settings import Profile, Settings
+
+ACCOUNT = "123456789012"
+AMAZON = "898082745236"  # the account that publishes Deep Learning AMIs
+REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1")
+# Real DLAMI names; the newest (by creation date) of the best pattern must win.
+DLAMIS = (
+    (
+        "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.4.1 (Ubuntu 22.04) 20241016",
+        "x86_64",
+        2024,
+    ),
+    (
+        "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.5.1 (Ubuntu 22.04) 20250107",
+        "x86_64",
+        2025,
+    ),
+    (
+        "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.5.1 (Amazon Linux 2023) 20250110",
+        "x86_64",
+        2026,
+    ),
+    ("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250201", "x86_64", 2027),
+    (
+        "Deep Learning ARM64 AMI OSS Nvidia Driver GPU PyTorch 2.5.1 (Ubuntu 22.04) 20250107",
+        "arm64",
+        2025,
+    ),
+)
+NEWEST_UBUNTU = DLAMIS[1][0]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A clean moto with fake credentials in env, AMIs registered, spot prices seedable."""
+    req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST", data=b"")
+    urllib.request.urlopen(req, timeout=10).read()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for region in REGIONS[:3]:  # ap-northeast-1 has no Deep Learning AMI: a region failure
+        for name, arch, year in DLAMIS:
+            register_ami(region, name, arch=arch, created=dt.datetime(year, 1, 2, tzinfo=dt.UTC))
+    yield moto_server
+
+
+def register_ami(
+    region: str,
+    name: str,
+    *,
+    arch: str = "x86_64",
+    created: dt.datetime | None = None,
+    owner: str = AMAZON,
+) -> str:
+    """Add an amazon-owned public AMI to moto's backend (no API call can set the owner)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.amis import Ami
+    from moto.ec2.utils import random_ami_id
+
+    backend = ec2_backends[ACCOUNT][region]
+    ami = Ami(
+        backend,
+        random_ami_id(),
+        name=name,
+        owner_id=owner,
+        owner_alias="amazon" if owner == AMAZON else None,
+        public=True,
+        architecture=arch,
+        virtualization_type="hvm",
+        creation_date=created or dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        root_device_type="ebs",
+        root_device_name="/dev/sda1",
+        region_name=f"{region}a",
+    )
+    backend.amis[ami.id] = ami
+    return str(ami.id)
+
+
+@pytest.fixture
+def spot_prices(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str, str], float]:
+    """(region, type, zone) -> $/h served by moto's DescribeSpotPriceHistory."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.spot_instances import SpotInstances
+
+    table: dict[tuple[str, str, str], float] = {}
+
+    def describe_spot_price_history(self: Any) -> Any:
+        wanted = set(self._get_param("InstanceTypes", []))
+        history = []
+        for (region, itype, zone), price in sorted(table.items()):
+            if region != self.region or (wanted and itype not in wanted):
+                continue
+            for age_h, factor in ((5, 1.3), (0, 1.0)):  # an older, dearer record first
+                history.append(
+                    {
+                        "InstanceType": itype,
+                        "ProductDescription": "Linux/UNIX",
+                        "SpotPrice": f"{price * factor:.6f}",
+                        "AvailabilityZone": zone,
+                        "Timestamp": dt.datetime.now(dt.UTC) - dt.timedelta(hours=age_h),
+                    }
+                )
+        return ActionResult({"SpotPriceHistory": history})
+
+    monkeypatch.setattr(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
+    return table
+
+
+@pytest.fixture
+def settings(gpuctl_home: Path) -> Settings:
+    return Settings(
+        home=gpuctl_home, config_path=gpuctl_home / "config.toml", results_dir=gpuctl_home / "r"
+    )
+
+
+@pytest.fixture
+def make_provider(aws: str, settings: Settings) -> Callable[..., Any]:
+    """AwsProvider on the test profile; options override the fast, offline defaults."""
+    from gpuctl.providers.aws import AwsProvider
+
+    def make(**options: Any) -> AwsProvider:
+        opts: dict[str, Any] = {
+            "regions": ["us-east-1", "us-west-2"],
+            "ssh_cidr": "203.0.113.7/32",
+            "poll_seconds": 0.01,
+            "max_attempts": 2,
+            "launch_timeout": 5,
+            "terminate_timeout": 5,
+        }
+        opts.update(options)
+        return AwsProvider(Profile(name="aws-test", provider="aws", options=opts), settings)
+
+    return make

@@ -1,0 +1,40 @@
+"""Helpers for the AWS tests: SDK-boundary fault injection and verification clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def client_error(code: str, message: str, operation: str = "RunInstances") -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+def inject(
+    provider: Any, operation: str, decide: Callable[[str, dict[str, Any]], Exception | None]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Fail chosen calls at the SDK boundary: a botocore before-call hook on the session.
+
+    `decide(region, params)` returns the exception to raise, or None to let the call
+    through. Returns the log of every call seen.
+    """
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def hook(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        region = context.get("client_region", "")
+        seen.append((region, params))
+        error = decide(region, params)
+        if error is not None:
+            raise error
+
+    provider._session().events.register(f"before-call.ec2.{operation}", hook)
+    return seen
+
+
+def boto(region: str) -> Any:
+    """A plain boto3 client for verifying what the provider did (env points at moto)."""
+    import boto3
+
+    return boto3.client("ec2", region_name=region)
