@@ -100,6 +100,14 @@ def _one_line(text: Any, limit: int = 300) -> str:
     return " ".join(str(text or "").split())[:limit]
 
 
+class ApiRefused(ProviderError):
+    """The API refused a request for a reason other than auth/capacity/quota (4xx, 5xx)."""
+
+    def __init__(self, message: str, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
 class _Retry(Exception):
     """A transient failure (429, 5xx, connection): `error` is raised if we give up.
 
@@ -214,7 +222,7 @@ class DigitalOceanProvider:
         if status == 403:
             return CredentialsError(
                 f"{host} refused to {what} (403): the token in {self.token_env} lacks write "
-                f"scope (read-only token?){said}",
+                f"scope or access to this resource{said}",
                 hint=f"create a token with read and write scope and export {self.token_env}",
             )
         if status == 404:
@@ -229,7 +237,7 @@ class DigitalOceanProvider:
                     hint="destroy droplets you no longer need, or ask DigitalOcean support "
                     "to raise the droplet limit",
                 )
-            return ProviderError(f"{host} refused to {what} (422){said}")
+            return ApiRefused(f"{host} refused to {what} (422){said}", 422)
         if status == 429:
             reset = headers.get("ratelimit-reset")
             when = ""
@@ -240,11 +248,12 @@ class DigitalOceanProvider:
                 hint="wait a minute and retry; other tools using the same token share the limit",
             )
         if status >= 500:
-            return ProviderError(
+            return ApiRefused(
                 f"{host} failed to {what} ({status}){said}",
+                status,
                 hint="DigitalOcean's API had an error; retry shortly (status.digitalocean.com)",
             )
-        return ProviderError(f"{host} refused to {what} ({status}){said}")
+        return ApiRefused(f"{host} refused to {what} ({status}){said}", status)
 
     def _retry_wait(self, status: int, headers: Mapping[str, str], attempt: int) -> float:
         """Seconds to wait before retrying: ratelimit-reset / Retry-After, else backoff."""
@@ -697,6 +706,19 @@ class DigitalOceanProvider:
         sizes = self._sizes(fresh=True)
         size = self._pick_size(spec, sizes)
         slug = str(size.get("slug"))
+        price = size.get("price_hourly")
+        if spec.spot:
+            if spec.fallback != "on-demand":
+                raise ConfigError(
+                    f"{self.host_label} has no spot market; {slug} is on-demand only",
+                    hint="drop --spot, or pass --fallback on-demand to accept the on-demand price",
+                )
+            yield Notice(rid, f"no spot market here; {slug} runs on-demand", level="warning")
+        if spec.max_price is not None and price is not None and float(price) > spec.max_price:
+            raise CapacityError(
+                f"{slug} costs ${float(price):.2f}/h, above your max price ${spec.max_price:.2f}/h",
+                hint=f"raise --max-price or pick a cheaper size (gpuctl offers -p {self.name})",
+            )
         regions = self._regions_to_try(spec, size)
         offered = list(size.get("regions") or [])
         key_id = self._ensure_account_key()
@@ -712,10 +734,10 @@ class DigitalOceanProvider:
             image = self._pick_image(spec, size, region)
             if image is None:
                 tried.append(region)
-                yield Attempt(rid, region, False, "no suitable image in this region")
+                which = f"image {spec.image}" if spec.image else "no suitable image"
+                yield Attempt(rid, region, False, f"{which} is not available in {region}")
                 continue
             label = catalog.image_label(image)
-            price = size.get("price_hourly")
             yield Provisioning(
                 rid,
                 self.name,
@@ -872,12 +894,23 @@ class DigitalOceanProvider:
         if droplet_id is None:
             raise NotFoundError(f"'{instance.id}' is not a droplet id")
         client = self._client()
-        try:
-            self._call(
-                f"destroy droplet {droplet_id}", client.droplets.destroy, droplet_id, expect=None
-            )
-        except NotFoundError:
-            log.info("%s: droplet %s was already gone", self.name, droplet_id)
+        for attempt in range(1, 4):
+            try:
+                self._call(
+                    f"destroy droplet {droplet_id}",
+                    client.droplets.destroy,
+                    droplet_id,
+                    expect=None,
+                )
+                break
+            except NotFoundError:
+                log.info("%s: droplet %s was already gone", self.name, droplet_id)
+                break
+            except ApiRefused as exc:
+                # e.g. 422 while the droplet still has an event in progress (being created)
+                if exc.status >= 500 or attempt == 3:
+                    raise
+                self._sleep(min(self.poll_interval * attempt, 10.0))
         if not wait:
             return
         start, delay = self._clock(), min(self.poll_interval, 2.0)

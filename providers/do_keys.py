@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-KEY_NAME = "gpuctl_ed25519"
+KEY_NAME = "digitalocean_ed25519"  # both DO profiles share it; AWS keeps its own
 
 
 def key_paths(keys_dir: Path) -> tuple[Path, Path]:

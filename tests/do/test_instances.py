@@ -140,7 +140,7 @@ def test_ssh_target_default_and_emulator_overrides(
     target = provider.ssh_target(inst)
     assert target is not None
     assert (target.host, target.port, target.user) == (inst.public_ip, 22, "root")
-    assert target.key_path == str(provider.settings.keys_dir / "gpuctl_ed25519")
+    assert target.key_path == str(provider.settings.keys_dir / "digitalocean_ed25519")
 
     key = tmp_path / "id_test"
     emulated = make_provider(
@@ -172,3 +172,11 @@ def test_agent_shutdown_poweroff_override_and_destroy(
     assert destroy["action"] == "destroy" and destroy["droplet_id"] == inst.id
     assert destroy["api"] == fake.url and destroy["token_env"] == "AMD_DEVCLOUD_TOKEN"
     assert not any("amddev_" in str(v) for v in destroy.values())  # never the token itself
+
+
+def test_destroy_refused_while_busy_is_retried(fake: FakeDigitalOcean, make_provider: MakeProvider):
+    provider = make_provider(fake)
+    inst = launch(provider)
+    fake.inject(422, method="DELETE", message="Droplet already has a pending event.")
+    provider.terminate(inst)
+    assert fake.droplets == {} and len(fake.calls("DELETE")) == 2

@@ -253,3 +253,21 @@ def test_provider_is_registered_and_satisfies_the_protocol(settings: Settings):
     assert isinstance(amd, DigitalOceanProvider) and isinstance(amd, Provider)
     assert amd.name == "amd" and amd.kind == "digitalocean"
     assert amd.billing.billed_when_stopped and amd.billing.minimum_seconds == 300
+
+
+def test_spot_is_refused_unless_on_demand_fallback(
+    fake: FakeDigitalOcean, make_provider: MakeProvider
+):
+    with pytest.raises(ConfigError) as err:
+        drain(make_provider(fake).launch(spec(spot=True)))
+    assert "no spot market" in err.value.message
+    events, inst = drain(make_provider(fake).launch(spec(spot=True, fallback="on-demand")))
+    assert any(isinstance(e, Notice) and "on-demand" in e.message for e in events)
+    assert inst.market.value == "on-demand"
+
+
+def test_max_price_is_enforced(fake: FakeDigitalOcean, make_provider: MakeProvider):
+    with pytest.raises(CapacityError) as err:
+        drain(make_provider(fake).launch(spec(instance_type="gpu-mi300x8-1536gb", max_price=5.0)))
+    assert "$15.92/h" in err.value.message
+    assert fake.calls("POST", "/v2/droplets") == []
