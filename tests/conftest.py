@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.fixtures.sshd"]  # `sshd` / `private_sshd`: a real OpenSSH server
+
 
 @pytest.fixture(autouse=True)
 def gpuctl_home(
