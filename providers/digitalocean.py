@@ -143,19 +143,28 @@ class DigitalOceanProvider:
         self.token_env = str(profile.get("token_env") or default_env)
         self.vendor: str | None = profile.get("gpu_vendor") or None
         self.allowed_regions: list[str] = list(profile.get("regions") or [])
-        self.page_size = int(profile.get("page_size", 200))
-        self.poll_interval = float(profile.get("poll_interval", 3.0))
-        self.boot_timeout = float(profile.get("boot_timeout", 900.0))
-        self.action_timeout = float(profile.get("action_timeout", 300.0))
-        self.max_attempts = int(profile.get("api_attempts", 5))
-        self.max_rate_wait = float(profile.get("max_rate_wait", 60.0))
-        self.offers_ttl = float(profile.get("offers_cache_seconds", 300.0))
+        self.page_size = int(self._number("page_size", 200))
+        self.poll_interval = self._number("poll_interval", 3.0)
+        self.boot_timeout = self._number("boot_timeout", 900.0)
+        self.action_timeout = self._number("action_timeout", 300.0)
+        self.max_attempts = max(1, int(self._number("api_attempts", 5)))
+        self.max_rate_wait = self._number("max_rate_wait", 60.0)
+        self.offers_ttl = self._number("offers_cache_seconds", 300.0)
         # Seams for tests: no real sleeping, a controllable clock.
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._sizes_mem: tuple[float, list[dict[str, Any]]] | None = None
         self._images_mem: list[dict[str, Any]] | None = None
         self._key_id: int | None = None
+
+    def _number(self, key: str, default: float) -> float:
+        value = self.profile.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(
+                f"profile '{self.name}': {key} must be a non-negative number, got {value!r}",
+                hint=f"fix {key} under [profiles.{self.name}] in config.toml",
+            )
+        return float(value)
 
     @property
     def host_label(self) -> str:
