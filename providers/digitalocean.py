@@ -402,9 +402,6 @@ class DigitalOceanProvider:
         self._sizes_mem = (now, sizes)
         return sizes
 
-    def _size_vendor(self, size: Mapping[str, Any]) -> str | None:
-        return catalog.gpu_vendor(size)
-
     def _offer(self, size: Mapping[str, Any]) -> Offer:
         regions = tuple(size.get("regions") or ())
         allowed = [r for r in regions if not self.allowed_regions or r in self.allowed_regions]
