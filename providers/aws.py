@@ -13,6 +13,7 @@ import datetime as dt
 import difflib
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -750,9 +751,11 @@ class AwsProvider:
                 mapped = map_error(exc, **ctx)
                 if kind == "fatal":
                     raise mapped from None
+                current = None
                 if error_code(exc) == "SpotMaxPriceTooLow":
                     kind = "price"
-                failure = _Failure(where, kind, _reason(mapped), error=mapped)
+                    current = _price_in(mapped.message)
+                failure = _Failure(where, kind, _reason(mapped), error=mapped, current_spot=current)
                 failures.append(failure)
                 yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
                 if kind in ("quota", "region"):
@@ -898,8 +901,9 @@ class AwsProvider:
         tried = "; ".join(f"{f.where}: {f.reason}" for f in failures)
         if kinds == {"unknown-type"}:
             return ConfigError(f"unknown instance type '{itype}'", hint=_type_hint(itype))
-        if kinds == {"price"}:
-            cheapest = min((f for f in failures if f.current_spot), key=lambda f: f.current_spot)
+        known = [f for f in failures if f.current_spot is not None]
+        if kinds == {"price"} and known:
+            cheapest = min(known, key=lambda f: f.current_spot or 0.0)
             return CapacityError(
                 f"--max-price ${spec.max_price:.4g}/h is below the current spot price of "
                 f"{itype} (${cheapest.current_spot:.4g}/h in {cheapest.where.split()[0]}, "
@@ -1053,6 +1057,12 @@ def _float(value: Any) -> float | None:
 
 def _reason(error: GpuctlError) -> str:
     return error.message
+
+
+def _price_in(text: str) -> float | None:
+    """The fulfilment price AWS quotes in a SpotMaxPriceTooLow message, if any."""
+    match = re.search(r"fulfill?ment price of \$?([0-9]+(?:\.[0-9]+)?)", text)
+    return float(match.group(1)) if match else None
 
 
 def _type_hint(instance_type: str) -> str:

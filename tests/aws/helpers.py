@@ -17,15 +17,17 @@ def inject(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Fail chosen calls at the SDK boundary: a botocore before-call hook on the session.
 
-    `decide(region, params)` returns the exception to raise, or None to let the call
-    through. Returns the log of every call seen.
+    `decide(region, params)` gets the serialized query parameters and returns the
+    exception to raise, or None to let the call through. Returns every call seen.
     """
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def hook(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         region = context.get("client_region", "")
-        seen.append((region, params))
-        error = decide(region, params)
+        body = params.get("body")  # the EC2 query form: {"InstanceMarketOptions.MarketType": ..}
+        wire = body if isinstance(body, dict) else {}
+        seen.append((region, wire))
+        error = decide(region, wire)
         if error is not None:
             raise error
 
