@@ -156,6 +156,8 @@ class SshHost:
                     with sftp.open(tmp, "wb") as fh:
                         fh.set_pipelined(True)
                         fh.write(data)
+                        fh.flush()
+                        sync.confirm_writes(fh, len(data))
                         fh.chmod(mode)
                     sftp.posix_rename(tmp, path)
                 except OSError as exc:
@@ -163,7 +165,7 @@ class SshHost:
                         raise  # the link dropped: call() reconnects and writes again
                     with contextlib.suppress(Exception):
                         sftp.remove(tmp)
-                    raise sync.write_error(self.session, parent, path, exc) from None
+                    raise sync.write_error(self.session, parent, path, exc, len(data)) from None
 
         self._file_op(op, f"writing {path}")
 

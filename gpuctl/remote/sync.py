@@ -135,12 +135,29 @@ class RemoteDirs:
         self.known.add(path)
 
 
+def confirm_writes(fh: paramiko.SFTPFile, expected_size: int | None = None) -> None:
+    """Read the status of every pipelined write still in flight; raise the first failure.
+
+    paramiko discards those statuses when the file is closed (or when another request on
+    the handle reads past them), so a full disk would otherwise pass as a good upload.
+    """
+    reqs = getattr(fh, "_reqs", None)
+    if reqs is None:  # a paramiko without the queue: fall back to checking the size
+        if expected_size is not None and fh.stat().st_size != expected_size:
+            raise OSError("short write (is the disk full?)")
+        return
+    while reqs:
+        fh.sftp._read_response(reqs.popleft())
+
+
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
     with contextlib.suppress(Exception):
         sftp.remove(path)
 
 
-def write_error(session: Session, remote_dir: str, rel: str, exc: BaseException) -> RemoteError:
+def write_error(
+    session: Session, remote_dir: str, rel: str, exc: BaseException, needed: int = 0
+) -> RemoteError:
     """Explain a failed write: disk full gets its own message (SFTP only says 'Failure')."""
     text = str(exc) or type(exc).__name__
     full = "no space" in text.lower() or "quota" in text.lower()
@@ -148,7 +165,8 @@ def write_error(session: Session, remote_dir: str, rel: str, exc: BaseException)
         with contextlib.suppress(Exception):
             res = session.exec(f"df -Pk {shlex.quote(remote_dir)} | tail -n 1", timeout=15)
             fields = res.stdout.split()
-            full = res.ok and len(fields) >= 4 and int(fields[3]) < 1024
+            free = int(fields[3]) * 1024 if res.ok and len(fields) >= 4 else None
+            full = free is not None and (free < (1 << 20) or free < needed)
     if full:
         return RemoteError(
             f"disk full on {session.label} while uploading {rel}; partial files removed",
@@ -264,7 +282,10 @@ def _write_manifest(session: Session, path: str, manifest: dict[str, Record]) ->
             sftp = session.sftp()
             tmp = path + PART_SUFFIX
             with sftp.open(tmp, "wb") as fh:
+                fh.set_pipelined(True)
                 fh.write(data)
+                fh.flush()
+                confirm_writes(fh, len(data))
             sftp.posix_rename(tmp, path)
 
     session.call(op, what="writing the sync manifest")
@@ -309,6 +330,8 @@ def _sftp_put_one(
                 while block := src.read(CHUNK):
                     h.update(block)
                     dst.write(block)
+                dst.flush()
+                confirm_writes(dst, entry.size)
                 dst.chmod(entry.mode)
                 dst.utime((entry.mtime, entry.mtime))
             sftp.posix_rename(part, target)
@@ -318,12 +341,12 @@ def _sftp_put_one(
                     f"{entry.rel} vanished while uploading", hint="sync again"
                 ) from None
             _remove_quietly(sftp, part)
-            raise write_error(session, remote_dir, entry.rel, exc) from None
+            raise write_error(session, remote_dir, entry.rel, exc, entry.size) from None
         except OSError as exc:
             if not session.alive():  # link drop: let call() reconnect and retry
                 raise
             _remove_quietly(sftp, part)
-            raise write_error(session, remote_dir, entry.rel, exc) from None
+            raise write_error(session, remote_dir, entry.rel, exc, entry.size) from None
     return h.hexdigest()
 
 
