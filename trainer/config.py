@@ -162,7 +162,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = _f(
         None, "cap optimizer steps per epoch (tests, smoke runs)", "int", lo=1, optional=True
     )
-    sync_bn: bool = _f(False, "convert BatchNorm to SyncBatchNorm under DDP", "bool")
+    sync_bn: bool = _f(False, "SyncBatchNorm under multi-GPU DDP (CPU: ignored)", "bool")
     auto_batch_target: float = _f(
         0.85, "fraction of GPU memory batch_size='auto' aims for", "float", lo=0, hi=1, lo_open=True
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,13 +86,28 @@ def min_int(value: int, device: torch.device, info: DistInfo) -> int:
     return int(t.item())
 
 
-def gather(obj: Any, info: DistInfo) -> list[Any]:
-    """Every rank's object (RNG states for the checkpoint), in rank order."""
+def gather(obj: Any, info: DistInfo, device: torch.device) -> list[Any]:
+    """Every rank's object (RNG states for the checkpoint), in rank order.
+
+    Pickled bytes through plain tensor all_gathers: all_gather_object needs numpy,
+    which a minimal torch install may lack.
+    """
     if not info.enabled:
         return [obj]
-    out: list[Any] = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
+    data = pickle.dumps(obj)
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(info.world_size)]
+    dist.all_gather(sizes, size)
+    longest = max(int(s.item()) for s in sizes)
+    buf = torch.zeros(longest, dtype=torch.uint8)
+    buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    buf = buf.to(device)
+    parts = [torch.empty_like(buf) for _ in range(info.world_size)]
+    dist.all_gather(parts, buf)
+    return [
+        pickle.loads(bytes(p[: int(n.item())].cpu().tolist()))
+        for p, n in zip(parts, sizes, strict=True)
+    ]
 
 
 def barrier(info: DistInfo) -> None:

@@ -194,7 +194,9 @@ def train(
         )
 
     # -------- wrap: SyncBN, optimizer, schedule, scaler, compile, DDP
-    if cfg.sync_bn and info.enabled:
+    if cfg.sync_bn and info.enabled and device.type == "cpu":
+        out.log("sync_bn: ignored on CPU (SyncBatchNorm needs a GPU); BatchNorm stays per-rank")
+    elif cfg.sync_bn and info.enabled:
         raw_model = nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(_param_groups(raw_model, cfg.weight_decay), lr=lr, fused=fused)
@@ -299,7 +301,7 @@ def train(
             "batch_size": batch,
             "lr": lr,
             "world_size": ws,
-            "rng": distributed.gather(checkpoint.rng_state(device), info),
+            "rng": distributed.gather(checkpoint.rng_state(device), info, device),
             "sampler": {"seed": cfg.seed, "epoch": epochs_done},
         }
 
@@ -498,7 +500,9 @@ def run(cfg: TrainConfig, *, resume: bool = False, auto_resume: bool = False) ->
         attempt = Attempt()
         oom: str | None = None
         try:
-            return train(cfg, info, device, out, stop, resuming, attempt)
+            code = train(cfg, info, device, out, stop, resuming, attempt)
+            distributed.barrier(info)  # no rank tears the group down while a peer still talks
+            return code
         except Exception as exc:
             if not is_oom(exc):
                 raise

@@ -77,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "WORLD_SIZE")}
-    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2", **extra)
+    env.update({"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2", **extra})
     return env
 
 
@@ -102,6 +102,23 @@ def run_trainer(trainer_home: Path) -> Callable[..., Run]:
             timeout=timeout,
         )
         return Run(proc.returncode, proc.stdout, proc.stderr, config.parent)
+
+    return _run
+
+
+@pytest.fixture
+def run_inprocess(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
+    """The same CLI entry, called in this process: no torch import per run, so it is fast."""
+    from trainer.cli import main
+
+    def _run(config: Path, *args: str) -> Run:
+        saved_path = sys.path[:]
+        try:
+            rc = main(["--config", str(config), *args])
+        finally:
+            sys.path[:] = saved_path  # a user task puts its workdir on sys.path
+        captured = capsys.readouterr()
+        return Run(rc, captured.out, captured.err, config.parent)
 
     return _run
 
