@@ -47,6 +47,21 @@ DLAMIS = (
     ),
 )
 NEWEST_UBUNTU = DLAMIS[1][0]
+# Newer images that must not be picked: old DLAMI naming, other frameworks, other OS.
+DECOYS = (
+    ("Deep Learning AMI Ubuntu Linux - 2.4_Oct2017", "x86_64", 2030),
+    (
+        "Deep Learning OSS Nvidia Driver AMI GPU TensorFlow 2.18 (Ubuntu 22.04) 20250301",
+        "x86_64",
+        2030,
+    ),
+    (
+        "Deep Learning Proprietary Nvidia Driver AMI GPU PyTorch 2.5 (Ubuntu 22.04) 20250301",
+        "x86_64",
+        2030,
+    ),
+    ("ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20250301", "x86_64", 2030),
+)
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +79,15 @@ def moto_server() -> Iterator[str]:
 @pytest.fixture
 def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A clean moto with fake credentials in env, AMIs registered, spot prices seedable."""
+    # moto's ~hundreds of stock AMIs per region cost ~0.3 s a region; a few decoys stand in.
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST", data=b"")
     urllib.request.urlopen(req, timeout=10).read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     for region in REGIONS[:3]:  # ap-northeast-1 has no Deep Learning AMI: a region failure
-        for name, arch, year in DLAMIS:
+        for name, arch, year in DLAMIS + DECOYS:
             register_ami(region, name, arch=arch, created=dt.datetime(year, 1, 2, tzinfo=dt.UTC))
     yield moto_server
 

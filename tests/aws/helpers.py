@@ -31,8 +31,15 @@ def inject(
         if error is not None:
             raise error
 
-    provider._session().events.register(f"before-call.ec2.{operation}", hook)
+    on(provider, f"before-call.ec2.{operation}", hook)
     return seen
+
+
+def on(provider: Any, event: str, handler: Callable[..., Any]) -> None:
+    """Register a botocore event handler on the provider's session and existing clients."""
+    provider._session().events.register(event, handler)
+    for client in list(provider._clients.values()):
+        client.meta.events.register(event, handler)
 
 
 def boto(region: str) -> Any:

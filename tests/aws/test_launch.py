@@ -15,7 +15,7 @@ from gpuctl.events import Attempt, Event, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market
 
 from .conftest import NEWEST_UBUNTU, register_ami
-from .helpers import boto, client_error, inject
+from .helpers import boto, client_error, inject, on
 
 
 def spec(**changes: Any) -> LaunchSpec:
@@ -314,7 +314,7 @@ def test_instance_that_dies_while_booting_moves_on(make_provider: Any, spot_pric
                     item["State"] = {"Code": 48, "Name": "terminated"}
                     item["StateReason"] = {"Message": "Server.InsufficientInstanceCapacity"}
 
-    provider._session().events.register("after-call.ec2.DescribeInstances", kill_first)
+    on(provider, "after-call.ec2.DescribeInstances", kill_first)
     instance, events = drive(provider.launch(spec(spot=True)))
     tried = attempts(events)
     assert tried[0][1] is False and tried[-1][1] is True

@@ -10,7 +10,7 @@ import pytest
 
 from gpuctl.errors import ConfigError
 
-from .helpers import inject
+from .helpers import inject, on
 
 
 def test_offers_have_gpu_facts_prices_and_spot_saving(make_provider: Any, spot_prices: Any) -> None:
@@ -84,7 +84,7 @@ def test_pricing_api_refresh_overrides_catalog(make_provider: Any, spot_prices: 
         ok = SimpleNamespace(status_code=200, headers={})
         return (ok, {"PriceList": [json.dumps(product)], "FormatVersion": "aws_v1"})
 
-    provider._session().events.register("before-call.pricing.GetProducts", answer)
+    on(provider, "before-call.pricing.GetProducts", answer)
     fetched = provider.refresh_prices(["us-east-1"])
     assert fetched["us-east-1"]["prices"] == {"g5.xlarge": 0.9}
     g5 = next(o for o in provider.offers(gpu="A10G") if o.instance_type == "g5.xlarge")
