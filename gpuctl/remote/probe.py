@@ -24,7 +24,10 @@ from gpuctl.errors import RemoteError
 from .gpu import parse_amd_smi_names, parse_nvidia_smi, parse_rocm_smi, to_mb
 
 if TYPE_CHECKING:
+    from gpuctl.events import Event
     from gpuctl.host import Host
+    from gpuctl.models import LaunchSpec
+    from gpuctl.settings import Profile
 
 REMOTE_PYTHON_ENV = "GPUCTL_REMOTE_PYTHON"
 TORCH_INDEX = {
@@ -347,3 +350,28 @@ def ensure_python_env(
             hint="check the machine's network and free disk space, or use an image with PyTorch",
         )
     return vpy
+
+
+def prepare_python(host: Host, profile: Profile, spec: LaunchSpec) -> tuple[str, int, list[Event]]:
+    """(python to run the trainer with, processes to start, notices) for one launch.
+
+    A machine without GPUs trains on its CPU with a warning, unless `--require-gpu`.
+    """
+    from gpuctl.events import Notice
+
+    info = probe(host, python=profile.get("python"))
+    notices: list[Event] = [Notice(spec.run_id, f"{host.label}: {info.summary()}")]
+    notices += [Notice(spec.run_id, w, "warning") for w in info.warnings()]
+    if info.gpu_count == 0:
+        if spec.require_gpu:
+            raise RemoteError(
+                f"{host.label} has no GPU (no nvidia-smi, amd-smi or rocm-smi answered)",
+                hint="drop --require-gpu to train on its CPU, or choose a GPU machine",
+            )
+        notices.append(Notice(spec.run_id, f"{host.label} has no GPU: training on CPU", "warning"))
+    python = ensure_python_env(host, info, index_url=profile.get("torch_index_url"))
+    if python != info.python:
+        notices.append(Notice(spec.run_id, f"using torch installed in {python}"))
+    gpu_torch = info.torch_build in (None, "cuda", "rocm") and info.torch_gpu_available is not False
+    nproc = info.gpu_count if info.gpu_count > 1 and gpu_torch else 1
+    return python, nproc, notices

@@ -70,6 +70,11 @@ class SshHost:
         self.session.connect()
         return self
 
+    def wait_ready(self, seconds: float) -> SshHost:
+        """Connect, retrying with backoff for up to `seconds` (a machine still booting)."""
+        self.session.boot_wait = max(self.session.boot_wait, seconds)
+        return self.connect()
+
     # -- paths --------------------------------------------------------------------------
 
     def home(self) -> str:
