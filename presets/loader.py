@@ -14,10 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gpuctl.trainer import config as train_config
-
 from gpuctl.errors import ConfigError
 from gpuctl.models import frozen_map
+from gpuctl.trainer import config as train_config
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 BUNDLED = ("validate", "fast", "standard", "full")

@@ -317,13 +317,14 @@ def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
         if status.get("state") == "exited":
             break
         time.sleep(0.1)
-    status = read_json(run_dir / STATUS)
+    status = full_status(run_dir)
     status.setdefault("reason", reason)
     print(json.dumps({"stopped": True, "killed": killed, "status": status}))
     return 0
 
 
-def cmd_status(run_dir: Path) -> int:
+def full_status(run_dir: Path) -> dict[str, Any]:
+    """The agent's status with the trainer's status.json inside; 'lost' if the agent died."""
     status = read_json(run_dir / STATUS)
     if status.get("state") in ("starting", "running", "stopping") and not pid_alive(
         status.get("agent_pid")
@@ -331,7 +332,11 @@ def cmd_status(run_dir: Path) -> int:
         status["state"] = "lost"
     status["trainer"] = read_json(run_dir / "status.json")
     status["trainer_alive"] = pid_alive(status.get("trainer_pid"))
-    print(json.dumps(status))
+    return status
+
+
+def cmd_status(run_dir: Path) -> int:
+    print(json.dumps(full_status(run_dir)))
     return 0
 
 

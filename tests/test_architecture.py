@@ -1,0 +1,51 @@
+"""The dependency rules of DESIGN.md, checked on the installed layout."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+FOLDERS = ("providers", "presets", "trainer", "tui")
+
+
+def test_import_contracts_hold(tmp_path: Path) -> None:
+    """import-linter on the package as installed (the top-level folders inside gpuctl/)."""
+    stage = tmp_path / "stage"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "gpuctl", stage / "gpuctl", ignore=ignore)
+    for folder in FOLDERS:
+        shutil.copytree(REPO / folder, stage / "gpuctl" / folder, ignore=ignore)
+    shutil.copy(REPO / "pyproject.toml", stage / "pyproject.toml")
+    lint = Path(sys.executable).parent / "lint-imports"
+    proc = subprocess.run(
+        [str(lint)],
+        cwd=stage,
+        env={"PYTHONPATH": str(stage), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_trainer_uses_relative_imports_only() -> None:
+    """The trainer is shipped alone as `trainer/`: an absolute gpuctl import would break."""
+    offenders = []
+    for path in (REPO / "trainer").rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if re.match(r"\s*(from|import)\s+(gpuctl|trainer)\b", line):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_agent_is_standard_library_only() -> None:
+    """The agent runs with whatever python3 the machine has: stdlib imports only."""
+    source = (REPO / "gpuctl" / "agent" / "agent.py").read_text()
+    imported = set(re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_]\w*)", source, re.M))
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

@@ -1,0 +1,130 @@
+"""The state store: WAL, versioned, shared by processes, never overwrites what is not ours."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from gpuctl.errors import NotFoundError, StateError
+from gpuctl.models import Instance, InstanceState, PriceSegment, Run, RunStatus
+from gpuctl.state import SCHEMA_VERSION, Store
+
+
+def make_run(run_id: str = "validate-261123-a1b2", **kw: object) -> Run:
+    now = time.time()
+    fields = {
+        "id": run_id,
+        "preset": "validate",
+        "provider": "local",
+        "status": RunStatus.RUNNING,
+        "created_at": now,
+        "updated_at": now,
+        "spec": {"run_id": run_id, "preset": "validate", "provider": "local"},
+    }
+    fields.update(kw)
+    return Run(**fields)  # type: ignore[arg-type]
+
+
+def test_runs_round_trip_and_prefix_lookup(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    store.add_run(make_run())
+    store.add_run(make_run("fast-261123-ffff", preset="fast"))
+    run = store.update_run("validate-261123-a1b2", epoch=2, metric=0.5, status="finished")
+    assert run.status == RunStatus.FINISHED and run.epoch == 2 and run.metric == 0.5
+    assert store.get_run("fast-26").id == "fast-261123-ffff"
+    assert run.launch_spec.preset == "validate"
+    with pytest.raises(NotFoundError, match="no run 'nope'"):
+        store.get_run("nope")
+
+
+def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    Store(tmp_path / "state.db").close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_listing_marks_vanished_instances_gone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    a = Instance("aws", "i-a", "a", "us-east-1", "g5.xlarge", InstanceState.RUNNING, run_id="r1")
+    b = a.evolve(id="i-b", name="b")
+    store.put_instances("aws", [a, b])
+    assert {i.id for i in store.instances("aws")} == {"i-a", "i-b"}
+    store.put_instances("aws", [a])
+    assert [i.id for i in store.instances("aws")] == ["i-a"]
+    gone = store.get_instance("aws", "i-b")
+    assert gone is not None and gone.state == InstanceState.TERMINATED
+    # An incomplete listing (one region failed) must not declare anything gone.
+    store.put_instances("aws", [], complete=False)
+    assert [i.id for i in store.instances("aws")] == ["i-a"]
+
+
+def test_segments_close_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    seg = store.open_segment(
+        PriceSegment("aws", "i-a", "r1", "g5.xlarge", "us-east-1", "spot", 0.35, start=100.0)
+    )
+    assert seg.id is not None
+    assert store.close_segments("aws", "i-a", 50.0) == 1  # never ends before it started
+    assert store.segments(run_id="r1")[0].end == 100.0
+    assert store.close_segments("aws", "i-a", 500.0) == 0
+
+
+def test_foreign_database_is_refused_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE photos (id INTEGER)")
+    db.execute("INSERT INTO photos VALUES (1)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="belongs to another program"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_corrupt_file_is_refused_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="not a usable gpuctl state database"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="newer gpuctl"):
+        Store(path)
+
+
+def _writer(path: str, run_id: str, n: int) -> None:
+    store = Store(Path(path))
+    for i in range(n):
+        store.add_event(run_id, "tick", {"i": i})
+        store.update_run(run_id, epoch=i)
+
+
+def test_two_processes_write_without_database_locked(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = Store(path)
+    store.add_run(make_run("r-1"))
+    store.add_run(make_run("r-2"))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), rid, 150)) for rid in ("r-1", "r-2")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert len(store.events("r-1")) == 150 and len(store.events("r-2")) == 150
+    assert store.get_run("r-1").epoch == 149
