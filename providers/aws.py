@@ -83,6 +83,7 @@ TAG_KEY = "gpuctl:key"
 TAG_DISK = "gpuctl:disk-gb"
 
 DEFAULT_REGIONS = ("us-east-1",)
+DEFAULT_TYPE = "g4dn.xlarge"  # cheapest NVIDIA type the PyTorch DLAMI supports (T4, 16 GB)
 GPU_TYPE_PATTERNS = ["g*", "p*", "dl*"]  # every EC2 family with GpuInfo starts so
 TYPES_MAX_AGE = 24 * 3600.0
 SPOT_MAX_AGE = 300.0  # spot prices move; "cached briefly"
@@ -558,12 +559,9 @@ class AwsProvider:
     def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
         """Spot/on-demand with fallback across zones, regions and markets; every try reported."""
         run_id = spec.run_id
-        itype = spec.instance_type
-        if not itype:
-            raise ConfigError(
-                "no instance type chosen for AWS",
-                hint="pass --type (see `gpuctl offers --provider aws`)",
-            )
+        itype = spec.instance_type or self.profile.get("instance_type") or DEFAULT_TYPE
+        if spec.instance_type != itype:
+            spec = spec.evolve(instance_type=itype)
         if spec.fallback not in ("none", "on-demand"):
             raise ConfigError(
                 f"unknown --fallback '{spec.fallback}'", hint="use 'none' or 'on-demand'"

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpuctl.providers.aws_errors import classify, map_error, quota_name
 
 from gpuctl.errors import (
     CapacityError,
@@ -16,6 +15,7 @@ from gpuctl.errors import (
     ProviderError,
     QuotaError,
 )
+from gpuctl.providers.aws_errors import classify, map_error, quota_name
 
 from .helpers import client_error, inject
 from .test_launch import drive, spec

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 import pytest
-from gpuctl.providers.base import SHUTDOWN_POWEROFF
 
 from gpuctl.errors import ConfigError, ProviderError
 from gpuctl.models import InstanceState, Market, Run, RunStatus
+from gpuctl.providers.base import SHUTDOWN_POWEROFF
 from gpuctl.state import Store
 
 from .helpers import boto, inject, on

@@ -281,12 +281,18 @@ def test_unknown_instance_type(make_provider: Any) -> None:
     assert "did you mean g5.xlarge" in err.value.hint
 
 
-def test_unknown_region_and_missing_type(make_provider: Any) -> None:
+def test_unknown_region(make_provider: Any) -> None:
     provider = make_provider()
     with pytest.raises(ConfigError, match="unknown AWS region 'eu-wset-1'"):
         drive(provider.launch(spec(region="eu-wset-1")))
-    with pytest.raises(ConfigError, match="no instance type"):
-        drive(provider.launch(spec(instance_type=None)))
+
+
+def test_default_instance_type(make_provider: Any, spot_prices: Any) -> None:
+    instance, events = drive(make_provider(regions=["us-east-1"]).launch(spec(instance_type=None)))
+    assert instance.instance_type == "g4dn.xlarge" and "g4dn.xlarge" in events[0].text()
+    typed = make_provider(regions=["us-east-1"], instance_type="g6.xlarge")
+    other, _ = drive(typed.launch(spec(run_id="r-g6", instance_type=None)))
+    assert other.instance_type == "g6.xlarge"
 
 
 def test_user_key_name_is_used_and_not_managed(make_provider: Any, spot_prices: Any) -> None:
