@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from gpuctl.providers.digitalocean import DigitalOceanProvider
 
 from gpuctl import settings as settings_mod
+from gpuctl.providers.digitalocean import DigitalOceanProvider
 from gpuctl.settings import BUILTIN_PROFILES, Profile, Settings
 from tests.do.util import AMD_TOKEN, DO_TOKEN, Clock
 from tests.fakes.do_api import FakeDigitalOcean

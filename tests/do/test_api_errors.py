@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from gpuctl.providers.digitalocean import DigitalOceanProvider
 
 from gpuctl.errors import (
     CredentialsError,
@@ -17,6 +16,7 @@ from gpuctl.errors import (
     QuotaError,
 )
 from gpuctl.models import LaunchSpec
+from gpuctl.providers.digitalocean import DigitalOceanProvider
 from gpuctl.settings import Settings
 from tests.conftest import REPO
 from tests.do.conftest import MakeProvider

@@ -6,12 +6,12 @@ import os
 import stat
 
 import pytest
-from gpuctl.providers.digitalocean import DigitalOceanProvider, droplet_name, run_tag
-from gpuctl.providers.do_keys import key_paths, md5_fingerprint
 
 from gpuctl.errors import CapacityError, ConfigError
 from gpuctl.events import Attempt, Notice, Provisioning
 from gpuctl.models import InstanceState, LaunchSpec
+from gpuctl.providers.digitalocean import DigitalOceanProvider, droplet_name, run_tag
+from gpuctl.providers.do_keys import key_paths, md5_fingerprint
 from gpuctl.settings import Settings
 from tests.do.conftest import MakeProvider
 from tests.do.util import drain
