@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import difflib
+import functools
 import hashlib
 import os
 import re
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from gpuctl.state import Store
 
 T = TypeVar("T")
+# Where an API call goes: (region, AWS profile); None = the gpuctl profile's own aws_profile.
+Target = tuple[str, str | None]
 
 # EC2 state name -> gpuctl state, the one place this mapping lives.
 STATE_MAP: dict[str, InstanceState] = {
@@ -135,7 +138,7 @@ class AwsProvider:
         self._sessions: dict[str | None, Any] = {}
         self._clients: dict[tuple[str, str, str | None], Any] = {}
         self._store_obj: Store | None = None
-        self._region_of: dict[str, str] = {}
+        self._where: dict[str, Target] = {}  # instance id -> (region, AWS profile)
         self.poll_seconds = float(profile.get("poll_seconds", 5.0))
         self.launch_timeout = float(profile.get("launch_timeout", 600.0))
         self.terminate_timeout = float(profile.get("terminate_timeout", 600.0))
@@ -154,9 +157,12 @@ class AwsProvider:
             session = self._sessions.get(name)
             if session is None:
                 import boto3
+                import botocore.session
 
+                core = botocore.session.get_session()
+                core.register_component("data_loader", _shared_loader())
                 with aws_errors(aws_profile=name):
-                    session = boto3.Session(profile_name=name)
+                    session = boto3.Session(botocore_session=core, profile_name=name)
                 self._sessions[name] = session
             return session
 
@@ -233,14 +239,41 @@ class AwsProvider:
             raw = raw.split(",")
         return _dedupe(str(r).strip() for r in raw if str(r).strip())
 
-    def _list_regions(self) -> list[str]:
-        """Configured regions plus any gpuctl has launched in (so nothing is forgotten)."""
-        used = self._cache_get("used-regions") or []
-        return _dedupe([*self._profile_regions(), *used])
+    def _own(self, aws_profile: str | None) -> str | None:
+        """None when `aws_profile` is the gpuctl profile's own (the usual case)."""
+        return None if not aws_profile or aws_profile == self._aws_profile() else aws_profile
 
-    def _remember(self, instance_id: str, region: str) -> None:
-        self._region_of[instance_id] = region
-        self._cache_put(f"region:{instance_id}", region)
+    def _list_targets(self) -> list[Target]:
+        """Configured regions, plus every (region, AWS profile) gpuctl has launched in.
+
+        A fallback into an unlisted region, or a launch with --aws-profile, must never
+        leave an instance that `gpuctl ls` cannot see while it bills.
+        """
+        targets: list[Target] = [(r, None) for r in self._profile_regions()]
+        for region, aws_profile in self._cache_get("used-targets") or []:
+            targets.append((str(region), self._own(aws_profile)))
+        return list(dict.fromkeys(targets))
+
+    def _record_use(self, target: Target) -> None:
+        used = [tuple(t) for t in self._cache_get("used-targets") or []]
+        if target not in used:
+            self._cache_put("used-targets", [*used, list(target)])
+
+    def _remember(self, instance_id: str, target: Target) -> None:
+        if self._where.get(instance_id) != target:
+            self._where[instance_id] = target
+            self._cache_put(f"where:{instance_id}", list(target))
+
+    def _target_of(self, instance: Instance) -> Target:
+        """The instance's region and the AWS profile that can see it."""
+        known = self._where.get(instance.id) or self._cache_get(f"where:{instance.id}")
+        if known and known[0] == instance.region:
+            return (instance.region, self._own(known[1]))
+        return (instance.region, None)
+
+    def _label(self, target: Target) -> str:
+        region, aws_profile = target
+        return f"{region} (AWS profile {aws_profile})" if aws_profile else region
 
     def _known_regions(self) -> set[str]:
         session = self._session()
@@ -260,30 +293,31 @@ class AwsProvider:
             )
 
     def _fan_out(
-        self, regions: list[str], work: Callable[[str], T]
-    ) -> tuple[dict[str, T], list[tuple[str, GpuctlError]]]:
-        """Run `work` per region in parallel; failures come back beside the results."""
-        results: dict[str, T] = {}
-        errors: list[tuple[str, GpuctlError]] = []
+        self, targets: list[Target], work: Callable[[Target], T]
+    ) -> tuple[dict[Target, T], list[tuple[Target, GpuctlError]]]:
+        """Run `work` per target in parallel; failures come back beside the results."""
+        results: dict[Target, T] = {}
+        errors: list[tuple[Target, GpuctlError]] = []
 
-        def one(region: str) -> T:
-            self._check_region(region)
-            with aws_errors(**self._ctx(region)):
-                return work(region)
+        def one(target: Target) -> T:
+            self._check_region(target[0])
+            with aws_errors(**self._ctx(target[0], aws_profile=target[1])):
+                return work(target)
 
-        if not regions:
+        if not targets:
             return results, errors
         with concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(16, len(regions)), thread_name_prefix="gpuctl-aws"
+            max_workers=min(16, len(targets)), thread_name_prefix="gpuctl-aws"
         ) as pool:
-            futures = {pool.submit(one, r): r for r in regions}
+            futures = {pool.submit(one, t): t for t in targets}
             for future in concurrent.futures.as_completed(futures):
-                region = futures[future]
+                target = futures[future]
                 try:
-                    results[region] = future.result()
+                    results[target] = future.result()
                 except Exception as exc:  # every failure becomes a gpuctl error
-                    errors.append((region, map_error(exc, **self._ctx(region))))
-        order = {r: i for i, r in enumerate(regions)}
+                    ctx = self._ctx(target[0], aws_profile=target[1])
+                    errors.append((target, map_error(exc, **ctx)))
+        order = {t: i for i, t in enumerate(targets)}
         errors.sort(key=lambda e: order[e[0]])
         return results, errors
 
@@ -309,12 +343,14 @@ class AwsProvider:
 
     def offers(self, *, gpu: str | None = None, region: str | None = None) -> list[Offer]:
         """GPU types with on-demand and spot $/h per region, cheapest first."""
-        regions = [region] if region else self._profile_regions()
-        results, errors = self._fan_out(regions, self._region_offers)
-        self.last_errors = tuple((r, e.one_line()) for r, e in errors)
+        targets: list[Target] = [
+            (r, None) for r in ([region] if region else self._profile_regions())
+        ]
+        results, errors = self._fan_out(targets, lambda t: self._region_offers(t[0]))
+        self.last_errors = tuple((t[0], e.one_line()) for t, e in errors)
         if errors and not results:
             raise errors[0][1]
-        offers = [o for r in regions for o in results.get(r, [])]
+        offers = [o for t in targets for o in results.get(t, [])]
         if gpu:
             offers = [o for o in offers if _gpu_matches(gpu, o)]
         return sorted(offers, key=_offer_order)
@@ -464,28 +500,32 @@ class AwsProvider:
 
     def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
         """Instances across regions in parallel; a failed region is reported, not fatal."""
-        regions = self._list_regions()
+        targets = self._list_targets()
         results, errors = self._fan_out(
-            regions, lambda region: self._region_instances(region, include_unmanaged)
+            targets, lambda target: self._region_instances(target, include_unmanaged)
         )
-        instances = [i for r in regions for i in results.get(r, [])]
+        seen: dict[str, Instance] = {}  # two AWS profiles may see the same account
+        for target in targets:
+            for instance in results.get(target, []):
+                seen.setdefault(instance.id, instance)
         return Listing(
             provider=self.name,
-            instances=tuple(instances),
-            errors=_merge_errors(errors),
+            instances=tuple(seen.values()),
+            errors=_merge_errors([(self._label(t), e) for t, e in errors]),
         )
 
-    def _region_instances(self, region: str, include_unmanaged: bool) -> list[Instance]:
+    def _region_instances(self, target: Target, include_unmanaged: bool) -> list[Instance]:
+        region, aws_profile = target
         filters = [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
         if not include_unmanaged:
             filters.append({"Name": "tag-key", "Values": [TAG_RUN]})
         found = []
-        paginator = self._ec2(region).get_paginator("describe_instances")
+        paginator = self._ec2(region, aws_profile).get_paginator("describe_instances")
         for page in paginator.paginate(Filters=filters):
             for reservation in page.get("Reservations", []):
                 for item in reservation.get("Instances", []):
                     instance = self._to_instance(item, region)
-                    self._region_of[instance.id] = region
+                    self._where.setdefault(instance.id, target)
                     found.append(instance)
         found.sort(key=lambda i: (i.launched_at or 0.0, i.id))
         return found
@@ -529,26 +569,27 @@ class AwsProvider:
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """Where known, ask the instance's region; else every listed region in parallel."""
-        region = self._region_of.get(instance_id) or self._cache_get(f"region:{instance_id}")
-        regions = [region] if region else self._list_regions()
+        known = self._where.get(instance_id) or self._cache_get(f"where:{instance_id}")
+        targets = [(str(known[0]), self._own(known[1]))] if known else self._list_targets()
 
-        def look(r: str) -> Instance | None:
+        def look(target: Target) -> Instance | None:
             try:
-                response = self._ec2(r).describe_instances(InstanceIds=[instance_id])
+                ec2 = self._ec2(*target)
+                response = ec2.describe_instances(InstanceIds=[instance_id])
             except Exception as exc:
                 if error_code(exc).startswith("InvalidInstanceID"):
                     return None
                 raise
             for reservation in response.get("Reservations", []):
                 for item in reservation.get("Instances", []):
-                    return self._to_instance(item, r)
+                    return self._to_instance(item, target[0])
             return None
 
-        results, errors = self._fan_out(regions, look)
-        for r in regions:
-            instance = results.get(r)
+        results, errors = self._fan_out(targets, look)
+        for target in targets:
+            instance = results.get(target)
             if instance is not None:
-                self._remember(instance.id, r)
+                self._remember(instance.id, target)
                 return None if instance.state == InstanceState.TERMINATED else instance
         if errors:
             raise errors[0][1]  # cannot tell "gone" from "unreachable": say why
@@ -572,7 +613,7 @@ class AwsProvider:
         regions = regions or self._profile_regions()
         for region in regions:
             self._check_region(region)
-        aws_profile = spec.options.get("aws_profile") or None
+        aws_profile = self._own(spec.options.get("aws_profile"))
         markets = [Market.SPOT] if spec.spot else [Market.ON_DEMAND]
         if spec.spot and spec.fallback == "on-demand":
             markets.append(Market.ON_DEMAND)
@@ -760,10 +801,8 @@ class AwsProvider:
                     return None  # the whole region (for this market) is out
                 continue
             instance_id = str(response["Instances"][0]["InstanceId"])
-            self._remember(instance_id, plan.region)
-            used = self._cache_get("used-regions") or []
-            if plan.region not in used:
-                self._cache_put("used-regions", [*used, plan.region])
+            self._remember(instance_id, (plan.region, aws_profile))
+            self._record_use((plan.region, aws_profile))
             yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
             try:
                 item, died = self._wait_running(plan.region, instance_id, aws_profile)
@@ -942,17 +981,22 @@ class AwsProvider:
                 f"{instance.id} is a spot instance and cannot be stopped",
                 hint="gpuctl's spot instances are one-time requests: terminate it instead",
             )
-        with aws_errors(**self._ctx(instance.region, action=f"stopping {instance.id}")):
-            self._ec2(instance.region).stop_instances(InstanceIds=[instance.id])
+        region, aws_profile = self._target_of(instance)
+        ctx = self._ctx(region, aws_profile=aws_profile, action=f"stopping {instance.id}")
+        with aws_errors(**ctx):
+            self._ec2(region, aws_profile).stop_instances(InstanceIds=[instance.id])
 
     def start(self, instance: Instance) -> None:
-        with aws_errors(**self._ctx(instance.region, action=f"starting {instance.id}")):
-            self._ec2(instance.region).start_instances(InstanceIds=[instance.id])
+        region, aws_profile = self._target_of(instance)
+        ctx = self._ctx(region, aws_profile=aws_profile, action=f"starting {instance.id}")
+        with aws_errors(**ctx):
+            self._ec2(region, aws_profile).start_instances(InstanceIds=[instance.id])
 
     def terminate(self, instance: Instance, *, wait: bool = True) -> None:
         """Terminate; with wait, poll (bounded) until EC2 itself reports 'terminated'."""
-        ec2 = self._ec2(instance.region)
-        ctx = self._ctx(instance.region, action=f"terminating {instance.id}")
+        region, aws_profile = self._target_of(instance)
+        ec2 = self._ec2(region, aws_profile)
+        ctx = self._ctx(region, aws_profile=aws_profile, action=f"terminating {instance.id}")
         try:
             ec2.terminate_instances(InstanceIds=[instance.id])
         except Exception as exc:
@@ -1028,6 +1072,14 @@ class AwsProvider:
         """Power off: InstanceInitiatedShutdownBehavior=terminate turns that into terminate."""
         command = self.profile.get("shutdown_command") or ["sudo", "shutdown", "-h", "now"]
         return {"action": SHUTDOWN_POWEROFF, "command": list(command)}
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    """One botocore model loader per process: parsing the EC2 model costs ~0.2 s a session."""
+    from botocore.loaders import create_loader
+
+    return create_loader(os.environ.get("AWS_DATA_PATH"))
 
 
 class _RegionFailed(Exception):

@@ -188,3 +188,22 @@ def test_ssh_target_overrides_and_agent_shutdown(make_provider: Any, tmp_path: A
     assert plain.ssh_target(gone) is None
     with pytest.raises(ProviderError, match="no public address"):
         plain.host(gone)
+
+
+def test_instances_launched_with_another_aws_profile_stay_visible(
+    make_provider: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "aws-config"
+    config.write_text("[profile other]\naws_access_key_id = other\naws_secret_access_key = other\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    launcher = make_provider(regions=["us-east-1"])
+    instance, _ = drive(launcher.launch(spec(region="eu-west-1", options={"aws_profile": "other"})))
+
+    later = make_provider(regions=["us-east-1"])  # a new process: only the state store knows
+    assert ("eu-west-1", "other") in later._list_targets()
+    (listed,) = later.list_instances().instances
+    assert listed.id == instance.id
+    assert later._target_of(listed) == ("eu-west-1", "other")
+    later.terminate(listed)
+    assert later.get_instance(instance.id) is None
+    assert ("eu-west-1", "other") in {(r, p) for (_, r, p) in later._clients}
