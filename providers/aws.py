@@ -175,8 +175,10 @@ class AwsProvider:
             if client is None:
                 from botocore.config import Config
 
+                # Pricing is optional (the catalog stands in): never wait long for it.
+                attempts = min(2, self.max_attempts) if service == "pricing" else self.max_attempts
                 config = Config(
-                    retries={"mode": "standard", "max_attempts": self.max_attempts},
+                    retries={"mode": "standard", "max_attempts": attempts},
                     connect_timeout=5,
                     read_timeout=30,
                     user_agent_extra="gpuctl",
@@ -785,22 +787,17 @@ class AwsProvider:
             ec2 = self._ec2(plan.region, aws_profile)
             try:
                 response = ec2.run_instances(**params)
+                instance_id = str(response["Instances"][0]["InstanceId"])
             except Exception as exc:
-                kind = classify(exc)
-                mapped = map_error(exc, **ctx)
-                if kind == "fatal":
-                    raise mapped from None
-                current = None
-                if error_code(exc) == "SpotMaxPriceTooLow":
-                    kind = "price"
-                    current = _price_in(mapped.message)
-                failure = _Failure(where, kind, _reason(mapped), error=mapped, current_spot=current)
-                failures.append(failure)
-                yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
-                if kind in ("quota", "region"):
-                    return None  # the whole region (for this market) is out
-                continue
-            instance_id = str(response["Instances"][0]["InstanceId"])
+                adopted = self._adopt(plan.region, aws_profile, run_id) if _ambiguous(exc) else None
+                if adopted is None:
+                    failure = _run_failure(exc, where, ctx)  # raises when retrying is pointless
+                    failures.append(failure)
+                    yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
+                    if failure.kind in ("quota", "region"):
+                        return None  # the whole region (for this market) is out
+                    continue
+                instance_id = adopted  # the create went through; only its answer was lost
             self._remember(instance_id, (plan.region, aws_profile))
             self._record_use((plan.region, aws_profile))
             yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
@@ -812,6 +809,7 @@ class AwsProvider:
                     raise map_error(exc, **ctx) from None
                 raise
             if died:
+                self._terminate_quietly(plan.region, instance_id, aws_profile)  # if stopped
                 failure = _Failure(where, "boot", f"{instance_id} ended while booting: {died}")
                 failures.append(failure)
                 yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
@@ -923,6 +921,22 @@ class AwsProvider:
                     hint="AWS may be slow in that zone; try again or another region",
                 )
             time.sleep(self.poll_seconds)
+
+    def _adopt(self, region: str, aws_profile: str | None, run_id: str) -> str | None:
+        """After a lost answer to RunInstances: the instance it may have made anyway."""
+        try:
+            response = self._ec2(region, aws_profile).describe_instances(
+                Filters=[
+                    {"Name": f"tag:{TAG_RUN}", "Values": [run_id]},
+                    {"Name": "instance-state-name", "Values": ["pending", "running"]},
+                ]
+            )
+        except Exception:
+            return None
+        for reservation in response.get("Reservations", []):
+            for item in reservation.get("Instances", []):
+                return str(item["InstanceId"])
+        return None
 
     def _terminate_quietly(self, region: str, instance_id: str, aws_profile: str | None) -> None:
         """Best effort clean-up after a failed launch: never leave a billed orphan behind."""
@@ -1107,6 +1121,30 @@ def _float(value: Any) -> float | None:
 
 def _reason(error: GpuctlError) -> str:
     return error.message
+
+
+def _run_failure(exc: BaseException, where: str, ctx: dict[str, Any]) -> _Failure:
+    """A failed RunInstances as a failure to report, or the mapped error when fatal."""
+    kind = classify(exc)
+    mapped = map_error(exc, **ctx)
+    if kind == "fatal":
+        raise mapped from None
+    current = None
+    if error_code(exc) == "SpotMaxPriceTooLow":
+        kind = "price"
+        current = _price_in(mapped.message)
+    return _Failure(where, kind, _reason(mapped), error=mapped, current_spot=current)
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """A failure after the request may have reached AWS: the outcome is unknown."""
+    import botocore.exceptions as bx
+
+    return isinstance(exc, bx.ReadTimeoutError | bx.ConnectionClosedError) or error_code(exc) in (
+        "InternalError",
+        "ServiceUnavailable",
+        "Unavailable",
+    )
 
 
 def _price_in(text: str) -> float | None:

@@ -11,7 +11,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +268,8 @@ def normalise_cidr(value: str) -> str:
 
 def caller_cidr(timeout: float = 3.0) -> str:
     """This machine's public IPv4 as a /32, from checkip.amazonaws.com."""
+    import urllib.request
+
     try:
         with urllib.request.urlopen(CHECKIP_URL, timeout=timeout) as response:
             text = response.read(64).decode("ascii", "replace").strip()

@@ -328,3 +328,21 @@ def test_instance_that_dies_while_booting_moves_on(make_provider: Any, spot_pric
         e.reason for e in events if isinstance(e, Attempt)
     )
     assert instance.id not in dead
+
+
+def test_lost_answer_adopts_the_created_instance(make_provider: Any, spot_prices: Any) -> None:
+    """A timeout after AWS created the instance must not make a second, billed one."""
+    from botocore.exceptions import ReadTimeoutError
+
+    provider = make_provider(regions=["us-east-1"])
+
+    def lose_answer(**_: Any) -> None:
+        raise ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
+
+    on(provider, "after-call.ec2.RunInstances", lose_answer)
+    instance, events = drive(provider.launch(spec()))
+    assert [ok for _, ok in attempts(events)] == [True]
+    made = boto("us-east-1").describe_instances(
+        Filters=[{"Name": "tag:gpuctl:run", "Values": ["r-abc123"]}]
+    )["Reservations"]
+    assert [i["InstanceId"] for r in made for i in r["Instances"]] == [instance.id]
