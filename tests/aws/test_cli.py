@@ -1,0 +1,56 @@
+"""The headless CLI on an AWS emulator profile: offers, ls, and a missing-credentials error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.cli import gpuctl, json_lines
+
+from .test_launch import drive, spec
+
+
+def write_profile(home: Path, endpoint: str) -> None:
+    (home / "config.toml").write_text(
+        f"""providers = ["aws-test"]
+
+[profiles.aws-test]
+provider = "aws"
+regions = ["us-east-1", "eu-west-1"]
+endpoint_url = "{endpoint}"
+max_attempts = 1
+"""
+    )
+
+
+def test_offers_sorted_with_spot_saving(aws: str, spot_prices: Any, gpuctl_home: Path) -> None:
+    spot_prices[("us-east-1", "g5.xlarge", "us-east-1b")] = 0.35
+    write_profile(gpuctl_home, aws)
+    proc = gpuctl("offers", "--provider", "aws-test", "--gpu", "A10G")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "SAVE" in lines[0]
+    first = lines[1].split()
+    assert first[:3] == ["aws-test", "g5.xlarge", "A10G"] and "-65%" in first
+    rows = json_lines(gpuctl("offers", "--provider", "aws-test", "--gpu", "a10g", "--json").stdout)
+    prices = [r["price_per_hour"] for r in rows]
+    assert prices == sorted(prices) and {r["gpu_name"] for r in rows} == {"A10G"}
+
+
+def test_ls_shows_managed_instances(
+    aws: str, make_provider: Any, gpuctl_home: Path, spot_prices: Any
+) -> None:
+    instance, _ = drive(make_provider(regions=["eu-west-1"]).launch(spec(run_id="r-cli")))
+    write_profile(gpuctl_home, aws)
+    proc = gpuctl("ls", "--json")  # lists the providers in config.toml
+    assert proc.returncode == 0, proc.stderr
+    assert instance.id in proc.stdout and "r-cli" in proc.stdout
+
+
+def test_missing_credentials_is_one_clear_line(aws: str, gpuctl_home: Path) -> None:
+    write_profile(gpuctl_home, aws)
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    proc = gpuctl("offers", "--provider", "aws-test", env=env)
+    assert proc.returncode != 0
+    assert "no AWS credentials found" in proc.stderr and "aws configure" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
