@@ -218,8 +218,7 @@ def map_error(
             hint=f"add it to {config} with `aws configure --profile {profile}` "
             "(or `aws configure sso`), or fix aws_profile in the gpuctl profile",
         )
-    sso_errors: tuple[type[BaseException], ...] = (bx.SSOError, bx.TokenRetrievalError)
-    if isinstance(exc, sso_errors) or "sso" in type(exc).__name__.lower():
+    if isinstance(exc, bx.SSOError | bx.TokenRetrievalError):
         return CredentialsError(
             f"the AWS SSO session for profile '{profile}' has expired or is missing",
             hint=f"run `aws sso login --profile {profile}` and try again",

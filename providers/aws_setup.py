@@ -303,7 +303,7 @@ def default_subnets(ec2: Any, vpc_id: str) -> dict[str, str]:
     return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
 
 
-def ensure_security_group(ec2: Any, vpc_id: str, cidr: str) -> str:
+def ensure_security_group(ec2: Any, vpc_id: str, cidr: str, *, retry: bool = True) -> str:
     """The reusable gpuctl-ssh group, with an SSH rule for `cidr` (added if missing)."""
     from botocore.exceptions import ClientError
 
@@ -325,9 +325,9 @@ def ensure_security_group(ec2: Any, vpc_id: str, cidr: str) -> str:
             )
             group = {"GroupId": created["GroupId"], "IpPermissions": []}
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate":
+            if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate" or not retry:
                 raise
-            return ensure_security_group(ec2, vpc_id, cidr)
+            return ensure_security_group(ec2, vpc_id, cidr, retry=False)  # made concurrently
     group_id = str(group["GroupId"])
     if not _has_ssh_rule(group.get("IpPermissions", []), cidr):
         v6 = ":" in cidr
