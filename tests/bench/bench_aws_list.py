@@ -42,9 +42,9 @@ def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     import boto3
-    from gpuctl.providers.aws import AwsProvider
     from moto.server import ThreadedMotoServer
 
+    from gpuctl.providers.aws import AwsProvider
     from gpuctl.settings import Profile, Settings
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
