@@ -71,6 +71,11 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def _no_progress() -> dict[str, float]:
+    """Accumulators of an epoch in progress (kept in mid-epoch checkpoints)."""
+    return {"loss_sum": 0.0, "micro_steps": 0, "seconds": 0.0, "train_seconds": 0.0}
+
+
 def _loader_seed(seed: int, epoch: int, rank: int) -> int:
     """Worker base seeds per (seed, epoch, rank): resume re-creates them exactly."""
     return (seed * 1_000_003 + epoch * 7_919 + rank) % (2**63)
@@ -224,7 +229,7 @@ def train(
     start_epoch, start_step = 0, 0  # epochs completed; optimizer steps done in the next one
     history: list[dict[str, Any]] = []
     best_metric: float | None = None
-    partial_epoch = {"loss_sum": 0.0, "micro_steps": 0, "seconds": 0.0, "train_seconds": 0.0}
+    partial_epoch = _no_progress()
     if ckpt is None:
         random.seed(cfg.seed + rank)
         torch.manual_seed(cfg.seed + rank)
@@ -316,12 +321,7 @@ def train(
         phase = "warmup" if warmup else "training"
         step0 = start_step if warmup else 0
         if not warmup or not step0:
-            partial_epoch = {
-                "loss_sum": 0.0,
-                "micro_steps": 0,
-                "seconds": 0.0,
-                "train_seconds": 0.0,
-            }
+            partial_epoch = _no_progress()
         sampler.set_position(epoch, step0 * samples_per_step)
         loader_gen.manual_seed(_loader_seed(cfg.seed, epoch, rank))
         reset_peak_memory(device)
@@ -411,19 +411,13 @@ def train(
         is_best = best_metric is None or row["val_metric"] > best_metric
         if is_best:
             best_metric = row["val_metric"]
-        if not warmup:
-            steady_seconds.append(epoch_seconds)
         want_stop = stop.requested()
         if info.enabled:
             want_stop = distributed.any_([want_stop], device, info)[0]
         finished = epoch + 1 == cfg.epochs
         due = (epoch + 1) % cfg.checkpoint_every_epochs == 0 or finished or want_stop
         if due or is_best:
-            state = make_state(
-                epoch + 1,
-                0,
-                {"loss_sum": 0.0, "micro_steps": 0, "seconds": 0.0, "train_seconds": 0.0},
-            )
+            state = make_state(epoch + 1, 0, _no_progress())
             if info.is_main:
                 if due:
                     checkpoint.atomic_save(state, last_path)
@@ -445,6 +439,8 @@ def train(
         if is_best:
             out.event("checkpoint", path=str(best_path), epoch=epoch + 1, best=True)
         out.history(history)
+        if not warmup:  # ETA from whole epochs (checkpoint included), warm-up excluded
+            steady_seconds.append(partial_epoch["seconds"] + time.monotonic() - t_epoch)
         eta = None
         if steady_seconds:
             eta = round(sum(steady_seconds) / len(steady_seconds) * (cfg.epochs - epoch - 1), 1)

@@ -341,9 +341,12 @@ def test_image_folder_data_dir(tmp_path: Path, run_inprocess) -> None:
             (tmp_path / "data" / split / name).mkdir(parents=True)
             for i in range(n):
                 write_ppm(tmp_path / "data" / split / name / f"{i}.ppm", colour)
-    run = run_inprocess(write_config(tmp_path, data_dir="data", image_size=8, batch_size=8))
+    run = run_inprocess(
+        write_config(tmp_path, data_dir="data", image_size=8, batch_size=8, workers=1)
+    )
     assert run.rc == 0, run.stderr
     assert "ImageFolder" in run.log() and "2 classes" in run.log()
+    assert "loader workers 1" in run.log()
     assert run.history()[-1]["val_metric"] > 0.5
 
 

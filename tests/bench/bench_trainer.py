@@ -1,0 +1,160 @@
+"""What the trainer's bookkeeping costs: its real loop vs a bare torch loop, same model and data.
+
+Run from the repo root: `python tests/bench/bench_trainer.py [--reps 5] [--quick]`.
+
+Both sides build the bundled task (SmallCNN on synthetic data) from the same config,
+train the same number of steps with the same batch and evaluate the same validation
+set each epoch. The trainer side is `trainer.loop.run` itself, with its events,
+status.json, train.log, history.json and per-epoch checkpoints (last.pt, best.pt);
+the bare side is forward/backward/step plus the same eval forward passes.
+Reported: median samples/s over interleaved repetitions for
+  - end to end: training samples / wall time of the whole run (setup, eval, and for
+    the trainer every output and checkpoint write included);
+  - steady state: training samples / time in the training phase, first epoch excluded.
+On a machine with a GPU it also reports AMP and torch.compile speedups of the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import torch  # noqa: E402
+
+from trainer.config import TrainConfig, resolve_paths, validate  # noqa: E402
+from trainer.loop import run  # noqa: E402
+from trainer.tasks import load_task  # noqa: E402
+
+BASE: dict[str, Any] = {
+    "run_id": "bench",
+    "train_samples": 2048,
+    "val_samples": 512,
+    "image_size": 32,
+    "width": 16,
+    "depth": 2,
+    "epochs": 3,
+    "batch_size": 64,
+    "workers": 0,
+    "seed": 0,
+}
+
+
+def trainer_side(raw: dict[str, Any]) -> tuple[float, float]:
+    """(end-to-end samples/s, steady samples/s) of the real trainer loop, in-process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve_paths(validate(raw), tmp)
+        with contextlib.redirect_stdout(io.StringIO()):
+            t0 = time.perf_counter()
+            code = run(cfg)
+            wall = time.perf_counter() - t0
+        if code != 0:
+            raise SystemExit(f"trainer run failed ({code}); see {tmp}/train.log")
+        history = json.loads((Path(tmp) / "history.json").read_text())
+        start = json.loads((Path(tmp) / "events.jsonl").read_text().splitlines()[0])
+    per_epoch = start["steps_per_epoch"] * start["batch_size"]
+    train_times = [per_epoch / h["samples_per_second"] for h in history]
+    steady = per_epoch * (len(history) - 1) / sum(train_times[1:])
+    return per_epoch * len(history) / wall, steady
+
+
+def bare_side(raw: dict[str, Any]) -> tuple[float, float]:
+    """The same work written as the shortest honest torch loop."""
+    cfg: TrainConfig = validate(raw)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    task = load_task(cfg)
+    model = task.model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batch = int(cfg.batch_size)
+    train = torch.utils.data.DataLoader(
+        task.train_set, batch_size=batch, shuffle=True, drop_last=True, generator=gen
+    )
+    val = torch.utils.data.DataLoader(task.val_set, batch_size=batch)
+    train_times = []
+    samples = 0
+    for _ in range(cfg.epochs):
+        model.train()
+        t_epoch = time.perf_counter()
+        for x, y in train:
+            loss = task.loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            samples += x.shape[0]
+        train_times.append(time.perf_counter() - t_epoch)
+        model.eval()
+        with torch.no_grad():
+            for x, y in val:
+                task.loss_fn(model(x), y)
+    wall = time.perf_counter() - t0
+    per_epoch = samples / cfg.epochs
+    return samples / wall, per_epoch * (cfg.epochs - 1) / sum(train_times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median)")
+    parser.add_argument("--quick", action="store_true", help="smaller run, for a smoke check")
+    args = parser.parse_args()
+    raw = dict(BASE)
+    if args.quick:
+        raw.update(train_samples=512, val_samples=128)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(
+        f"bench: torch {torch.__version__}, {device}, {torch.get_num_threads()} threads; "
+        f"{raw['epochs']} epochs x {raw['train_samples']} samples, batch {raw['batch_size']}, "
+        f"{raw['image_size']}px SmallCNN(width={raw['width']}, depth={raw['depth']})",
+        flush=True,
+    )
+    if device == "cpu":
+        raw["amp"] = "off"
+    trainer_side(raw), bare_side(raw)  # warm-up: allocator, oneDNN kernels, page cache
+    print("samples/s per rep: end-to-end / steady-state", flush=True)
+    results: dict[str, list[tuple[float, float]]] = {"trainer": [], "bare": []}
+    for rep in range(args.reps):
+        order = ("trainer", "bare") if rep % 2 == 0 else ("bare", "trainer")
+        for side in order:
+            results[side].append(trainer_side(raw) if side == "trainer" else bare_side(raw))
+        t, b = results["trainer"][-1], results["bare"][-1]
+        print(
+            f"  rep {rep + 1}: trainer {t[0]:8.1f} / {t[1]:8.1f}   bare {b[0]:8.1f} / {b[1]:8.1f}",
+            flush=True,
+        )
+    med = {
+        side: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+        for side, rs in results.items()
+    }
+    print(f"\nmedian samples/s over {args.reps} reps     end-to-end   steady-state")
+    for side in ("trainer", "bare"):
+        print(f"  {side:<8}                          {med[side][0]:10.1f}   {med[side][1]:12.1f}")
+    for label, i in (("end-to-end", 0), ("steady-state", 1)):
+        ratio = med["trainer"][i] / med["bare"][i]
+        verdict = "OK" if ratio >= 0.97 else "over the 3% goal"
+        print(f"  trainer/bare {label:<13} {ratio:6.3f}  (bookkeeping {1 - ratio:+.1%}; {verdict})")
+    if device == "cuda":
+        print("\nGPU variants of the trainer (steady-state samples/s, median of 3):")
+        for name, extra in (
+            ("fp32 (amp off)", {"amp": "off"}),
+            ("amp auto", {"amp": "auto"}),
+            ("amp auto + compile", {"amp": "auto", "compile": True}),
+        ):
+            runs = [trainer_side({**raw, **extra})[1] for _ in range(3)]
+            print(f"  {name:<20} {statistics.median(runs):10.1f}")
+
+
+if __name__ == "__main__":
+    main()
