@@ -291,6 +291,7 @@ class PriceSegment(_Value):
     end: float | None = None  # None = still open
     kind: str = "compute"  # "compute" | "storage"
     id: int | None = None
+    source: str = "launch"  # launch | spot | reconcile | restart: why the segment began
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .errors import NotFoundError, StateError
 from .models import Instance, InstanceState, PriceSegment, Run, RunStatus
 
 APPLICATION_ID = 0x67707563  # "gpuc"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -93,6 +93,20 @@ _MIGRATIONS: dict[int, str] = {
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         stored_at REAL NOT NULL
+    );
+    """,
+    # 2: where a ledger segment came from (launch, spot, reconcile...), and budget alerts
+    # that fire once each, even with the CLI and the TUI following the same run.
+    2: """
+    ALTER TABLE price_segments ADD COLUMN source TEXT NOT NULL DEFAULT 'launch';
+    CREATE TABLE budget_alerts (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        level TEXT NOT NULL,
+        fired_at REAL NOT NULL,
+        spent REAL NOT NULL,
+        budget REAL NOT NULL,
+        PRIMARY KEY (scope, key, level)
     );
     """,
 }
@@ -363,7 +377,7 @@ class Store:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO price_segments (provider, instance_id, run_id, instance_type, region, "
-                "market, rate_per_hour, start, end, kind) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "market, rate_per_hour, start, end, kind, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     seg.provider,
                     seg.instance_id,
@@ -375,6 +389,7 @@ class Store:
                     seg.start,
                     seg.end,
                     seg.kind,
+                    seg.source,
                 ],
             )
             return seg.evolve(id=cur.lastrowid)
@@ -393,6 +408,42 @@ class Store:
             args.append(kind)
         with self._tx() as db:
             return db.execute(sql, args).rowcount
+
+    def split_segment(
+        self, segment_id: int, at: float, rate_per_hour: float, *, source: str = "spot"
+    ) -> PriceSegment | None:
+        """Re-price a segment from `at` on: end it there and continue at the new rate.
+
+        One transaction, so a crash leaves either the old segment or both halves, never an
+        instance with no open segment (unbilled) or two (billed twice).
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM price_segments WHERE id = ?", [segment_id]).fetchone()
+            if row is None:
+                return None
+            old = PriceSegment.from_dict(dict(row))
+            if at <= old.start or (old.end is not None and at >= old.end):
+                return None
+            db.execute("UPDATE price_segments SET end = ? WHERE id = ?", [at, segment_id])
+            new = old.evolve(id=None, start=at, rate_per_hour=rate_per_hour, source=source)
+            cur = db.execute(
+                "INSERT INTO price_segments (provider, instance_id, run_id, instance_type, region, "
+                "market, rate_per_hour, start, end, kind, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    new.provider,
+                    new.instance_id,
+                    new.run_id,
+                    new.instance_type,
+                    new.region,
+                    new.market,
+                    new.rate_per_hour,
+                    new.start,
+                    new.end,
+                    new.kind,
+                    new.source,
+                ],
+            )
+            return new.evolve(id=cur.lastrowid)
 
     def segments(
         self,
@@ -456,6 +507,31 @@ class Store:
             }
             for r in self._query(sql, args)
         ]
+
+    # -- budget alerts (each fires once) -------------------------------------------------
+
+    def fire_alert(
+        self, scope: str, key: str, level: str, spent: float, budget: float, at: float
+    ) -> bool:
+        """Record a budget threshold crossing; True only for the first caller, ever."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO budget_alerts (scope, key, level, fired_at, spent, budget) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [scope, key, level, at, spent, budget],
+            )
+            return cur.rowcount == 1
+
+    def alerts(self, scope: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM budget_alerts"
+        where, args = [], []
+        for column, value in (("scope", scope), ("key", key)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [dict(r) for r in self._query(sql + " ORDER BY fired_at", args)]
 
     # -- provider health and small caches ---------------------------------------------
 
