@@ -1,0 +1,665 @@
+"""The gpuctl control center: the app, its workers, and the factory tests use.
+
+The app is the controller. Screens call its methods for actions; the engine's
+lifecycle generators run in thread workers that post every event back as a message;
+the handlers (UI thread) fold events into per-run feeds and push the results down to
+the screens as attributes. No widget is touched from a thread, and nothing on the UI
+thread waits on the network: the first paint comes from the state store's cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, SuspendNotSupported, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from gpuctl.errors import GpuctlError
+from gpuctl.events import (
+    Downloaded,
+    Event,
+    Failed,
+    Finished,
+    InstanceUp,
+    Notice,
+    Resolved,
+    TornDown,
+    TrainerStarted,
+)
+from gpuctl.host import Host
+from gpuctl.lifecycle import Engine
+from gpuctl.models import InstanceState, LaunchSpec
+
+from .feed import RunFeed
+from .messages import ActionFailed, DriveEnded, HistoryLoaded, RunEvent, SnapshotReady
+from .model import Row, Snapshot, build_snapshot
+from .screens.confirm import ConfirmScreen
+from .screens.cost import CostScreen
+from .screens.help import HelpScreen
+from .screens.launch import LaunchScreen
+from .screens.main import MainScreen
+from .screens.run import GpuScreen, RunScreen, RunView
+
+log = logging.getLogger("gpuctl.tui")
+
+# Events after which the row's instance, price or status in the store changed.
+STRUCTURAL = (Resolved, InstanceUp, TrainerStarted, TornDown, Finished, Failed, Downloaded)
+RELOAD_SECONDS = 5.0  # re-read the store (no network): other processes' runs move on too
+HISTORY_LINES = 500
+
+ShellRunner = Callable[[Host, str], int]
+
+
+def _run_shell(host: Host, cwd: str) -> int:
+    return host.shell(cwd)
+
+
+class GpuctlApp(App[None]):
+    """Every instance, every run, the meter: one keystroke each."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "gpuctl"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit", show=False),
+        Binding("question_mark", "help", "Help", key_display="?", show=False),
+        Binding("ctrl+p", "command_palette", "Command palette", show=False),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] | None = None,
+        live: bool = True,
+        refresh_seconds: float | None = None,
+        reload_seconds: float = RELOAD_SECONDS,
+        shell_runner: ShellRunner = _run_shell,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.clock = clock or time.time
+        self.live = live
+        self.refresh_seconds = refresh_seconds or engine.settings.refresh_seconds
+        self.reload_seconds = reload_seconds
+        self.shell_runner = shell_runner
+        self.feeds: dict[str, RunFeed] = {}
+        self.following: set[str] = set()  # runs whose event stream a worker consumes
+        self.pending: dict[str, Row] = {}  # launched here, not yet in a store snapshot
+        self.offers_cache: dict[str, tuple[Any, ...]] = {}
+        self.listed_at: float | None = None
+        self.refreshing = False
+        self.busy = 0  # lifecycle workers running now (quit waits a moment for them)
+        self._busy_lock = threading.Lock()
+        self._reload_scheduled = False
+        self._known_bad: set[str] = set()
+        # First paint: the cached listing in the store, read once, no network.
+        self.snapshot: Snapshot = build_snapshot(engine.store, engine.settings, self.now())
+
+    # -- basics ----------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock()
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen()
+
+    @property
+    def main(self) -> MainScreen:
+        return self.screen_stack[0]  # type: ignore[return-value]
+
+    def feed(self, run_id: str) -> RunFeed:
+        if run_id not in self.feeds:
+            self.feeds[run_id] = RunFeed(run_id)
+        return self.feeds[run_id]
+
+    def display_snapshot(self) -> Snapshot:
+        """The store's snapshot with what the event streams know that it does not yet."""
+        keys = {r.key for r in self.snapshot.rows}
+        rows = [r.with_live(self._live(r)) for r in self.snapshot.rows]
+        rows += [r.with_live(self._live(r)) for k, r in self.pending.items() if k not in keys]
+        return replace(self.snapshot, rows=tuple(rows))
+
+    def _live(self, row: Row) -> Any:
+        if row.run_id and row.run_id in self.feeds and row.run_id in self.following:
+            return self.feeds[row.run_id].live()
+        return None
+
+    def row_for_run(self, run_id: str) -> Row | None:
+        key = f"run:{run_id}"
+        for row in self.display_snapshot().rows:
+            if row.key == key:
+                return row
+        return None
+
+    def on_mount(self) -> None:
+        if not self.live:
+            return
+        self.set_interval(self.refresh_seconds, self._interval_refresh, name="refresh")
+        self.set_interval(self.reload_seconds, self._interval_reload, name="reload")
+        self.refresh_now(network=True)
+        for run in self.engine.store.list_runs(active=True):
+            if run.provider in self.engine.settings.providers:
+                self.follow_run(run.id)
+
+    def _interval_refresh(self) -> None:
+        self.refresh_now(network=True)
+
+    def _interval_reload(self) -> None:
+        if not self.refreshing:
+            self.refresh_now(network=False)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def refresh_now(self, *, network: bool, announce: bool = False) -> None:
+        """Re-list providers (network) or re-read the store; never on the UI thread."""
+        if network:
+            if self.refreshing:
+                if announce:
+                    self.notify("a refresh is already running")
+                return
+            self.refreshing = True
+            self.main.refreshing = True
+        self._refresh_worker(network)
+
+    @work(thread=True, group="refresh", exit_on_error=False)
+    def _refresh_worker(self, network: bool) -> None:
+        try:
+            if network:
+                self.engine.refresh()
+            snapshot = build_snapshot(self.engine.store, self.engine.settings, self.now())
+        except GpuctlError as exc:
+            self.post_message(ActionFailed("refresh failed", exc.message, exc.hint))
+            snapshot = None
+        except Exception as exc:
+            log.exception("refresh failed")
+            self.post_message(
+                ActionFailed("refresh failed", f"{type(exc).__name__}: {exc}", self._log_hint())
+            )
+            snapshot = None
+        if snapshot is not None:
+            self.post_message(SnapshotReady(snapshot, network=network))
+        elif network:
+            self.post_message(SnapshotReady(self.snapshot, network=True))
+
+    @work(thread=True, group="runs", exit_on_error=False)
+    def drive(
+        self, run_id: str, what: str, make: Callable[[], Iterator[Event]], quiet: bool = False
+    ) -> None:
+        """Consume one lifecycle generator, posting each event; errors become messages."""
+        worker = get_current_worker()
+        with self._busy_lock:
+            self.busy += 1
+        gen: Iterator[Event] | None = None
+        try:
+            gen = make()
+            for event in gen:
+                self.post_message(RunEvent(event, quiet=quiet))
+                if worker.is_cancelled:
+                    break
+        except GpuctlError as exc:
+            if not quiet:
+                self.post_message(ActionFailed(f"{what} failed", exc.message, exc.hint, run_id))
+        except Exception as exc:
+            log.exception("%s of %s failed", what, run_id)
+            self.post_message(
+                ActionFailed(
+                    f"{what} failed",
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    self._log_hint(),
+                    run_id,
+                )
+            )
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing %s of %s", what, run_id)
+            with self._busy_lock:
+                self.busy -= 1
+            self.post_message(DriveEnded(run_id, what))
+
+    @work(thread=True, group="history", exit_on_error=False)
+    def _load_history(self, run_id: str) -> None:
+        """Log lines and epochs from before we followed: results dir, else the machine."""
+        lines, epochs = history(self.engine, run_id)
+        self.post_message(HistoryLoaded(run_id, lines, epochs))
+
+    def _log_hint(self) -> str:
+        return f"details in {self.engine.settings.home / 'gpuctl.log'}"
+
+    # -- messages up -------------------------------------------------------------------------------
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self.snapshot = message.snapshot
+        for key in [k for k in self.pending if message.snapshot.row(k) is not None]:
+            del self.pending[key]
+        if message.network:
+            self.refreshing = False
+            self.listed_at = self.now()
+            self.main.refreshing = False
+            self._announce_provider_problems(message.snapshot)
+        self.main.snapshot = self.display_snapshot()
+
+    def _announce_provider_problems(self, snapshot: Snapshot) -> None:
+        for chip in snapshot.chips:
+            if chip.state in ("nocreds", "error"):
+                if chip.name not in self._known_bad:
+                    self._known_bad.add(chip.name)
+                    self.notify(
+                        chip.message or chip.label,
+                        title=f"{chip.name}: {chip.label.split(': ', 1)[1]}",
+                        severity="warning" if chip.state == "nocreds" else "error",
+                        timeout=8,
+                    )
+            else:
+                self._known_bad.discard(chip.name)
+
+    def on_run_event(self, message: RunEvent) -> None:
+        ev = message.event
+        feed = self.feed(ev.run_id)
+        if message.quiet and isinstance(ev, Failed):
+            feed.add_lines([f"── not following: {ev.error}"])
+            changed = {"log"}
+        else:
+            changed = feed.apply(ev)
+        if not message.quiet:
+            self._notify_event(ev)
+        if "phase" in changed or "epoch" in changed:
+            row = self.row_for_run(ev.run_id)
+            if row is not None:
+                self.main.update_row(row)
+        if isinstance(ev, STRUCTURAL):
+            self._schedule_reload()
+        for screen in self.screen_stack:
+            if isinstance(screen, RunView) and screen.run_id == ev.run_id:
+                screen.apply(changed)
+
+    def _notify_event(self, ev: Event) -> None:
+        if isinstance(ev, Failed):
+            self.notify(
+                ev.error + (f"\nhint: {ev.hint}" if ev.hint else ""),
+                title=f"{ev.run_id}: failed",
+                severity="error",
+                timeout=12,
+            )
+        elif isinstance(ev, Notice):
+            severity = {"warning": "warning", "error": "error"}.get(ev.level, "information")
+            self.notify(ev.message, title=ev.run_id, severity=severity)  # type: ignore[arg-type]
+        elif isinstance(ev, Finished):
+            self.notify(ev.text(), title=f"run {ev.status}")
+        elif isinstance(ev, Downloaded):
+            self.notify(ev.text(), title=ev.run_id)
+
+    def on_action_failed(self, message: ActionFailed) -> None:
+        self.notify(
+            message.message + (f"\nhint: {message.hint}" if message.hint else ""),
+            title=message.title,
+            severity="error",
+            timeout=12,
+        )
+        if message.run_id:
+            self.feed(message.run_id).add_lines([f"── {message.title}: {message.message}"])
+
+    def on_drive_ended(self, message: DriveEnded) -> None:
+        self.following.discard(message.run_id)
+        self._schedule_reload()
+
+    def on_history_loaded(self, message: HistoryLoaded) -> None:
+        feed = self.feed(message.run_id)
+        had = len(feed.lines)
+        feed.load_history(message.lines, message.epochs)
+        for screen in self.screen_stack:
+            if isinstance(screen, RunScreen) and screen.run_id == message.run_id:
+                if not had and feed.lines:
+                    screen.log_view.replace(list(feed.lines))
+                    screen._seen = feed.dropped + len(feed.lines)
+                screen.apply({"epoch", "cost", "phase"})
+
+    def _schedule_reload(self) -> None:
+        """Re-read the store soon (debounced: a burst of events is one reload)."""
+        if self._reload_scheduled:
+            return
+        self._reload_scheduled = True
+
+        def go() -> None:
+            self._reload_scheduled = False
+            self.refresh_now(network=False)
+
+        self.set_timer(0.3, go)
+
+    # -- actions (screens call these with their target row) ----------------------------------------
+
+    def _need_run(self, row: Row | None, what: str) -> str | None:
+        if row is None:
+            self.notify("nothing selected", severity="warning")
+            return None
+        if not row.run_id:
+            self.notify(
+                f"{row.name} is a machine without a gpuctl run: nothing to {what}",
+                title="no run on this row",
+                severity="warning",
+            )
+            return None
+        return row.run_id
+
+    def open_launch(self) -> None:
+        self.push_screen(LaunchScreen(), self._launch_confirmed)
+
+    def _launch_confirmed(self, spec: LaunchSpec | None) -> None:
+        if spec is not None:
+            self.launch(spec)
+
+    def launch(self, spec: LaunchSpec) -> None:
+        """Show the run at once (provisioning), then let its events move it along."""
+        row = Row(
+            key=f"run:{spec.run_id}",
+            provider=spec.provider,
+            region=spec.region or "",
+            name=spec.run_id,
+            instance_type=spec.instance_type or "",
+            gpus="-",
+            state="provisioning",
+            tone="busy",
+            started_at=None,
+            price_per_hour=None,
+            ledger_cost=None,
+            preset=spec.preset,
+            epoch=0,
+            epochs=int(spec.train.get("epochs", 0) or 0),
+            eta_seconds=None,
+            run_id=spec.run_id,
+        )
+        self.pending[row.key] = row
+        feed = self.feed(spec.run_id)
+        feed.phase = "provisioning"
+        self.following.add(spec.run_id)
+        self.main.snapshot = self.display_snapshot()
+        self.main.table.select_key(row.key)
+        self.notify(f"{spec.preset} on {spec.provider}", title=f"launching {spec.run_id}")
+        self.drive(spec.run_id, "launch", lambda: self.engine.run(spec))
+
+    def follow_run(self, run_id: str) -> None:
+        """Consume a run's event stream if nobody here does yet (runs started elsewhere)."""
+        if not self.live or run_id in self.following:
+            return
+        run = self.engine.store.find_run(run_id)
+        if run is None or run.status.terminal or not run.remote_dir:
+            return
+        self.following.add(run_id)
+        self.drive(run_id, "follow", lambda: self.engine.follow(run_id, tail_lines=200), quiet=True)
+
+    def watch_run(self, run_id: str) -> None:
+        """A run screen opened: follow it live and backfill its history once."""
+        self.follow_run(run_id)
+        feed = self.feed(run_id)
+        if self.live and not feed.history_loaded:
+            feed.history_loaded = True
+            self._load_history(run_id)
+
+    def open_run(self, row: Row | None) -> None:
+        run_id = self._need_run(row, "open")
+        if run_id:
+            self.push_screen(RunScreen(run_id))
+
+    def open_gpu(self, row: Row | None) -> None:
+        run_id = self._need_run(row, "show GPUs for")
+        if run_id:
+            self.push_screen(GpuScreen(run_id))
+
+    def open_cost(self) -> None:
+        self.push_screen(CostScreen())
+
+    def confirm_stop(self, row: Row | None) -> None:
+        run_id = self._need_run(row, "stop")
+        if not run_id:
+            return
+        run = self.engine.store.find_run(run_id)
+        if run is None or (run.status.terminal and run_id not in self.following):
+            status = run.status.value if run else "unknown"
+            self.notify(f"run {run_id} is {status}", title="nothing to stop", severity="warning")
+            return
+        body = (
+            f"Stop training of {run_id}?\n\nThe trainer finishes its step, saves last.pt and "
+            "exits. The machine stays up: d downloads results, r resumes, x terminates."
+        )
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.drive(run_id, "stop", lambda: self.engine.stop(run_id))
+
+        self.push_screen(ConfirmScreen("Stop run", body, action="Stop (y)", danger=False), done)
+
+    def confirm_terminate(self, row: Row | None) -> None:
+        if row is None:
+            self.notify("nothing selected", severity="warning")
+            return
+        inst = None
+        if row.instance_id and row.live_instance:
+            inst = self.engine.store.get_instance(row.provider, row.instance_id)
+        if inst is None or inst.state == InstanceState.TERMINATED:
+            self.notify(
+                f"{row.name} has no live machine", title="nothing to terminate", severity="warning"
+            )
+            return
+        price = "" if inst.price_per_hour is None else f" at ${inst.price_per_hour:.3f}/h"
+        if inst.managed:
+            body = (
+                f"Terminate {inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price}?"
+                "\n\nBilling ends; anything not downloaded is lost"
+                + (f" (d downloads run {row.run_id} first)." if row.run_id else ".")
+            )
+            require = None
+        else:
+            body = (
+                f"{inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price} was NOT "
+                "created by gpuctl. Terminating it destroys the machine and its disks."
+            )
+            require = inst.name or inst.id
+
+        def done(ok: bool | None) -> None:
+            if not ok:
+                return
+            if row.run_id:
+                run_id = row.run_id
+                self.drive(run_id, "terminate", lambda: self.engine.down(run_id))
+            else:
+                self.drive(
+                    f"{inst.provider}/{inst.id}",
+                    "terminate",
+                    lambda: self.engine._teardown(None, inst, "terminate"),
+                )
+
+        action = "Terminate" if require else "Terminate (y)"
+        self.push_screen(
+            ConfirmScreen("Terminate instance", body, action=action, require=require), done
+        )
+
+    def resume(self, row: Row | None) -> None:
+        run_id = self._need_run(row, "resume")
+        if not run_id:
+            return
+        run = self.engine.store.find_run(run_id)
+        if run is not None and (run.status.active or run_id in self.following):
+            self.notify(f"run {run_id} is {run.status.value}", title="already going")
+            return
+        self.following.add(run_id)
+        self.feed(run_id).final = None
+        self.notify(f"resuming {run_id} from its last checkpoint")
+        self.drive(run_id, "resume", lambda: self.engine.resume(run_id))
+
+    def download(self, row: Row | None) -> None:
+        run_id = self._need_run(row, "download")
+        if run_id:
+            self.notify(f"downloading results of {run_id}…")
+            self.drive(run_id, "download", lambda: self.engine.download(run_id))
+
+    def shell(self, row: Row | None) -> None:
+        """Suspend the app, open a shell on the machine in the run's dir, come back after."""
+        if row is None or not row.instance_id or not row.live_instance:
+            self.notify("select a row with a live machine", title="no shell", severity="warning")
+            return
+        inst = self.engine.store.get_instance(row.provider, row.instance_id)
+        run = self.engine.store.find_run(row.run_id) if row.run_id else None
+        if inst is None:
+            self.notify("the machine is not in the listing any more", severity="warning")
+            return
+        try:
+            host = self.engine.provider(inst.provider).host(inst)
+            cwd = run.remote_dir if run and run.remote_dir else host.base_dir()
+            if isinstance(cwd, str) and inst.provider == "local" and not Path(cwd).is_dir():
+                cwd = host.base_dir()
+            with self.suspend():
+                code = self.shell_runner(host, cwd)
+        except SuspendNotSupported:
+            hint = f"gpuctl ssh {row.run_id}" if row.run_id else "ssh to it from a terminal"
+            self.notify(
+                f"a shell needs a real terminal\nhint: {hint}", title="no shell", severity="warning"
+            )
+            return
+        except GpuctlError as exc:
+            self.notify(
+                exc.message + (f"\nhint: {exc.hint}" if exc.hint else ""),
+                title="shell failed",
+                severity="error",
+            )
+            return
+        except OSError as exc:
+            self.notify(str(exc), title="shell failed", severity="error")
+            return
+        self.notify(f"shell exited ({code})", title=inst.id)
+
+    # -- app-level keys and the palette ------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen, list(self.BINDINGS)))  # type: ignore[arg-type]
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every key of the current screen, by name, plus Textual's own commands."""
+        for binding in screen.BINDINGS:
+            if not isinstance(binding, Binding) or not binding.description:
+                continue
+            key = binding.key_display or binding.key
+
+            def call(action: str = binding.action, target: Screen[Any] = screen) -> Any:
+                return target.run_action(action)
+
+            yield SystemCommand(binding.description, f"key: {key}", call)
+        yield SystemCommand("Help", "key: ? — every key on this screen", self.action_help)
+        yield from super().get_system_commands(screen)
+
+
+# -- history (worker side) -----------------------------------------------------------------------
+
+
+def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[str, Any]]]:
+    """The log's tail and the epoch events of a run, from its results or its machine."""
+    import json
+
+    from gpuctl.rundir import RunDir
+    from gpuctl.tail import Tail, last_lines
+
+    run = engine.store.find_run(run_id)
+    if run is None:
+        return None, []
+    lines: list[str] | None = None
+    epochs: list[dict[str, Any]] = []
+    if run.results_dir and Path(run.results_dir).is_dir():
+        results = Path(run.results_dir)
+        log_path = results / "train.log"
+        if log_path.exists():
+            with log_path.open(errors="replace") as fh:
+                lines = fh.read().splitlines()[-HISTORY_LINES:]
+        events = results / "events.jsonl"
+        if events.exists():
+            for line in events.read_text(errors="replace").splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict) and ev.get("event") == "epoch_end":
+                    epochs.append(ev)
+        return lines, epochs
+    if not run.remote_dir:
+        return None, []
+    try:
+        _instance, host = engine._locate(run)
+        rd = RunDir(host, run.id, run.remote_dir)
+        if run.status.terminal:
+            lines, _ = last_lines(host, rd.p("train.log"), HISTORY_LINES)
+        epochs = [
+            e for e in Tail(host, rd.p("events.jsonl")).poll_json() if e.get("event") == "epoch_end"
+        ]
+    except GpuctlError as exc:
+        return [f"── history unavailable: {exc.one_line()}"], []
+    return lines, epochs
+
+
+# -- entry points ---------------------------------------------------------------------------------
+
+
+def create_app(
+    engine: Engine | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    live: bool = True,
+    refresh_seconds: float | None = None,
+    reload_seconds: float = RELOAD_SECONDS,
+    shell_runner: ShellRunner = _run_shell,
+) -> GpuctlApp:
+    """The app with its engine; tests pass a frozen clock and live=False for fixed frames."""
+    return GpuctlApp(
+        engine or Engine(),
+        clock=clock,
+        live=live,
+        refresh_seconds=refresh_seconds,
+        reload_seconds=reload_seconds,
+        shell_runner=shell_runner,
+    )
+
+
+class _Executor(ThreadPoolExecutor):
+    """Worker threads for the app; shutting down never waits on a blocked cloud call."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=False, cancel_futures=True)
+
+
+def run_app() -> None:
+    """`gpuctl` with no arguments. Quitting leaves every run going on its machine."""
+    from gpuctl.cli import _setup_logging
+
+    _setup_logging()
+    app = create_app()
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(_Executor(max_workers=64, thread_name_prefix="gpuctl-tui"))
+    app.run(loop=loop)
+    deadline = time.monotonic() + 3.0
+    while app.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if app.busy:
+        # A worker is inside a blocking call (a cloud API, an SSH wait). The runs live on
+        # their machines and the agent's limits guard them; do not hang the terminal.
+        print("gpuctl: runs keep going on their machines (`gpuctl ls`).", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(app.return_code or 0)
+    loop.close()

@@ -1,0 +1,516 @@
+"""What the screens show, as immutable snapshots built from the state store.
+
+Nothing here imports textual: a snapshot is built in a worker thread (it reads SQLite),
+handed to the UI thread in a message, and rendered there. Keeping the data layer pure
+(nvitop style) makes it testable without a terminal and keeps the UI thread free of I/O.
+Every value the store does not know is None and renders as "-" or "N/A", never as 0.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpuctl import cost
+from gpuctl.models import Instance, InstanceState, PriceSegment, Run, RunStatus
+from gpuctl.settings import Settings
+from gpuctl.state import Store
+
+Clock = Callable[[], float]
+
+# How long finished runs without a live machine stay in the table.
+RECENT_RUN_SECONDS = 3 * 24 * 3600
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def money(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"${value:,.{digits}f}"
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"${value:.3f}/h"
+
+
+def duration(seconds: float | None) -> str:
+    """Compact and stable width: 42s, 3m12s, 2h05m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def text_bar(fraction: float, width: int) -> str:
+    """A bar readable without colour: filled and empty cells differ in shape."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+# -- rows of the instances table ------------------------------------------------------------------
+
+# Order of states when sorting by state: what needs attention or costs money first.
+_STATE_RANK = {
+    "failed": 0,
+    "lost": 0,
+    "budget": 1,
+    "orphan": 2,
+    "provisioning": 3,
+    "syncing": 3,
+    "starting": 3,
+    "training": 4,
+    "running": 4,
+    "stopping": 5,
+    "pending": 5,
+    "recovering": 5,
+    "interrupted": 6,
+    "stopped": 7,
+    "finished": 8,
+    "terminated": 9,
+}
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the UI learned from a run's event stream since it started following it."""
+
+    phase: str = ""  # "provisioning", "up", "syncing 3/10", "training", ...
+    epoch: int | None = None
+    epochs: int | None = None
+    eta_seconds: float | None = None
+    warmup: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the instances table: an instance, a run, or both."""
+
+    key: str
+    provider: str
+    region: str
+    name: str
+    instance_type: str
+    gpus: str
+    state: str
+    tone: str  # ok | busy | warn | bad | idle | done: colour only, the text says it all
+    started_at: float | None
+    price_per_hour: float | None
+    ledger_cost: float | None  # from the cost ledger (frozen prices)
+    preset: str
+    epoch: int
+    epochs: int
+    eta_seconds: float | None
+    warmup: bool = False
+    run_id: str | None = None
+    instance_id: str | None = None
+    managed: bool = True
+    live_instance: bool = False
+    billed: bool = False
+
+    def uptime(self, now: float) -> float | None:
+        if self.started_at is None or not self.live_instance:
+            return None
+        return max(0.0, now - self.started_at)
+
+    def cost(self, now: float) -> tuple[float | None, bool]:
+        """(dollars so far, whether it is an estimate from price x uptime)."""
+        if self.ledger_cost is not None:
+            return self.ledger_cost, False
+        up = self.uptime(now)
+        if up is None or self.price_per_hour is None:
+            return None, False
+        return self.price_per_hour * up / 3600.0, True
+
+    def epoch_text(self) -> str:
+        if not self.epochs:
+            return "-"
+        text = f"{self.epoch}/{self.epochs}"
+        if self.warmup and self.epoch <= 1 and self.state == "training":
+            return text + " warm-up"
+        if self.eta_seconds and self.state == "training":
+            return f"{text} {duration(self.eta_seconds)}"
+        return text
+
+    def cells(self, now: float) -> dict[str, str]:
+        """Display strings by column key; the table diffs these to update in place."""
+        spent, approx = self.cost(now)
+        return {
+            "provider": self.provider,
+            "region": self.region or "-",
+            "name": self.name,
+            "type": self.instance_type or "-",
+            "gpus": self.gpus,
+            "state": self.state,
+            "uptime": duration(self.uptime(now)),
+            "price": "-" if self.price_per_hour is None else f"{self.price_per_hour:.3f}",
+            "cost": "-" if spent is None else ("~" if approx else "") + f"{spent:.2f}",
+            "preset": self.preset or "-",
+            "epoch": self.epoch_text(),
+        }
+
+    def sort_value(self, column: str, now: float) -> Any:
+        if column == "state":
+            return (_STATE_RANK.get(self.state.split()[0], 5), self.name)
+        if column == "uptime":
+            return self.uptime(now) or -1.0
+        if column == "price":
+            return self.price_per_hour if self.price_per_hour is not None else -1.0
+        if column == "cost":
+            return self.cost(now)[0] or -1.0
+        if column == "epoch":
+            return (self.epoch / self.epochs) if self.epochs else -1.0
+        return self.cells(now)[column].lower()
+
+    def matches(self, terms: Sequence[str], now: float) -> bool:
+        if not terms:
+            return True
+        text = " ".join(self.cells(now).values()).lower()
+        text += f" {self.instance_id or ''} {self.run_id or ''}".lower()
+        return all(t in text for t in terms)
+
+    def with_live(self, live: Live | None) -> Row:
+        """Overlay what the event stream knows newer than the store snapshot."""
+        if live is None:
+            return self
+        changes: dict[str, Any] = {}
+        if live.phase and self.state not in _TERMINAL_STATES:
+            changes["state"] = live.phase
+            changes["tone"] = _tone(live.phase)
+        if live.epochs:
+            changes.update(
+                epoch=live.epoch or 0,
+                epochs=live.epochs,
+                eta_seconds=live.eta_seconds,
+                warmup=live.warmup,
+            )
+        return replace(self, **changes) if changes else self
+
+
+_TERMINAL_STATES = {s.value for s in RunStatus if s.terminal}
+
+
+def _tone(state: str) -> str:
+    word = state.split()[0] if state else ""
+    if word in ("failed", "lost", "budget"):
+        return "bad"
+    if word in ("orphan",) or "orphan" in state:
+        return "warn"
+    if word in ("training", "running"):
+        return "ok"
+    if word in ("provisioning", "syncing", "starting", "up", "pending", "recovering", "stopping"):
+        return "busy"
+    if word in ("stopped", "interrupted"):
+        return "idle"
+    return "done"
+
+
+def _gpus(inst: Instance | None, run: Run | None) -> str:
+    if inst is None:
+        return "-"
+    if inst.gpu_count:
+        return f"{inst.gpu_count}x {inst.gpu_name}" if inst.gpu_name else f"{inst.gpu_count}x GPU"
+    if inst.provider == "local" or inst.instance_type == "local":
+        return "CPU"
+    return "-"
+
+
+def _run_state(run: Run) -> str:
+    return "training" if run.status == RunStatus.RUNNING else run.status.value
+
+
+def _row(
+    inst: Instance | None,
+    run: Run | None,
+    spent: float | None,
+    billed_when_stopped: Mapping[str, bool],
+) -> Row:
+    live_inst = inst is not None and inst.state != InstanceState.TERMINATED
+    billed = False
+    if inst is not None and live_inst:
+        billed = inst.state.billed or (
+            inst.state == InstanceState.STOPPED and billed_when_stopped.get(inst.provider, False)
+        )
+    if run is not None:
+        key = f"run:{run.id}"
+        state = _run_state(run)
+        if run.status.terminal and live_inst and inst is not None:
+            state = f"{state}, {inst.state.value}"
+        name, preset = run.id, run.preset
+    else:
+        assert inst is not None
+        key = f"inst:{inst.provider}/{inst.id}"
+        state = inst.state.value
+        if inst.managed and inst.run_id:
+            state += " orphan"
+        elif not inst.managed:
+            state += " ext"
+        name, preset = inst.name or inst.id, inst.tags.get("gpuctl:preset", "")
+    return Row(
+        key=key,
+        provider=inst.provider if inst is not None else (run.provider if run else "-"),
+        region=inst.region if inst is not None else "",
+        name=name,
+        instance_type=inst.instance_type if inst is not None else "",
+        gpus=_gpus(inst, run),
+        state=state,
+        tone=_tone(state),
+        started_at=inst.launched_at if inst is not None else None,
+        price_per_hour=inst.price_per_hour if inst is not None else None,
+        ledger_cost=spent,
+        preset=preset,
+        epoch=run.epoch if run is not None else 0,
+        epochs=run.epochs if run is not None else 0,
+        eta_seconds=run.eta_seconds if run is not None else None,
+        run_id=run.id if run is not None else None,
+        instance_id=inst.id if inst is not None else (run.instance_id if run else None),
+        managed=inst.managed if inst is not None else True,
+        live_instance=live_inst,
+        billed=billed,
+    )
+
+
+# -- the cost meter and provider chips -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Meter:
+    """The header's numbers: what burns now, what was spent, against which budget."""
+
+    burn_per_hour: float = 0.0
+    today: float = 0.0
+    month: float = 0.0
+    budget: float | None = None
+    warn_fraction: float = 0.8
+    running: int = 0
+    billed: int = 0
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.budget else self.month / self.budget
+
+    @property
+    def level(self) -> str:
+        """none | ok | warn | over: also printed as text, so no colour is needed."""
+        f = self.fraction
+        if f is None:
+            return "none"
+        if f >= 1.0:
+            return "over"
+        if f >= self.warn_fraction:
+            return "warn"
+        return "ok"
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One provider's health as of its last listing."""
+
+    name: str
+    state: str  # ok | nocreds | error | unchecked
+    message: str = ""
+
+    @property
+    def label(self) -> str:
+        word = {
+            "ok": "ok",
+            "nocreds": "no credentials",
+            "error": "error",
+            "unchecked": "not checked yet",
+        }[self.state]
+        return f"{self.name}: {word}"
+
+
+def chip_for(name: str, status: tuple[bool, str, float] | None) -> Chip:
+    if status is None:
+        return Chip(name, "unchecked")
+    ok, message, _checked = status
+    if ok:
+        return Chip(name, "ok")
+    low = message.lower()
+    creds = ("credential", "token", "unauthorized", "401", "sso", "not logged in", "login")
+    return Chip(name, "nocreds" if any(w in low for w in creds) else "error", message)
+
+
+def day_start(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def month_start(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, -1))
+
+
+def window_cost(segments: Iterable[PriceSegment], start: float, now: float) -> float:
+    """Dollars billed inside [start, now] (billing minimums are left to the ledger totals)."""
+    total = 0.0
+    for seg in segments:
+        lo = max(seg.start, start)
+        hi = min(seg.end if seg.end is not None else now, now)
+        if hi > lo:
+            total += (hi - lo) * seg.rate_per_hour / 3600.0
+    return total
+
+
+def days_in_month(now: float) -> int:
+    t = time.localtime(now)
+    return calendar.monthrange(t.tm_year, t.tm_mon)[1]
+
+
+# -- the snapshot ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    rows: tuple[Row, ...] = ()
+    meter: Meter = field(default_factory=Meter)
+    chips: tuple[Chip, ...] = ()
+    taken_at: float = 0.0
+
+    def row(self, key: str) -> Row | None:
+        for r in self.rows:
+            if r.key == key:
+                return r
+        return None
+
+    def row_for_run(self, run_id: str) -> Row | None:
+        return self.row(f"run:{run_id}")
+
+
+def _ledger(
+    segments: Iterable[PriceSegment], settings: Settings, now: float
+) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+    """Dollars so far per instance and per run, by each provider's billing rules."""
+    by_instance: dict[tuple[str, str], list[PriceSegment]] = defaultdict(list)
+    for seg in segments:
+        if seg.kind == "compute":
+            by_instance[(seg.provider, seg.instance_id)].append(seg)
+    minimums: dict[str, float] = {}
+    per_instance: dict[tuple[str, str], float] = {}
+    per_run: dict[str, float] = defaultdict(float)
+    for key, segs in by_instance.items():
+        if key[0] not in minimums:
+            minimums[key[0]] = cost.billing_for(settings, key[0]).minimum_seconds
+        per_instance[key] = cost.instance_cost(segs, now, minimums[key[0]])
+        by_run: dict[str, list[PriceSegment]] = defaultdict(list)
+        for seg in segs:
+            if seg.run_id:
+                by_run[seg.run_id].append(seg)
+        for run_id, run_segs in by_run.items():
+            per_run[run_id] += cost.instance_cost(run_segs, now, minimums[key[0]])
+    return per_instance, dict(per_run)
+
+
+def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
+    """Everything the main screen shows, from the store alone: no network, ever."""
+    names = list(settings.providers)
+    billed_when_stopped = {n: cost.billing_for(settings, n).billed_when_stopped for n in names}
+    instances = [i for i in store.instances() if i.provider in names]
+    runs = store.list_runs()
+    by_run = {r.id: r for r in runs}
+    segments = store.segments()
+    per_instance, per_run = _ledger(segments, settings, now)
+
+    rows: list[Row] = []
+    seen_runs: set[str] = set()
+    for inst in instances:
+        run = by_run.get(inst.run_id or "")
+        if run is not None and (run.id in seen_runs or run.instance_id not in (None, inst.id)):
+            run = None  # an older machine of a relaunched run: show it on its own
+        if run is not None:
+            seen_runs.add(run.id)
+            spent = per_run.get(run.id)
+        else:
+            spent = per_instance.get(inst.key)
+        rows.append(_row(inst, run, spent, billed_when_stopped))
+    for run in runs:
+        if run.id in seen_runs:
+            continue
+        if run.status.terminal and now - run.updated_at > RECENT_RUN_SECONDS:
+            continue
+        rows.append(_row(None, run, per_run.get(run.id), billed_when_stopped))
+
+    start_month = month_start(now)
+    compute = [
+        s for s in segments if s.kind == "compute" and (s.end is None or s.end >= start_month)
+    ]
+    meter = Meter(
+        burn_per_hour=sum(r.price_per_hour or 0.0 for r in rows if r.billed),
+        today=window_cost(compute, day_start(now), now),
+        month=window_cost(compute, start_month, now),
+        budget=settings.budget.monthly,
+        warn_fraction=settings.budget.warn_fraction,
+        running=sum(1 for r in rows if r.state == "training"),
+        billed=sum(1 for r in rows if r.billed),
+    )
+    statuses = store.provider_statuses()
+    chips = tuple(chip_for(n, statuses.get(n)) for n in names)
+    return Snapshot(rows=tuple(rows), meter=meter, chips=chips, taken_at=now)
+
+
+# -- the launch estimate ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Hours and dollars before anything is rented; `basis` says where hours came from."""
+
+    hours: float | None
+    dollars: float | None
+    basis: str
+    cap_hours: float | None
+    cap_dollars: float | None
+    over_budget: bool = False
+
+
+def past_rates(store: Store, preset: str, provider: str, instance_type: str | None) -> list[float]:
+    """Wall-clock hours per training sample of earlier finished runs on this kind of machine.
+
+    Per sample, so a run with more epochs or samples (overrides) scales its estimate.
+    """
+    rates = []
+    for run in store.list_runs(limit=200):
+        if run.preset != preset or run.provider != provider or run.status != RunStatus.FINISHED:
+            continue
+        if instance_type and run.spec.get("instance_type") not in (None, instance_type):
+            continue
+        train = run.spec.get("train") or {}
+        samples = int(train.get("train_samples", 0) or 0) * int(train.get("epochs", 0) or 0)
+        if samples <= 0:
+            continue
+        rates.append(max(0.0, run.updated_at - run.created_at) / 3600.0 / samples)
+        if len(rates) == 5:
+            break
+    return rates
+
+
+def estimate(
+    rates: Sequence[float],
+    samples: int,
+    price_per_hour: float | None,
+    max_hours: float | None,
+    budget: float | None,
+) -> Estimate:
+    """Expected hours from past runs (per sample); the hard cap is max hours (agent-enforced)."""
+    hours = sum(rates) / len(rates) * samples if rates and samples else None
+    if hours is not None and max_hours:
+        hours = min(hours, max_hours)
+    basis = (
+        f"from {len(rates)} past run{'s' if len(rates) != 1 else ''} here"
+        if rates
+        else "no past run of this preset here yet"
+    )
+    dollars = None if hours is None or price_per_hour is None else hours * price_per_hour
+    cap_dollars = None if not max_hours or price_per_hour is None else max_hours * price_per_hour
+    over = bool(budget and dollars is not None and dollars > budget)
+    return Estimate(hours, dollars, basis, max_hours, cap_dollars, over)

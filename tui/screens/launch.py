@@ -1,0 +1,439 @@
+"""The launch modal: preset, provider, offer, spot, budget, max hours, and the estimate.
+
+Everything is checked here, before anything is rented: inputs inline as they are typed,
+then the engine's own resolve() (the same checks as the CLI) on confirm. Offers may
+come from a cloud API, so they load in a worker; the form stays usable meanwhile.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+from textual.worker import get_current_worker
+
+from gpuctl.errors import GpuctlError
+from gpuctl.models import LaunchSpec, Offer
+from gpuctl.presets import loader
+
+from ..messages import OffersLoaded
+from ..model import Estimate, duration, estimate, money, past_rates
+
+if TYPE_CHECKING:
+    from ..app import GpuctlApp
+
+OFFER_COLUMNS = (("TYPE", 16), ("GPU", 12), ("$/H", 7), ("SPOT", 7), ("SAVE", 5), ("REGION", 12))
+
+
+def parse_positive(text: str, what: str) -> tuple[float | None, str]:
+    """(value, error): empty means no limit; anything else must be a positive number."""
+    text = text.strip().lstrip("$")
+    if not text:
+        return None, ""
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"{what} must be a number, got '{text}'"
+    if value <= 0 or value != value or value == float("inf"):
+        return None, f"{what} must be more than 0"
+    return value, ""
+
+
+class LaunchScreen(ModalScreen[LaunchSpec | None]):
+    """Dismisses with a resolved LaunchSpec (launch it) or None (cancelled)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "launch", "Launch", priority=True),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.presets: dict[str, loader.Preset] = {}
+        self.offers: list[Offer] = []
+        self.offers_error = ""
+        self.max_hours_edited = False
+        self.errors: dict[str, str] = {}
+        self.estimate: Estimate | None = None
+
+    @property
+    def gpuctl(self) -> GpuctlApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        settings = self.gpuctl.engine.settings
+        try:
+            self.presets = loader.load_all(settings.presets_dir)
+        except GpuctlError as exc:
+            self.presets = {}
+            self.errors["preset"] = exc.message
+        names = list(self.presets)
+        providers = list(settings.providers)
+        default_provider = (
+            settings.default_provider if settings.default_provider in providers else providers[0]
+        )
+        with VerticalScroll(id="dialog", classes="launch"):
+            yield Static(Text("Launch a run", style="bold"), id="dialog-title")
+            with Horizontal(classes="row"):
+                yield Label("Preset", classes="label")
+                yield Select(
+                    [(n, n) for n in names],
+                    value=names[0] if names else Select.NULL,
+                    allow_blank=not names,
+                    compact=True,
+                    id="preset",
+                )
+                yield Label("Provider", classes="label")
+                yield Select(
+                    [(p, p) for p in providers],
+                    value=default_provider,
+                    allow_blank=False,
+                    compact=True,
+                    id="provider",
+                )
+            yield Static("", id="preset-info")
+            table: DataTable[Text] = DataTable(cursor_type="row", id="offers")
+            yield table
+            with Horizontal(classes="row"):
+                yield Checkbox("Spot", compact=True, id="spot")
+                yield Label("Budget $", classes="label")
+                yield Input(placeholder="no limit", compact=True, id="budget")
+                yield Label("Max hours", classes="label")
+                yield Input(compact=True, id="max-hours")
+            with Horizontal(classes="row"):
+                yield Label("Overrides", classes="label")
+                yield Input(
+                    placeholder="key=value … e.g. epochs=5 lr=0.01", compact=True, id="overrides"
+                )
+            yield Static("", id="errors")
+            yield Static("", id="estimate")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel (esc)", compact=True, id="cancel")
+                yield Button("Launch (ctrl+s)", variant="success", compact=True, id="go")
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < 28, "-short")
+
+    def on_mount(self) -> None:
+        self.set_class(self.app.size.height < 28, "-short")
+        table = self.query_one("#offers", DataTable)
+        for label, width in OFFER_COLUMNS:
+            table.add_column(label, key=label, width=width)
+        self._preset_changed()
+        self._load_offers(self.provider)
+        self.query_one("#preset", Select).focus()
+
+    # -- current values -------------------------------------------------------------------------
+
+    @property
+    def provider(self) -> str:
+        value = self.query_one("#provider", Select).value
+        return str(value) if value is not Select.NULL else self.gpuctl.engine.settings.providers[0]
+
+    @property
+    def preset_name(self) -> str | None:
+        value = self.query_one("#preset", Select).value
+        return None if value is Select.NULL else str(value)
+
+    @property
+    def offer(self) -> Offer | None:
+        table = self.query_one("#offers", DataTable)
+        if not self.offers or not 0 <= table.cursor_row < len(self.offers):
+            return None
+        return self.offers[table.cursor_row]
+
+    # -- offers ---------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="offers", exit_on_error=False)
+    def _fetch_offers(self, provider: str) -> None:
+        """Offers can come from a cloud API: never on the UI thread."""
+        try:
+            offers = self.gpuctl.engine.provider(provider).offers()
+        except GpuctlError as exc:
+            self.post_message(OffersLoaded(provider, (), exc.message, exc.hint))
+            return
+        except Exception as exc:  # a driver bug must not take the form down
+            self.post_message(OffersLoaded(provider, (), f"{type(exc).__name__}: {exc}"))
+            return
+        if not get_current_worker().is_cancelled:
+            self.post_message(OffersLoaded(provider, tuple(offers)))
+
+    def _load_offers(self, provider: str) -> None:
+        cached = self.gpuctl.offers_cache.get(provider)
+        if cached is not None:
+            self._show_offers(provider, cached, "")
+            return
+        self.offers = []
+        self.offers_error = ""
+        table = self.query_one("#offers", DataTable)
+        table.clear()
+        table.border_subtitle = f"loading offers from {provider}…"
+        self._revalidate()
+        self._fetch_offers(provider)
+
+    def on_offers_loaded(self, message: OffersLoaded) -> None:
+        message.stop()
+        if message.error:
+            error = message.error + (f" ({message.hint})" if message.hint else "")
+            self._show_offers(message.provider, (), error)
+            return
+        self.gpuctl.offers_cache[message.provider] = tuple(message.offers)
+        self._show_offers(message.provider, message.offers, "")
+
+    def _show_offers(self, provider: str, offers: Sequence[Offer], error: str) -> None:
+        if provider != self.provider:
+            return
+        self.offers = list(offers)
+        self.offers_error = error
+        table = self.query_one("#offers", DataTable)
+        table.clear()
+        for o in self.offers:
+            saving = o.spot_saving
+            table.add_row(
+                Text(o.instance_type),
+                Text(o.gpu_label),
+                Text(
+                    f"{o.price_per_hour:.3f}" if o.price_per_hour is not None else "N/A",
+                    justify="right",
+                ),
+                Text(
+                    f"{o.spot_price_per_hour:.3f}" if o.spot_price_per_hour is not None else "-",
+                    justify="right",
+                ),
+                Text(f"{saving:.0%}" if saving is not None else "-", justify="right"),
+                Text(o.region or ",".join(o.regions[:2]) or "-"),
+            )
+        table.border_subtitle = (
+            f"{len(self.offers)} offers from {provider}" if self.offers else (error or "no offers")
+        )
+        self._offer_changed()
+
+    # -- reacting to edits ------------------------------------------------------------------------
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id == "preset":
+            self._preset_changed()
+        elif event.select.id == "provider":
+            self._load_offers(self.provider)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._offer_changed()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.query_one("#spot", Checkbox).focus()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        self._revalidate()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if event.input.id == "max-hours" and event.input.has_focus:
+            self.max_hours_edited = True
+        if event.input.id == "overrides":
+            self._preset_info()
+        self._revalidate()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_launch()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "go":
+            self.action_launch()
+        else:
+            self.action_cancel()
+
+    def _preset_changed(self) -> None:
+        preset = self.presets.get(self.preset_name or "")
+        if preset is not None and not self.max_hours_edited:
+            box = self.query_one("#max-hours", Input)
+            with box.prevent(Input.Changed):
+                box.value = f"{preset.max_hours:g}"
+        self._preset_info()
+        self._revalidate()
+
+    def _resolved_preset(self) -> tuple[loader.Preset | None, str]:
+        name = self.preset_name
+        if name is None:
+            return None, "choose a preset"
+        try:
+            overrides = shlex.split(self.query_one("#overrides", Input).value)
+        except ValueError as exc:
+            return self.presets.get(name), f"overrides: {exc}"
+        try:
+            return (
+                loader.resolve(name, overrides, user_dir=self.gpuctl.engine.settings.presets_dir),
+                "",
+            )
+        except GpuctlError as exc:
+            return self.presets.get(name), exc.message
+
+    def _preset_info(self) -> None:
+        preset, _ = self._resolved_preset()
+        out = Text(no_wrap=False)
+        if preset is not None:
+            out.append(preset.description + "\n", style="italic")
+            out.append(
+                f"{preset.epochs} epochs · {preset.image_size} px images · "
+                f"{preset.train.get('train_samples', '?')} samples/epoch · "
+                f"batch {preset.train.get('batch_size', '?')} · idle stop "
+                f"{preset.idle_minutes:g} min",
+                style="dim",
+            )
+        self.query_one("#preset-info", Static).update(out)
+
+    def _offer_changed(self) -> None:
+        offer = self.offer
+        spot = self.query_one("#spot", Checkbox)
+        has_spot = offer is not None and offer.spot_price_per_hour is not None
+        spot.disabled = not has_spot
+        if not has_spot:
+            with spot.prevent(Checkbox.Changed):
+                spot.value = False
+            spot.label = "Spot (n/a)"
+        else:
+            assert offer is not None and offer.spot_price_per_hour is not None
+            saving = offer.spot_saving
+            spot.label = f"Spot ${offer.spot_price_per_hour:.3f}/h" + (
+                f" −{saving:.0%}" if saving else ""
+            )
+        self._revalidate()
+
+    # -- validation and estimate ------------------------------------------------------------------
+
+    def _values(self) -> dict[str, Any]:
+        budget, budget_err = parse_positive(self.query_one("#budget", Input).value, "budget")
+        hours, hours_err = parse_positive(self.query_one("#max-hours", Input).value, "max hours")
+        preset, preset_err = self._resolved_preset()
+        errors = {}
+        if budget_err:
+            errors["budget"] = budget_err
+        if hours_err:
+            errors["max-hours"] = hours_err
+        if preset_err:
+            errors["preset"] = preset_err
+        if self.offers_error:
+            errors["offer"] = f"offers: {self.offers_error}"
+        elif self.offers and self.offer is None:
+            errors["offer"] = "choose an offer"
+        return {"budget": budget, "max_hours": hours, "preset": preset, "errors": errors}
+
+    def _revalidate(self) -> None:
+        if not self.is_mounted:
+            return
+        values = self._values()
+        self.errors = values["errors"]
+        for field in ("budget", "max-hours"):
+            self.query_one(f"#{field}", Input).set_class(field in self.errors, "-invalid")
+        errors = Text()
+        for message in self.errors.values():
+            if errors:
+                errors.append("\n")
+            errors.append("✗ ", style="bold red")
+            errors.append(message, style="red")
+        box = self.query_one("#errors", Static)
+        box.update(errors)
+        box.display = bool(self.errors)
+        self.query_one("#go", Button).disabled = bool(self.errors)
+        self._show_estimate(values)
+
+    def _price(self) -> float | None:
+        offer = self.offer
+        if offer is None:
+            return None
+        if self.query_one("#spot", Checkbox).value and offer.spot_price_per_hour is not None:
+            return offer.spot_price_per_hour
+        return offer.price_per_hour
+
+    def _show_estimate(self, values: dict[str, Any]) -> None:
+        preset = values["preset"]
+        price = self._price()
+        offer = self.offer
+        rates = (
+            past_rates(
+                self.gpuctl.engine.store,
+                preset.name,
+                self.provider,
+                offer.instance_type if offer else None,
+            )
+            if preset is not None
+            else []
+        )
+        est = estimate(
+            rates, preset.samples() if preset else 0, price, values["max_hours"], values["budget"]
+        )
+        self.estimate = est
+        out = Text(no_wrap=False)
+        out.append("Estimate ", style="bold")
+        if est.hours is not None:
+            out.append(f"~{duration(est.hours * 3600)}", style="bold")
+            out.append(f" · ~{money(est.dollars)}" if est.dollars is not None else " · $ N/A")
+        else:
+            out.append("duration unknown", style="italic")
+        out.append(f" ({est.basis})", style="dim")
+        out.append("\n")
+        if est.cap_hours:
+            out.append(f"at most {est.cap_hours:g} h", style="")
+            if est.cap_dollars is not None:
+                out.append(f" = {money(est.cap_dollars)}")
+            out.append(" (max hours, enforced on the machine)", style="dim")
+        else:
+            out.append("no max hours: only the budget and idle stop limit it", style="yellow")
+        if price is not None:
+            out.append(f" · {price:.3f} $/h", style="dim")
+        budget = values["budget"]
+        if budget:
+            out.append("\n")
+            if est.over_budget:
+                out.append(f"⚠ the estimate exceeds the ${budget:g} budget", style="bold yellow")
+                out.append(" (the run is stopped when it is reached)", style="dim")
+            elif price:
+                out.append(
+                    f"budget ${budget:g} buys {duration(budget / price * 3600)}", style="dim"
+                )
+        self.query_one("#estimate", Static).update(out)
+
+    # -- confirm -----------------------------------------------------------------------------------
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_launch(self) -> None:
+        values = self._values()
+        if values["errors"]:
+            self._revalidate()
+            return
+        offer = self.offer
+        kind = self.gpuctl.engine.settings.profile(self.provider).provider
+        cloud = kind not in ("local", "ssh")
+        try:
+            spec = self.gpuctl.engine.resolve(
+                self.preset_name or "",
+                provider=self.provider,
+                overrides=shlex.split(self.query_one("#overrides", Input).value),
+                budget=values["budget"],
+                max_hours=values["max_hours"],
+                instance_type=offer.instance_type if offer and cloud else None,
+                region=(offer.region or None) if offer and cloud else None,
+                spot=bool(self.query_one("#spot", Checkbox).value),
+            )
+        except GpuctlError as exc:
+            self.errors["resolve"] = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            box = self.query_one("#errors", Static)
+            box.update(Text.assemble(("✗ ", "bold red"), (self.errors["resolve"], "red")))
+            box.display = True
+            return
+        self.dismiss(spec)
