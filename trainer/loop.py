@@ -247,19 +247,16 @@ def train(
                 f"warning: world size changed ({ckpt['world_size']} -> {ws}); "
                 f"epoch {start_epoch + 1} restarts from its first step"
             )
-            start_step = 0
+            start_step, partial_epoch = 0, _no_progress()
         start_step = min(start_step, steps_per_epoch)
         rngs = ckpt["rng"]
         checkpoint.set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
-        where = (
-            f"epoch {start_epoch}"
-            if not start_step
-            else (f"epoch {start_epoch + 1} step {start_step}/{steps_per_epoch}")
-        )
-        out.log(f"resumed from {where} ({last_path})")
 
     # -------- say what is about to happen
     out.log(f"run {cfg.run_id} (preset {cfg.preset}) on {describe(device)}, world size {ws}")
+    if ckpt is not None:
+        where = f"epoch {start_epoch + 1} step {start_step}/{steps_per_epoch}"
+        out.log(f"resumed from {where if start_step else f'epoch {start_epoch}'} ({last_path})")
     out.log("config: " + json.dumps(to_dict(cfg), sort_keys=True))
     out.log(f"task: {getattr(task, 'description', '') or cfg.task}; {n_params:,} parameters")
     out.log(

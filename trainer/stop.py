@@ -1,7 +1,10 @@
 """Graceful stop requests: SIGTERM/SIGINT or a STOP file in the run dir.
 
 A request only sets a flag; the loop finishes its current step, writes last.pt and
-exits 0. A second signal means "now": it raises KeyboardInterrupt.
+exits 0. A repeat more than DUPLICATE_SECONDS later means "now": KeyboardInterrupt.
+Repeats inside that window are the same request delivered twice (a terminal's Ctrl-C
+reaches torchrun and its workers, and torchrun forwards it again; an agent signals
+the whole process group).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 FILE_CHECK_SECONDS = 0.5
+DUPLICATE_SECONDS = 2.0
 
 
 class StopRequest:
@@ -22,6 +26,7 @@ class StopRequest:
         self.stop_file = stop_file
         self.reason: str | None = None
         self._next_file_check = 0.0
+        self._first_signal = 0.0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -35,9 +40,14 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.reason is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.reason = signal.Signals(signum).name
+        now = time.monotonic()
+        if self._first_signal:
+            if now - self._first_signal > DUPLICATE_SECONDS:
+                raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+            return
+        self._first_signal = now
+        if self.reason is None:
+            self.reason = signal.Signals(signum).name
 
     def requested(self) -> bool:
         """True once a signal arrived or the STOP file exists (checked twice a second)."""

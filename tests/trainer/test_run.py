@@ -353,14 +353,7 @@ def test_image_folder_data_dir(tmp_path: Path, run_inprocess) -> None:
 @pytest.mark.timeout(120)
 def test_torchrun_two_processes_one_set_of_outputs(tmp_path: Path, trainer_home: Path) -> None:
     cfg = write_config(tmp_path, epochs=2, sync_bn=True)
-    proc = subprocess.run(
-        [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "trainer", "--config", str(cfg)],
-        cwd=trainer_home,
-        env=clean_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    proc = torchrun(cfg, trainer_home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     check_event_shapes(events)
@@ -376,3 +369,45 @@ def test_torchrun_two_processes_one_set_of_outputs(tmp_path: Path, trainer_home:
     assert json.loads((tmp_path / "status.json").read_text())["phase"] == "finished"
     assert load_ckpt(tmp_path / "last.pt")["world_size"] == 2
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def torchrun(cfg: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "trainer",
+            "--config",
+            str(cfg),
+            *args,
+        ],
+        cwd=home,
+        env=clean_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_torchrun_stop_and_resume_agree_across_ranks(tmp_path: Path, trainer_home: Path) -> None:
+    """A STOP seen by rank 0 stops both ranks at the same step; --resume restores each rank."""
+    cfg = write_config(tmp_path, epochs=2)
+    (tmp_path / "STOP").touch()
+    first = torchrun(cfg, trainer_home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["phase"], status["step"]) == ("interrupted", 1)
+    ckpt = load_ckpt(tmp_path / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"], len(ckpt["rng"])) == (0, 1, 2)
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank RNG
+    second = torchrun(cfg, trainer_home, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["start_epoch"] for e in events if e["event"] == "start"] == [1, 1]
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert "resumed from epoch 1 step 1/4" in (tmp_path / "train.log").read_text()

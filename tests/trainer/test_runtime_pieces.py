@@ -15,7 +15,7 @@ import torch
 
 from trainer import checkpoint
 from trainer.outputs import Outputs, write_json_atomic
-from trainer.stop import StopRequest
+from trainer.stop import DUPLICATE_SECONDS, StopRequest
 
 from .conftest import REPO
 
@@ -120,6 +120,9 @@ def test_signals_set_a_flag_then_force(tmp_path: Path) -> None:
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested() and stop.reason == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)  # the same request delivered twice: ignored
+        assert stop.reason == "SIGTERM"
+        stop._first_signal -= DUPLICATE_SECONDS + 1  # as if the first came a while ago
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     finally:
