@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 REMOTE_BASE_ENV = "GPUCTL_REMOTE_BASE"  # tests point the remote base dir at a temp dir
 DEFAULT_BASE = "~/gpuctl"
-_SFTP_READ = 32768
 
 
 class SshHost:
@@ -124,7 +123,7 @@ class SshHost:
             with self.session.sftp_lock:
                 sftp = self.session.sftp()
                 try:
-                    fh = sftp.open(path, "rb")
+                    fh = self.session.sftp_open(sftp, path, "rb")
                 except FileNotFoundError:
                     return None
                 with fh:
@@ -133,7 +132,7 @@ class SshHost:
                     if end <= offset:
                         return b""
                     fh.seek(offset)
-                    if end - offset > _SFTP_READ:
+                    if end - offset > fh.MAX_REQUEST_SIZE:
                         fh.prefetch(end)
                     return fh.read(end - offset)
 
@@ -158,7 +157,7 @@ class SshHost:
                 sftp = self.session.sftp()
                 sync.RemoteDirs(sftp).ensure(parent)
                 try:
-                    with sftp.open(tmp, "wb") as fh:
+                    with self.session.sftp_open(sftp, tmp, "wb") as fh:
                         fh.set_pipelined(True)
                         fh.write(data)
                         fh.flush()

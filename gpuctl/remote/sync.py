@@ -48,7 +48,6 @@ MANIFEST = ".gpuctl-manifest.json"
 PART_SUFFIX = ".gpuctl-part"
 CHUNK = 1 << 20
 PROGRESS_EVERY = 0.25  # seconds between progress events
-_SFTP_READ = 32768  # paramiko's request size
 
 
 # -- manifest ---------------------------------------------------------------------------
@@ -219,7 +218,8 @@ def put_tree(
         with session.sftp_lock:
             sftp = session.sftp()
             try:
-                with sftp.open(manifest_path, "rb") as fh:
+                with session.sftp_open(sftp, manifest_path, "rb") as fh:
+                    fh.prefetch()
                     return fh.read()
             except FileNotFoundError:
                 return None
@@ -281,7 +281,7 @@ def _write_manifest(session: Session, path: str, manifest: dict[str, Record]) ->
         with session.sftp_lock:
             sftp = session.sftp()
             tmp = path + PART_SUFFIX
-            with sftp.open(tmp, "wb") as fh:
+            with session.sftp_open(sftp, tmp, "wb") as fh:
                 fh.set_pipelined(True)
                 fh.write(data)
                 fh.flush()
@@ -325,7 +325,10 @@ def _sftp_put_one(
             dirs[:] = [RemoteDirs(sftp)]
         dirs[0].ensure(posixpath.dirname(target))
         try:
-            with open(local_root / entry.rel, "rb") as src, sftp.open(part, "wb") as dst:
+            with (
+                open(local_root / entry.rel, "rb") as src,
+                session.sftp_open(sftp, part, "wb") as dst,
+            ):
                 dst.set_pipelined(True)
                 while block := src.read(CHUNK):
                     h.update(block)
@@ -542,12 +545,12 @@ def _read_range(session: Session, path: str, offset: int, length: int) -> bytes 
     def op() -> bytes | None:
         with session.sftp_lock:
             try:
-                fh = session.sftp().open(path, "rb")
+                fh = session.sftp_open(session.sftp(), path, "rb")
             except FileNotFoundError:
                 return None
             with fh:
                 fh.seek(offset)
-                if length > _SFTP_READ:
+                if length > fh.MAX_REQUEST_SIZE:
                     fh.prefetch(offset + length)
                 return fh.read(length)
 

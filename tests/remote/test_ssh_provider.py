@@ -7,12 +7,12 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
-from gpuctl.providers.base import get_provider
-from gpuctl.providers.ssh import SshProvider, instance_id
 
 from gpuctl.errors import ConfigError, RemoteError
 from gpuctl.events import Event, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Run, RunStatus
+from gpuctl.providers.base import get_provider
+from gpuctl.providers.ssh import SshProvider, instance_id
 from gpuctl.remote.endpoint import parse_host_spec
 from gpuctl.remote.ssh_host import SshHost
 from gpuctl.settings import Settings
