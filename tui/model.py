@@ -8,15 +8,12 @@ Every value the store does not know is None and renders as "-" or "N/A", never a
 
 from __future__ import annotations
 
-import calendar
-import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpuctl import cost
-from gpuctl.models import Instance, InstanceState, PriceSegment, Run, RunStatus
+from gpuctl.models import Instance, InstanceState, Run, RunStatus
 from gpuctl.settings import Settings
 from gpuctl.state import Store
 
@@ -341,32 +338,6 @@ def chip_for(name: str, status: tuple[bool, str, float] | None) -> Chip:
     return Chip(name, "nocreds" if any(w in low for w in creds) else "error", message)
 
 
-def day_start(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
-
-
-def month_start(now: float) -> float:
-    t = time.localtime(now)
-    return time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, -1))
-
-
-def window_cost(segments: Iterable[PriceSegment], start: float, now: float) -> float:
-    """Dollars billed inside [start, now] (billing minimums are left to the ledger totals)."""
-    total = 0.0
-    for seg in segments:
-        lo = max(seg.start, start)
-        hi = min(seg.end if seg.end is not None else now, now)
-        if hi > lo:
-            total += (hi - lo) * seg.rate_per_hour / 3600.0
-    return total
-
-
-def days_in_month(now: float) -> int:
-    t = time.localtime(now)
-    return calendar.monthrange(t.tm_year, t.tm_mon)[1]
-
-
 # -- the snapshot ----------------------------------------------------------------------------------
 
 
@@ -387,39 +358,23 @@ class Snapshot:
         return self.row(f"run:{run_id}")
 
 
-def _ledger(
-    segments: Iterable[PriceSegment], settings: Settings, now: float
-) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
-    """Dollars so far per instance and per run, by each provider's billing rules."""
-    by_instance: dict[tuple[str, str], list[PriceSegment]] = defaultdict(list)
-    for seg in segments:
-        if seg.kind == "compute":
-            by_instance[(seg.provider, seg.instance_id)].append(seg)
-    minimums: dict[str, float] = {}
-    per_instance: dict[tuple[str, str], float] = {}
-    per_run: dict[str, float] = defaultdict(float)
-    for key, segs in by_instance.items():
-        if key[0] not in minimums:
-            minimums[key[0]] = cost.billing_for(settings, key[0]).minimum_seconds
-        per_instance[key] = cost.instance_cost(segs, now, minimums[key[0]])
-        by_run: dict[str, list[PriceSegment]] = defaultdict(list)
-        for seg in segs:
-            if seg.run_id:
-                by_run[seg.run_id].append(seg)
-        for run_id, run_segs in by_run.items():
-            per_run[run_id] += cost.instance_cost(run_segs, now, minimums[key[0]])
-    return per_instance, dict(per_run)
-
-
 def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
-    """Everything the main screen shows, from the store alone: no network, ever."""
+    """Everything the main screen shows, from the store alone: no network, ever.
+
+    Money comes from the cost ledger (gpuctl.cost.compute_meter: frozen prices, billing
+    minimums); a listed machine the ledger does not know yet still counts in the burn
+    rate at its listed price, and its cost shows as an estimate (~).
+    """
     names = list(settings.providers)
     billed_when_stopped = {n: cost.billing_for(settings, n).billed_when_stopped for n in names}
     instances = [i for i in store.instances() if i.provider in names]
     runs = store.list_runs()
     by_run = {r.id: r for r in runs}
     segments = store.segments()
-    per_instance, per_run = _ledger(segments, settings, now)
+    money_now = cost.compute_meter(segments, runs, settings, now)
+    per_instance = {line.key: line.spent for line in money_now.instances}
+    per_run = {line.key: line.spent for line in money_now.runs}
+    metered = {(s.provider, s.instance_id) for s in segments if s.end is None}
 
     rows: list[Row] = []
     seen_runs: set[str] = set()
@@ -431,7 +386,7 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
             seen_runs.add(run.id)
             spent = per_run.get(run.id)
         else:
-            spent = per_instance.get(inst.key)
+            spent = per_instance.get(f"{inst.provider}/{inst.id}")
         rows.append(_row(inst, run, spent, billed_when_stopped))
     for run in runs:
         if run.id in seen_runs:
@@ -440,14 +395,16 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
             continue
         rows.append(_row(None, run, per_run.get(run.id), billed_when_stopped))
 
-    start_month = month_start(now)
-    compute = [
-        s for s in segments if s.kind == "compute" and (s.end is None or s.end >= start_month)
-    ]
+    unmetered = sum(
+        r.price_per_hour or 0.0
+        for r in rows
+        if r.billed and r.instance_id and (r.provider, r.instance_id) not in metered
+    )
+    total = money_now.total
     meter = Meter(
-        burn_per_hour=sum(r.price_per_hour or 0.0 for r in rows if r.billed),
-        today=window_cost(compute, day_start(now), now),
-        month=window_cost(compute, start_month, now),
+        burn_per_hour=total.burn_per_hour + unmetered,
+        today=total.spent_today,
+        month=total.spent_month,
         budget=settings.budget.monthly,
         warn_fraction=settings.budget.warn_fraction,
         running=sum(1 for r in rows if r.state == "training"),
@@ -456,61 +413,3 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
     statuses = store.provider_statuses()
     chips = tuple(chip_for(n, statuses.get(n)) for n in names)
     return Snapshot(rows=tuple(rows), meter=meter, chips=chips, taken_at=now)
-
-
-# -- the launch estimate ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """Hours and dollars before anything is rented; `basis` says where hours came from."""
-
-    hours: float | None
-    dollars: float | None
-    basis: str
-    cap_hours: float | None
-    cap_dollars: float | None
-    over_budget: bool = False
-
-
-def past_rates(store: Store, preset: str, provider: str, instance_type: str | None) -> list[float]:
-    """Wall-clock hours per training sample of earlier finished runs on this kind of machine.
-
-    Per sample, so a run with more epochs or samples (overrides) scales its estimate.
-    """
-    rates = []
-    for run in store.list_runs(limit=200):
-        if run.preset != preset or run.provider != provider or run.status != RunStatus.FINISHED:
-            continue
-        if instance_type and run.spec.get("instance_type") not in (None, instance_type):
-            continue
-        train = run.spec.get("train") or {}
-        samples = int(train.get("train_samples", 0) or 0) * int(train.get("epochs", 0) or 0)
-        if samples <= 0:
-            continue
-        rates.append(max(0.0, run.updated_at - run.created_at) / 3600.0 / samples)
-        if len(rates) == 5:
-            break
-    return rates
-
-
-def estimate(
-    rates: Sequence[float],
-    samples: int,
-    price_per_hour: float | None,
-    max_hours: float | None,
-    budget: float | None,
-) -> Estimate:
-    """Expected hours from past runs (per sample); the hard cap is max hours (agent-enforced)."""
-    hours = sum(rates) / len(rates) * samples if rates and samples else None
-    if hours is not None and max_hours:
-        hours = min(hours, max_hours)
-    basis = (
-        f"from {len(rates)} past run{'s' if len(rates) != 1 else ''} here"
-        if rates
-        else "no past run of this preset here yet"
-    )
-    dollars = None if hours is None or price_per_hour is None else hours * price_per_hour
-    cap_dollars = None if not max_hours or price_per_hour is None else max_hours * price_per_hour
-    over = bool(budget and dollars is not None and dollars > budget)
-    return Estimate(hours, dollars, basis, max_hours, cap_dollars, over)

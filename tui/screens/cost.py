@@ -1,15 +1,13 @@
-"""`c`: where the money went, by provider and by run, against the budgets.
+"""`c`: where the money went, by run, provider or day, and every budget's state.
 
-Computed from the ledger (price segments frozen at launch) in a worker: a long history
-must not stall the UI thread.
+Numbers come from gpuctl.cost (the ledger: prices frozen at launch, billing minimums),
+computed in a worker so a long history never stalls the UI thread.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -19,92 +17,40 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from gpuctl import cost
-from gpuctl.settings import Settings
-from gpuctl.state import Store
 
 from ..messages import ReportReady
-from ..model import day_start, duration, money, month_start, rate, text_bar, window_cost
+from ..model import money, rate, text_bar
 
 if TYPE_CHECKING:
     from ..app import GpuctlApp
 
+GROUPINGS = ("run", "provider", "day")
+WINDOWS = (("month", "this month"), ("today", "today"), ("7d", "7 days"), ("30d", "30 days"))
+LEVEL_WORD = {"ok": "ok", "warn": "WARN", "exceeded": "OVER"}
+LEVEL_STYLE = {"ok": "green", "warn": "bold yellow", "exceeded": "bold red"}
+
 
 @dataclass(frozen=True)
-class ReportLine:
-    scope: str  # "provider" | "run" | "total"
-    key: str
-    burn: float
-    today: float
-    month: float
-    total: float
-    hours: float
-    budget: float | None = None
-    detail: str = ""
-
-
-def build_report(store: Store, settings: Settings, now: float) -> list[ReportLine]:
-    """Per provider and per run: burning now, today, this month, all time, hours."""
-    segments = [s for s in store.segments() if s.kind == "compute"]
-    d0, m0 = day_start(now), month_start(now)
-    groups: dict[tuple[str, str], list] = defaultdict(list)
-    for seg in segments:
-        groups[("provider", seg.provider)].append(seg)
-        groups[("run", seg.run_id or f"{seg.instance_id} (no run)")].append(seg)
-    runs = {r.id: r for r in store.list_runs()}
-    lines: list[ReportLine] = []
-    for (scope, key), segs in groups.items():
-        by_instance: dict[tuple[str, str], list] = defaultdict(list)
-        for seg in segs:
-            by_instance[(seg.provider, seg.instance_id)].append(seg)
-        total = sum(
-            cost.instance_cost(v, now, cost.billing_for(settings, k[0]).minimum_seconds)
-            for k, v in by_instance.items()
-        )
-        hours = sum(((s.end if s.end is not None else now) - s.start) for s in segs) / 3600.0
-        budget = settings.budget.per_provider.get(key) if scope == "provider" else None
-        detail = ""
-        if scope == "run" and key in runs:
-            run = runs[key]
-            budget = run.budget
-            detail = f"{run.preset} · {run.status.value}"
-        lines.append(
-            ReportLine(
-                scope,
-                key,
-                burn=sum(s.rate_per_hour for s in segs if s.end is None),
-                today=window_cost(segs, d0, now),
-                month=window_cost(segs, m0, now),
-                total=total,
-                hours=hours,
-                budget=budget,
-                detail=detail,
-            )
-        )
-    lines.sort(key=lambda r: (r.scope != "provider", -r.month, r.key))
-    provider_lines = [r for r in lines if r.scope == "provider"]
-    lines.insert(
-        0,
-        ReportLine(
-            "total",
-            "all providers",
-            burn=sum(r.burn for r in provider_lines),
-            today=sum(r.today for r in provider_lines),
-            month=sum(r.month for r in provider_lines),
-            total=sum(r.total for r in provider_lines),
-            hours=sum(r.hours for r in provider_lines),
-            budget=settings.budget.monthly,
-        ),
-    )
-    return lines
+class CostView:
+    meter: Any  # cost.Meter
+    report: Any  # cost.Report
+    window: str
 
 
 class CostScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("question_mark", "app.help", "Help", key_display="?"),
+        Binding("b", "group", "Group by"),
+        Binding("w", "window", "Window"),
         Binding("R", "reload", "Reload"),
     ]
     AUTO_FOCUS = "#report"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grouping = 0
+        self.window = 0
 
     @property
     def gpuctl(self) -> GpuctlApp:
@@ -113,11 +59,12 @@ class CostScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Text(" esc  Cost report", style="bold"), id="run-title")
         yield Static(Text("computing…", style="dim italic"), id="cost-summary")
+        yield Static("", id="budgets")
         yield DataTable(cursor_type="row", id="report")
         yield Static(
             Text(
-                "From the ledger: each instance's price frozen when it came up. Today and this "
-                "month are clipped to the window; TOTAL applies each provider's billing minimum.",
+                "From the ledger: each machine's price frozen when it came up, each provider's "
+                "billing minimum applied. ! = metered from a listing, not from a gpuctl launch.",
                 style="dim",
             ),
             id="cost-note",
@@ -125,69 +72,88 @@ class CostScreen(Screen[None]):
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
-        table = self.query_one("#report", DataTable)
-        for label, key, width in (
-            ("SCOPE", "scope", 8),
-            ("NAME", "name", 24),
-            ("NOW", "burn", 10),
-            ("TODAY", "today", 9),
-            ("MONTH", "month", 9),
-            ("TOTAL", "total", 9),
-            ("HOURS", "hours", 7),
-            ("BUDGET", "budget", 16),
-        ):
-            table.add_column(label, key=key, width=width)
+        self.action_reload()
+
+    def action_group(self) -> None:
+        self.grouping = (self.grouping + 1) % len(GROUPINGS)
+        self.action_reload()
+
+    def action_window(self) -> None:
+        self.window = (self.window + 1) % len(WINDOWS)
         self.action_reload()
 
     def action_reload(self) -> None:
-        self._compute(self.gpuctl.now())
+        self._compute(self.gpuctl.now(), GROUPINGS[self.grouping], WINDOWS[self.window])
 
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def _compute(self, now: float) -> None:
+    def _compute(self, now: float, by: str, window: tuple[str, str]) -> None:
         engine = self.gpuctl.engine
         try:
-            report = build_report(engine.store, engine.settings, now)
+            since = cost.parse_since(window[0], now)
+            view: Any = CostView(
+                cost.meter(engine.store, engine.settings, now),
+                cost.report(engine.store, engine.settings, since=since, by=by, now=now),
+                window[1],
+            )
         except Exception as exc:
-            report = exc
-        self.post_message(ReportReady(report))
+            view = exc
+        self.post_message(ReportReady(view))
 
     def on_report_ready(self, message: ReportReady) -> None:
         if isinstance(message.report, Exception):
             self.notify(f"cost report failed: {message.report}", severity="error")
             return
-        lines: list[ReportLine] = message.report
-        table = self.query_one("#report", DataTable)
-        table.clear()
-        for line in lines:
-            budget = "-"
-            if line.budget:
-                spent = line.month if line.scope != "run" else line.total
-                fraction = spent / line.budget
-                budget = f"{text_bar(fraction, 6)} {fraction:.0%} of {money(line.budget, 0)}"
-            table.add_row(
-                Text(line.scope, style="bold" if line.scope == "total" else ""),
-                Text(line.key + (f" ({line.detail})" if line.detail else "")),
-                Text(rate(line.burn) if line.burn else "-", justify="right"),
-                Text(money(line.today), justify="right"),
-                Text(money(line.month), justify="right"),
-                Text(money(line.total), justify="right"),
-                Text(f"{line.hours:.1f}", justify="right"),
-                Text(budget),
+        view: CostView = message.report
+        total = view.meter.total
+        summary = Text(no_wrap=True, overflow="ellipsis")
+        summary.append(f" burning {rate(total.burn_per_hour)}", style="bold")
+        summary.append(
+            f" · today {money(total.spent_today)} · this month {money(total.spent_month)}"
+        )
+        if view.meter.flagged:
+            summary.append(
+                f" · {len(view.meter.flagged)} metered from listings (!)", style="yellow"
             )
-        total = lines[0]
-        summary = Text()
-        summary.append(f" burning {rate(total.burn)}", style="bold")
-        summary.append(f" · today {money(total.today)} · this month {money(total.month)}")
-        if total.budget:
-            summary.append(f" of {money(total.budget, 0)}")
-            days = time.localtime(self.gpuctl.now()).tm_mday
-            if days:
-                summary.append(
-                    f" · {duration(max(0.0, self.gpuctl.now() - month_start(self.gpuctl.now())))}"
-                    " into the month",
-                    style="dim",
-                )
         self.query_one("#cost-summary", Static).update(summary)
+
+        budgets = Text()
+        for state in view.meter.budgets:
+            if budgets:
+                budgets.append("\n")
+            style = LEVEL_STYLE.get(state.level, "")
+            budgets.append(f" {state.label:<28}", style="bold")
+            budgets.append(f"{money(state.spent)} of {money(state.budget)} ")
+            budgets.append(text_bar(min(1.0, state.fraction), 12), style=style)
+            budgets.append(f" {state.fraction:.0%} {LEVEL_WORD.get(state.level, '')}", style=style)
+        if not budgets:
+            budgets.append(" no budgets set (budget.monthly in config.toml, --budget per run)")
+            budgets.stylize("dim")
+        self.query_one("#budgets", Static).update(budgets)
+
+        by = view.report.by
+        table = self.query_one("#report", DataTable)
+        table.clear(columns=True)
+        first = {"run": "RUN", "provider": "PROVIDER", "day": "DAY"}[by]
+        table.add_column(first, key="key", width=28)
+        if by == "run":
+            table.add_column("PROVIDER", key="provider", width=10)
+            table.add_column("PRESET", key="preset", width=9)
+            table.add_column("STATUS", key="status", width=10)
+        table.add_column("HOURS", key="hours", width=7)
+        table.add_column("COST", key="cost", width=10)
+        for row in view.report.rows:
+            cells = [Text(row.key + (" !" if row.flagged else ""))]
+            if by == "run":
+                cells += [Text(row.provider), Text(row.preset), Text(row.status)]
+            cells += [
+                Text(f"{row.hours:.1f}", justify="right"),
+                Text(money(row.cost), justify="right"),
+            ]
+            table.add_row(*cells)
+        table.border_title = (
+            f"by {by} · {view.window} · total {money(view.report.total)} "
+            f"over {view.report.hours:.1f} instance-hours   (b: group, w: window)"
+        )
 
     def action_back(self) -> None:
         self.app.pop_screen()

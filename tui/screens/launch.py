@@ -25,7 +25,7 @@ from gpuctl.models import LaunchSpec, Offer
 from gpuctl.presets import loader
 
 from ..messages import OffersLoaded
-from ..model import Estimate, duration, estimate, money, past_rates
+from ..model import duration, money
 
 if TYPE_CHECKING:
     from ..app import GpuctlApp
@@ -62,7 +62,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         self.offers_error = ""
         self.max_hours_edited = False
         self.errors: dict[str, str] = {}
-        self.estimate: Estimate | None = None
+        self.estimate: Any = None  # gpuctl.estimate.Estimate
+        self.refusal: GpuctlError | None = None
 
     @property
     def gpuctl(self) -> GpuctlApp:
@@ -350,61 +351,85 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         self.query_one("#go", Button).disabled = bool(self.errors)
         self._show_estimate(values)
 
-    def _price(self) -> float | None:
+    def _spec(self, values: dict[str, Any]) -> LaunchSpec:
+        """The engine's own resolve: the same checks and defaults as `gpuctl launch`."""
         offer = self.offer
-        if offer is None:
-            return None
-        if self.query_one("#spot", Checkbox).value and offer.spot_price_per_hour is not None:
-            return offer.spot_price_per_hour
-        return offer.price_per_hour
+        kind = self.gpuctl.engine.settings.profile(self.provider).provider
+        cloud = kind not in ("local", "ssh")
+        return self.gpuctl.engine.resolve(
+            self.preset_name or "",
+            provider=self.provider,
+            overrides=shlex.split(self.query_one("#overrides", Input).value),
+            budget=values["budget"],
+            max_hours=values["max_hours"],
+            instance_type=offer.instance_type if offer and cloud else None,
+            region=(offer.region or None) if offer and cloud else None,
+            spot=bool(self.query_one("#spot", Checkbox).value),
+        )
 
     def _show_estimate(self, values: dict[str, Any]) -> None:
-        preset = values["preset"]
-        price = self._price()
+        """Hours and dollars from gpuctl.estimate (throughput table + past runs here)."""
+        box = self.query_one("#estimate", Static)
+        self.estimate = None
+        self.refusal = None
         offer = self.offer
-        rates = (
-            past_rates(
-                self.gpuctl.engine.store,
-                preset.name,
-                self.provider,
-                offer.instance_type if offer else None,
+        if values["errors"] or offer is None:
+            box.update(
+                Text(
+                    "Estimate: fix the form first"
+                    if values["errors"]
+                    else "Estimate: choose an offer",
+                    style="dim italic",
+                )
             )
-            if preset is not None
-            else []
-        )
-        est = estimate(
-            rates, preset.samples() if preset else 0, price, values["max_hours"], values["budget"]
-        )
+            return
+        from gpuctl import cost
+        from gpuctl import estimate as estimates
+
+        engine = self.gpuctl.engine
+        try:
+            spec = self._spec(values)
+            est = estimates.estimate_spec(
+                engine.store, engine.settings, spec, engine.provider(self.provider), offer=offer
+            )
+            self.refusal = cost.launch_refusal(
+                engine.store, engine.settings, spec, est.cost, now=self.gpuctl.now()
+            )
+        except GpuctlError as exc:
+            box.update(Text(f"Estimate unavailable: {exc.message}", style="yellow"))
+            return
+        except Exception as exc:  # an estimate must never break the form
+            box.update(Text(f"Estimate unavailable: {type(exc).__name__}", style="dim"))
+            return
         self.estimate = est
         out = Text(no_wrap=False)
         out.append("Estimate ", style="bold")
-        if est.hours is not None:
-            out.append(f"~{duration(est.hours * 3600)}", style="bold")
-            out.append(f" · ~{money(est.dollars)}" if est.dollars is not None else " · $ N/A")
-        else:
-            out.append("duration unknown", style="italic")
-        out.append(f" ({est.basis})", style="dim")
+        out.append(f"~{duration(est.hours * 3600)}", style="bold")
+        out.append(" · ")
+        out.append("$ N/A" if est.cost is None else f"~{money(est.cost)}", style="bold")
+        if est.price_per_hour is not None:
+            out.append(f" at {est.price_per_hour:.3f} $/h", style="dim")
+        source = (
+            f"{est.runs_used} past run{'s' if est.runs_used != 1 else ''} here"
+            if est.basis == "history"
+            else f"{est.gpu_class} throughput table, rough"
+        )
+        out.append(f" ({source})", style="dim")
         out.append("\n")
-        if est.cap_hours:
-            out.append(f"at most {est.cap_hours:g} h", style="")
-            if est.cap_dollars is not None:
-                out.append(f" = {money(est.cap_dollars)}")
+        if est.max_hours:
+            out.append(f"stops at {est.max_hours:g} h", style="yellow" if est.capped else "dim")
+            if est.price_per_hour is not None:
+                out.append(f" = {money(est.max_hours * est.price_per_hour)} at most", style="dim")
             out.append(" (max hours, enforced on the machine)", style="dim")
-        else:
-            out.append("no max hours: only the budget and idle stop limit it", style="yellow")
-        if price is not None:
-            out.append(f" · {price:.3f} $/h", style="dim")
-        budget = values["budget"]
-        if budget:
-            out.append("\n")
-            if est.over_budget:
-                out.append(f"⚠ the estimate exceeds the ${budget:g} budget", style="bold yellow")
-                out.append(" (the run is stopped when it is reached)", style="dim")
-            elif price:
-                out.append(
-                    f"budget ${budget:g} buys {duration(budget / price * 3600)}", style="dim"
-                )
-        self.query_one("#estimate", Static).update(out)
+        if est.capped:
+            out.append(" ⚠ the run would hit it", style="bold yellow")
+        if self.refusal is not None:
+            out.append("\n✗ budget: ", style="bold red")
+            out.append(self.refusal.message, style="red")
+        elif values["budget"] and est.price_per_hour:
+            buys = duration(values["budget"] / est.price_per_hour * 3600)
+            out.append(f"\nbudget ${values['budget']:g} buys {buys}", style="dim")
+        box.update(out)
 
     # -- confirm -----------------------------------------------------------------------------------
 
@@ -416,24 +441,24 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         if values["errors"]:
             self._revalidate()
             return
-        offer = self.offer
-        kind = self.gpuctl.engine.settings.profile(self.provider).provider
-        cloud = kind not in ("local", "ssh")
         try:
-            spec = self.gpuctl.engine.resolve(
-                self.preset_name or "",
-                provider=self.provider,
-                overrides=shlex.split(self.query_one("#overrides", Input).value),
-                budget=values["budget"],
-                max_hours=values["max_hours"],
-                instance_type=offer.instance_type if offer and cloud else None,
-                region=(offer.region or None) if offer and cloud else None,
-                spot=bool(self.query_one("#spot", Checkbox).value),
-            )
-        except GpuctlError as exc:
-            self.errors["resolve"] = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            spec = self._spec(values)
+        except (GpuctlError, ValueError) as exc:
+            message = exc.message if isinstance(exc, GpuctlError) else f"overrides: {exc}"
+            hint = exc.hint if isinstance(exc, GpuctlError) else ""
+            self.errors["resolve"] = message + (f" ({hint})" if hint else "")
             box = self.query_one("#errors", Static)
             box.update(Text.assemble(("✗ ", "bold red"), (self.errors["resolve"], "red")))
+            box.display = True
+            return
+        if self.refusal is not None:
+            box = self.query_one("#errors", Static)
+            box.update(
+                Text.assemble(
+                    ("✗ ", "bold red"),
+                    (f"{self.refusal.message} ({self.refusal.hint})", "red"),
+                )
+            )
             box.display = True
             return
         self.dismiss(spec)
