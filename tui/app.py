@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -106,8 +107,14 @@ class GpuctlApp(App[None]):
         self._busy_lock = threading.Lock()
         self._reload_scheduled = False
         self._known_bad: set[str] = set()
+        self.notice_log: deque[tuple[str, str, str]] = deque(maxlen=200)  # severity, title, text
         # First paint: the cached listing in the store, read once, no network.
         self.snapshot: Snapshot = build_snapshot(engine.store, engine.settings, self.now())
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", **kw: Any):  # type: ignore[override]
+        """Every notification is also kept (newest last) after its toast expires."""
+        self.notice_log.append((str(severity), title, message))
+        return super().notify(message, title=title, severity=severity, **kw)
 
     # -- basics ----------------------------------------------------------------------------------
 
