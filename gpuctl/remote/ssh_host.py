@@ -60,7 +60,8 @@ class SshHost:
         self._remote_base = remote_base or os.environ.get(REMOTE_BASE_ENV) or DEFAULT_BASE
         self._base: str | None = None
         self._home: str | None = None
-        self._rsync: list[str] | None = None  # [] = probed and unusable
+        self._rsync: list[str] | None = None  # [] = unusable (no local rsync, or it failed)
+        self._used_rsync = False
 
     def __repr__(self) -> str:
         return f"SshHost({self.label})"
@@ -188,7 +189,14 @@ class SshHost:
         self, run_id: str, local_root: Path, files: Sequence[FileEntry], remote_dir: str
     ) -> Generator[Event, None, SyncStats]:
         return sync.put_tree(
-            self.session, run_id, Path(local_root), files, remote_dir, rsync=self._rsync_prefix
+            self.session,
+            run_id,
+            Path(local_root),
+            files,
+            remote_dir,
+            rsync=self._rsync_prefix,
+            rsync_failed=self._rsync_failed,
+            small_by_sftp=self.sync_method == "auto",
         )
 
     def get_tree(
@@ -199,45 +207,34 @@ class SshHost:
     # -- rsync --------------------------------------------------------------------------
 
     def _rsync_prefix(self) -> list[str] | None:
-        """rsync argv prefix (`rsync -e SSH host:`) when usable, probed once per host."""
+        """`rsync -e SSH host:` when both clients exist here (the machine's rsync is tried
+        on the first upload; a failure falls back to SFTP for the rest of the session)."""
         if self.sync_method == "sftp":
             return None
         if self._rsync is None:
-            self._rsync = self._probe_rsync()
+            ssh, rsync = sshcmd.ssh_binary(), shutil.which("rsync")
+            self._rsync = []
+            if ssh and rsync:
+                ep = self.session.endpoint
+                shell = sshcmd.rsync_shell(
+                    ep, self.settings.known_hosts, connect_timeout=self.connect_timeout
+                )
+                self._rsync = [rsync, "-e", shell, sshcmd.rsync_remote(ep, "")]
         if not self._rsync and self.sync_method == "rsync":
             raise RemoteError(
                 f"rsync is not usable to {self.label}",
-                hint="install rsync on both ends, or let gpuctl use SFTP",
+                hint="install rsync and openssh-client here, or let gpuctl use SFTP",
             )
         return self._rsync or None
 
-    def _probe_rsync(self) -> list[str]:
-        ssh, rsync = sshcmd.ssh_binary(), shutil.which("rsync")
-        if not ssh or not rsync:
-            return []
-        self.session.connect()  # pins the host key the system client will check
-        ep = self.session.endpoint
-        known = self.settings.known_hosts
-        argv = [
-            ssh,
-            *sshcmd.ssh_options(ep, known, connect_timeout=self.connect_timeout),
-            sshcmd.destination(ep),
-            "command -v rsync",
-        ]
-        try:
-            res = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.connect_timeout + 20,
-                check=False,
+    def _rsync_failed(self, reason: str) -> None:
+        self._used_rsync = True  # a multiplexing master may be running: close() stops it
+        self._rsync = []
+        if self.sync_method == "rsync":
+            raise RemoteError(
+                f"rsync to {self.label} failed: {reason}",
+                hint="install rsync on the machine, or let gpuctl use SFTP",
             )
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        if res.returncode != 0 or not res.stdout.strip():
-            return []
-        shell = sshcmd.rsync_shell(ep, known, connect_timeout=self.connect_timeout)
-        return [rsync, "-e", shell, sshcmd.rsync_remote(ep, "")]
 
     # -- interactive ----------------------------------------------------------------------
 
@@ -269,6 +266,6 @@ class SshHost:
         return run_interactive(self.session.transport(), self.shell_command(cwd))
 
     def close(self) -> None:
-        if self._rsync:
+        if self._rsync or self._used_rsync:
             sshcmd.stop_master(self.session.endpoint, self.settings.known_hosts)
         self.session.close()

@@ -87,7 +87,7 @@ def test_incremental_upload(
 
     (src / "pkg1" / "sub1" / "m1.py").write_text("changed\n")
     _, one = drive(engine_host.put_tree("r1", src, walk_tree(src), str(dest)))
-    assert (one.files, one.skipped) == (1, len(files) - 1)
+    assert (one.files, one.skipped, one.method) == (1, len(files) - 1, method)
     assert (dest / "pkg1/sub1/m1.py").read_text() == "changed\n"
     assert not [p for p in dest.rglob("*") if PART_SUFFIX in p.name]
 
@@ -238,3 +238,27 @@ def test_write_bytes_on_a_full_disk(host: SshHost, tmp_path: Path) -> None:
         with pytest.raises(RemoteError, match="disk full"):
             host.write_bytes(str(disk / "x.bin"), os.urandom(2 << 20))
         assert list(disk.iterdir()) == []
+
+
+def test_rsync_failure_falls_back_to_sftp(
+    sshd: SshdServer,
+    settings: Settings,
+    remote_base: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No rsync on the machine, or the system ssh cannot get in: SFTP carries the files."""
+    from gpuctl.remote import sshcmd
+
+    monkeypatch.setattr(sshcmd, "rsync_shell", lambda *a, **k: "ssh -p 1 -o BatchMode=yes")
+    src = tmp_path / "src"
+    make_tree(src, 40)  # more than a small change: rsync is tried first
+    auto = SshHost(sshd.target(), settings)
+    _, stats = drive(auto.put_tree("r", src, walk_tree(src), str(remote_base / "a")))
+    assert (stats.method, stats.files) == ("sftp", 42)
+    assert remote_files(remote_base / "a") == {f.rel for f in walk_tree(src)}
+    auto.close()
+    forced = SshHost(sshd.target(), settings, sync_method="rsync")
+    with pytest.raises(RemoteError, match=r"rsync to .* failed"):
+        drive(forced.put_tree("r", src, walk_tree(src), str(remote_base / "b")))
+    forced.close()
