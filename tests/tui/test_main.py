@@ -229,9 +229,7 @@ async def test_terminate_unmanaged_needs_its_name_typed(seeded, make_app, fake_s
         assert not confirm.disabled
         await pilot.press("enter")
         await wait_for(lambda: ("terminate", "i-00000") in fake_state.calls, what="terminate")
-        await wait_for(
-            lambda: app.main.snapshot.row("inst:fake/i-00000") is None, what="row gone"
-        )
+        await wait_for(lambda: app.main.snapshot.row("inst:fake/i-00000") is None, what="row gone")
         with Store(seeded / "state.db") as store:
             assert store.get_instance("fake", "i-00000").state == InstanceState.TERMINATED
 
