@@ -17,6 +17,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gpuctl.agent.agent import pid_alive as _alive
 from gpuctl.errors import NotFoundError
 from gpuctl.events import Event, Provisioning
 from gpuctl.local_host import LocalHost
@@ -26,22 +27,6 @@ from gpuctl.settings import Profile, Settings
 from .base import SHUTDOWN_NONE, Billing, Listing
 
 PREFIX = "local-"
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class LocalProvider:
