@@ -203,8 +203,8 @@ def train(
         out.log("sync_bn: ignored on CPU (SyncBatchNorm needs a GPU); BatchNorm stays per-rank")
     elif cfg.sync_bn and info.enabled:
         raw_model = nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(_param_groups(raw_model, cfg.weight_decay), lr=lr, fused=fused)
+    fast = {"fused": True} if device.type == "cuda" else {}  # fused=False would disable foreach
+    optimizer = torch.optim.AdamW(_param_groups(raw_model, cfg.weight_decay), lr=lr, **fast)
     scheduler = build_scheduler(
         optimizer, steps_per_epoch, cfg.epochs, cfg.warmup_epochs, cfg.min_lr_ratio
     )
