@@ -324,6 +324,7 @@ def test_oom_suggests_a_batch_and_auto_retries_once(tmp_path: Path, run_inproces
     auto_cfg = write_config(tmp_path / "auto", task="oomtask:make", workdir="..", batch_size="auto")
     auto = run_inprocess(auto_cfg)
     assert auto.rc == 0, auto.stderr
+    assert "batch_size=auto: no GPU to probe, using a fixed batch_size=32" in auto.log()
     assert "retrying once with batch_size=8" in auto.log()
     starts = [e for e in auto.events() if e["event"] == "start"]
     assert [s["batch_size"] for s in starts] == [32, 8]
@@ -412,3 +413,23 @@ def test_torchrun_stop_and_resume_agree_across_ranks(tmp_path: Path, trainer_hom
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert "resumed from epoch 1 step 1/4" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_grad_accum_and_checkpoint_cadence(tmp_path: Path, run_inprocess) -> None:
+    run = run_inprocess(write_config(tmp_path, epochs=3, grad_accum=2, checkpoint_every_epochs=2))
+    assert run.rc == 0, run.stderr
+    events = run.events()
+    assert events[0]["steps_per_epoch"] == 4  # 256 samples / (32 x 2 micro-batches)
+    last = [e["epoch"] for e in events if e["event"] == "checkpoint" and not e["best"]]
+    assert last == [2, 3]  # every 2 epochs, and always at the end
+    best = [e["epoch"] for e in events if e["event"] == "checkpoint" and e["best"]]
+    history = run.history()
+    improving = [
+        h["epoch"]
+        for i, h in enumerate(history)
+        if h["val_metric"] > max([-1.0] + [p["val_metric"] for p in history[:i]])
+    ]
+    assert best == improving and best[0] == 1
+    assert load_ckpt(tmp_path / "best.pt")["epoch"] == best[-1]
+    assert "grad_accum 2" in run.log()
