@@ -129,3 +129,9 @@ def prepare_client(
     policy = TrustOnFirstUse(store, name)
     client.set_missing_host_key_policy(policy)
     return policy
+
+
+def forget_host(known_hosts: Path, host: str, port: int = 22) -> bool:
+    """Drop the pin for host:port; a provider calls this when it hands an address to a new
+    machine it just created (cloud IPs are recycled), never on a mere key mismatch."""
+    return PinStore(known_hosts).forget(f"[{host}]:{port}")

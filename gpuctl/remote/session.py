@@ -102,7 +102,6 @@ class Session:
         self.sftp_lock = threading.RLock()
         self.generation = 0  # bumps on every (re)connect
         self.reconnects = 0
-        self._closed = False
 
     @property
     def label(self) -> str:
@@ -156,8 +155,6 @@ class Session:
             return None
 
     def _connect_with_retry(self, wait: float) -> paramiko.SSHClient:
-        if self._closed:
-            raise RemoteError(f"connection to {self.label} was closed", hint="open a new one")
         deadline = time.monotonic() + wait
         delay = 0.5
         auth_deadline: float | None = None
@@ -476,9 +473,10 @@ class Session:
             self._jump = None
 
     def close(self) -> None:
+        """Drop the connection; a later call connects again (a closed host stays usable)."""
         with self._lock:
             self._drop()
-            self._closed = True
+            self.generation = 0
 
 
 class _ConnectFailure(Exception):

@@ -16,6 +16,7 @@ from gpuctl.host import Host
 from gpuctl.remote import sshcmd
 from gpuctl.remote.endpoint import target_from_spec
 from gpuctl.remote.gpu import sample_gpus
+from gpuctl.remote.hostkeys import forget_host
 from gpuctl.remote.ssh_host import SshHost
 from gpuctl.settings import Settings
 from tests.fixtures.sshd import SshdServer, free_port
@@ -127,6 +128,9 @@ def test_changed_host_key_is_refused(private_sshd: SshdServer, settings: Setting
     ep = second.session.endpoint
     argv = ["ssh", *sshcmd.ssh_options(ep, settings.known_hosts, multiplex=False), ep.host, "true"]
     assert subprocess.run(argv, capture_output=True, timeout=20).returncode == 255
+    # A provider that just created a machine at a recycled address forgets the old pin.
+    assert forget_host(settings.known_hosts, "127.0.0.1", private_sshd.port)
+    assert SshHost(private_sshd.target(), settings).exec("echo new").stdout == "new\n"
 
 
 # -- failures: one line, bounded time ----------------------------------------------------------
