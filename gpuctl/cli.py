@@ -600,10 +600,14 @@ def status(run_id: str, as_json: bool) -> None:
             agent = RunDir(host, run.id, run.remote_dir).status()
         except GpuctlError as exc:
             agent = {"error": exc.one_line()}
+    line = cost.run_line(eng.store, eng.settings, run.id)
+    estimate = next(iter(eng.store.events(run.id, kinds=["estimate"])[-1:]), None)
     info = {
         **run.to_dict(),
         "spent": round(spent, 4),
         "burn_per_hour": burn,
+        "projected_total": line.projected_total,
+        "estimate": estimate,
         "agent": agent,
     }
     if as_json:
@@ -617,7 +621,19 @@ def status(run_id: str, as_json: bool) -> None:
         + ("" if run.metric is None else f", metric {run.metric:.4f}")
         + ("" if run.eta_seconds is None else f", eta {duration(run.eta_seconds)}"),
         f"cost      {money(spent)} spent, {money(burn, 3)}/h now"
-        + ("" if run.budget is None else f", budget {money(run.budget)}"),
+        + ("" if run.budget is None else f", budget {money(run.budget)}")
+        + (
+            f", ~{money(line.projected_total)} projected at the end"
+            if run.status.active and line.projected_total is not None
+            else ""
+        ),
+        "estimate  "
+        + (
+            f"~{estimate['hours']:.2f} h, ~{money(estimate.get('cost'))} before launch "
+            f"({'from past runs' if estimate.get('basis') == 'history' else 'rough, table'})"
+            if estimate
+            else "-"
+        ),
         f"instance  {run.instance_id or '-'}",
         f"machine   {run.remote_dir or '-'}",
         f"results   {run.results_dir or '-'}",
@@ -813,3 +829,8 @@ def ssh(run_id: str) -> None:
     run = eng.store.get_run(run_id)
     _, host = eng._locate(run)
     sys.exit(host.shell(run.remote_dir or host.base_dir()))
+
+
+from .cost_cli import cost_group  # noqa: E402 - registered last: it imports nothing from here
+
+main.add_command(cost_group)

@@ -80,10 +80,13 @@ def profile_price(profile: Profile) -> float | None:
     where = f"[profiles.{profile.name}] price_per_hour"
     if isinstance(raw, str):
         text = raw.strip()
-        code = re.search(r"\b([A-Za-z]{3})\b", text)
-        if code and code.group(1).upper() != "USD":
+        priced = re.fullmatch(
+            r"([A-Za-z]{3})?\s*([$€£¥])?\s*[\d.,]+\s*([A-Za-z]{3})?\s*(/\s*h\w*)?", text
+        )
+        code = priced and (priced.group(1) or priced.group(3) or priced.group(2))
+        if code and code.upper() not in ("USD", "$"):
             raise ConfigError(
-                f"{where}: unknown currency '{code.group(1)}' in {raw!r}",
+                f"{where}: unknown currency '{code}' in {raw!r}",
                 hint="prices are USD per hour: write a plain number, e.g. price_per_hour = 0.5",
             )
         raise ConfigError(
@@ -733,6 +736,22 @@ def exceeded(states: Iterable[BudgetState]) -> BudgetState | None:
     return next((s for s in states if s.level == "exceeded"), None)
 
 
+def seconds_to_threshold(states: Iterable[BudgetState], burn_per_hour: float) -> float | None:
+    """Seconds until the next warn or stop line is crossed at the current burn (None: never).
+
+    The follower ticks then, so a warning lands on time even when money burns fast.
+    """
+    if burn_per_hour <= 0:
+        return None
+    best = None
+    for st in states:
+        for line in (st.warn_fraction * st.budget, st.budget):
+            if line > st.spent:
+                left = (line - st.spent) / burn_per_hour * 3600.0
+                best = left if best is None else min(best, left)
+    return best
+
+
 def remaining_for(
     store: Store,
     settings: Settings,
@@ -846,6 +865,30 @@ def _compute_billed(inst: Instance, billing: Billing) -> bool:
     return inst.state == InstanceState.STOPPED and billing.billed_when_stopped
 
 
+def _ended_by(
+    store: Store, segs: Sequence[PriceSegment], last_seen: float | None, now: float
+) -> float:
+    """When a machine that stopped or vanished unobserved stopped billing, at the latest.
+
+    Not before we last saw it, and not after its run's max-hours limit (the agent on the
+    machine enforces it with gpuctl closed), so a week away from gpuctl does not turn two
+    hours of training into a week of phantom cost. With no limit known: now.
+    """
+    open_segs = [s for s in segs if s.end is None]
+    if not open_segs:
+        return now
+    start = min(s.start for s in open_segs)
+    bound = now
+    run = store.find_run(open_segs[0].run_id) if open_segs[0].run_id else None
+    hours = run.spec.get("max_hours") if run is not None else None
+    if isinstance(hours, int | float) and hours > 0:
+        idle = run.spec.get("idle_minutes") if run is not None else None
+        grace = float(idle) * 60 if isinstance(idle, int | float) and idle > 0 else 0.0
+        bound = start + float(hours) * 3600 + grace
+    seen = start if last_seen is None else last_seen
+    return max(start, min(now, max(seen, bound)))
+
+
 def reconcile(
     store: Store,
     settings: Settings,
@@ -876,7 +919,7 @@ def reconcile(
         if inst.state == InstanceState.TERMINATED or not (inst.managed or segs):
             continue
         open_kinds = {s.kind for s in segs if s.end is None}
-        seen = min(last_seen.get(inst.id, now), now)
+        seen = _ended_by(store, segs, last_seen.get(inst.id), now)
         if _compute_billed(inst, billing) and COMPUTE not in open_kinds:
             if inst.price_per_hour is None:
                 continue
@@ -916,7 +959,7 @@ def reconcile(
         for instance_id, segs in ledger.items():
             if instance_id in listed or all(s.end is not None for s in segs):
                 continue
-            seen = min(last_seen.get(instance_id, now), now)
+            seen = _ended_by(store, segs, last_seen.get(instance_id), now)
             store.close_segments(provider, instance_id, seen)
             out.append(
                 Reconciled(
@@ -925,8 +968,8 @@ def reconcile(
                     segs[0].run_id,
                     "closed",
                     seen,
-                    f"{provider} {instance_id} is gone: billing closed at the last time it "
-                    "was seen",
+                    f"{provider} {instance_id} is gone: billing closed at "
+                    + time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)),
                 )
             )
     return out

@@ -75,6 +75,7 @@ class Engine:
         self.status_seconds = 2.0
         self.gpu_seconds = 5.0
         self.cost_seconds = 10.0
+        self._cost_next: dict[str, float | None] = {}
 
     def provider(self, name: str) -> Any:
         if name not in self._providers:
@@ -119,6 +120,7 @@ class Engine:
 
         chosen = resolve_preset(preset, overrides, base=base, user_dir=self.settings.presets_dir)
         profile = self.settings.profile(provider or self.settings.default_provider)
+        cost.profile_price(profile)  # a bad price_per_hour fails here, not mid-launch
         for name, value in (("budget", budget), ("max-hours", max_hours), ("max-price", max_price)):
             if value is not None and value <= 0:
                 raise ConfigError(
@@ -186,6 +188,12 @@ class Engine:
 
     def launch(self, spec: LaunchSpec) -> Events:
         """Provision (or reuse), reach, sync and start; ends with TrainerStarted or Failed."""
+        est = self.estimate(spec)
+        refusal = cost.launch_refusal(self.store, self.settings, spec, est.cost if est else None)
+        if refusal is not None and not spec.options.get("force"):
+            yield self._resolved(spec, est)
+            yield Failed(spec.run_id, refusal.message, refusal.hint, refusal.exit_code)
+            return None  # refused: no run recorded, nothing created
         now = time.time()
         self.store.add_run(
             Run(
@@ -201,7 +209,12 @@ class Engine:
             )
         )
         self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
-        yield Resolved(spec.run_id, spec.preset, spec.provider, offer=spec.instance_type or "")
+        yield self._resolved(spec, est)
+        if est is not None:
+            self._event(spec.run_id, "estimate", est.to_dict())
+            yield Notice(spec.run_id, est.text())
+        if refusal is not None:
+            yield Notice(spec.run_id, f"launching anyway (--force): {refusal.message}", "warning")
         instance: Instance | None = None
         created = False
         try:
@@ -219,7 +232,7 @@ class Engine:
                 created = True
             self.store.put_instance(instance)
             self.store.update_run(spec.run_id, instance_id=instance.id)
-            cost.open_compute(self.store, instance, spec.run_id)
+            cost.record_launch(self.store, self.settings, instance, spec.run_id)
             yield InstanceUp(
                 spec.run_id,
                 instance.id,
@@ -245,6 +258,28 @@ class Engine:
                 ),
             )
         return None
+
+    def estimate(self, spec: LaunchSpec) -> Any:  # -> estimate.Estimate | None
+        """Hours and dollars before launch (None if even the provider is unusable)."""
+        from . import estimate
+
+        try:
+            return estimate.estimate_spec(
+                self.store, self.settings, spec, self.provider(spec.provider)
+            )
+        except Exception:  # an estimate must never block or break a launch
+            log.exception("estimate for %s failed", spec.run_id)
+            return None
+
+    def _resolved(self, spec: LaunchSpec, est: Any) -> Resolved:
+        return Resolved(
+            spec.run_id,
+            spec.preset,
+            spec.provider,
+            estimate_hours=round(est.hours, 4) if est else None,
+            estimate_cost=round(est.cost, 4) if est and est.cost is not None else None,
+            offer=(est.instance_type if est else "") or spec.instance_type or "",
+        )
 
     def _fail_launch(
         self, spec: LaunchSpec, instance: Instance | None, created: bool, exc: GpuctlError
@@ -307,11 +342,9 @@ class Engine:
     ) -> dict[str, Any]:
         """Watchdog limits in seconds: they hold on the machine with gpuctl closed."""
         scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
-        budget_seconds = None
-        if spec.budget and instance.price_per_hour:
-            spent_so_far, _ = cost.spent(self.store, self.settings, run_id=spec.run_id)
-            remaining = max(0.0, spec.budget - spent_so_far)
-            budget_seconds = remaining / instance.price_per_hour * 3600 * scale
+        budget_seconds = cost.agent_budget_seconds(self.store, self.settings, spec, instance)
+        if budget_seconds is not None:
+            budget_seconds *= scale
         return {
             "nproc": nproc,
             "max_seconds": spec.max_hours * 3600 * scale if spec.max_hours else None,
@@ -367,8 +400,9 @@ class Engine:
                     if samples:
                         yield GpuSampled(run_id, samples)
                 if now >= next_cost:
-                    next_cost = now + self.cost_seconds
                     yield from self._cost_tick(run_id, warned)
+                    due = self._cost_next.get(run_id)  # sooner when a threshold is near
+                    next_cost = now + min(self.cost_seconds, max(1.0, due or self.cost_seconds))
                 if now >= next_status:
                     next_status = now + self.status_seconds
                     status = rd.status()
@@ -412,6 +446,11 @@ class Engine:
         self.store.update_run(
             run_id, epoch=epoch, epochs=epochs, metric=ev.get("val_metric"), eta_seconds=eta
         )
+        self._event(
+            run_id,
+            "epoch",
+            {k: ev.get(k) for k in ("epoch", "epoch_seconds", "samples_per_second", "warmup")},
+        )
         yield EpochDone(
             run_id,
             epoch,
@@ -435,27 +474,25 @@ class Engine:
             return ()
 
     def _cost_tick(self, run_id: str, warned: set[str]) -> Iterator[Event]:
+        """Meter the run; warn once at warn_fraction and stop it at 100% of any budget
+        that applies (its own, the month's, its provider's)."""
         run = self.store.get_run(run_id)
-        spent, burn = cost.spent(self.store, self.settings, run_id=run_id)
-        yield CostTick(run_id, spent, burn, None, run.budget)
-        if run.budget:
-            fraction = spent / run.budget
-            if fraction >= self.settings.budget.warn_fraction and "warn" not in warned:
-                warned.add("warn")
-                yield Notice(
-                    run_id,
-                    f"run has spent ${spent:.2f} of its ${run.budget:.2f} budget ({fraction:.0%})",
-                    "warning",
-                )
-            if fraction >= 1.0 and "stop" not in warned:
-                warned.add("stop")
-                yield Notice(run_id, "budget reached: stopping the run (it checkpoints)", "error")
-                self.store.update_run(run_id, reason="budget")
-                try:
-                    _instance, host = self._locate(run)
-                    RunDir(host, run_id, run.remote_dir).stop(reason="budget")
-                except GpuctlError as exc:
-                    yield Notice(run_id, f"budget stop failed: {exc.one_line()}", "error")
+        line = cost.run_line(self.store, self.settings, run_id)
+        yield CostTick(run_id, line.spent, line.burn_per_hour, line.projected_total, run.budget)
+        states = cost.run_budgets(self.store, self.settings, run)
+        self._cost_next[run_id] = cost.seconds_to_threshold(states, line.burn_per_hour)
+        for alert in cost.fire_alerts(self.store, states):
+            self._event(run_id, "budget", {"level": alert.level, **alert.state.to_dict()})
+            yield Notice(run_id, alert.message, "error" if alert.level == "stop" else "warning")
+        over = cost.exceeded(states)
+        if over is not None and "stop" not in warned and run.status.active:
+            warned.add("stop")
+            self.store.update_run(run_id, reason="budget")
+            try:
+                _instance, host = self._locate(run)
+                RunDir(host, run_id, run.remote_dir).stop(reason=f"budget: {over.label}")
+            except GpuctlError as exc:
+                yield Notice(run_id, f"budget stop failed: {exc.one_line()}", "error")
 
     def _final_status(self, run_id: str, agent: dict[str, Any]) -> RunStatus:
         trainer = agent.get("trainer") or {}
@@ -585,7 +622,7 @@ class Engine:
                     "warning",
                 )
             else:
-                cost.close_instance(self.store, instance)
+                cost.stop_instance(self.store, self.settings, instance)
         else:
             provider.terminate(instance, wait=True)
             action = "terminated"
@@ -678,12 +715,30 @@ class Engine:
         for listing in listings:
             failed_everywhere = listing.errors and any(w == "*" for w, _ in listing.errors)
             if not failed_everywhere:
+                self._reconcile(listing)
                 self.store.put_instances(
                     listing.provider, listing.instances, complete=listing.complete
                 )
             message = "; ".join(f"{w}: {m}" if w != "*" else m for w, m in listing.errors)
             self.store.set_provider_status(listing.provider, not listing.errors, message)
         return listings
+
+    def _reconcile(self, listing: Any) -> None:
+        """Ledger vs listing: meter what runs unbilled, close what is gone (flagged)."""
+        try:
+            found = cost.reconcile(
+                self.store,
+                self.settings,
+                listing.provider,
+                listing.instances,
+                complete=listing.complete,
+                last_seen=self.store.seen_times(listing.provider),
+            )
+        except Exception:  # the meter must never break a listing
+            log.exception("reconciling the ledger with %s failed", listing.provider)
+            return
+        for item in found:
+            self._event(item.run_id, "reconciled", item.to_dict())
 
     def _event(self, run_id: str | None, kind: str, data: dict[str, Any]) -> None:
         try:

@@ -367,6 +367,12 @@ class Store:
             inst = inst.evolve(state=InstanceState.TERMINATED)
         return inst
 
+    def seen_times(self, provider: str) -> dict[str, float]:
+        """When each cached instance of a provider was last listed (the ledger closes a
+        vanished one there)."""
+        rows = self._query("SELECT id, seen_at FROM instances WHERE provider = ?", [provider])
+        return {r["id"]: r["seen_at"] for r in rows}
+
     def listing_age(self, provider: str) -> float | None:
         rows = self._query("SELECT checked_at FROM provider_status WHERE provider = ?", [provider])
         return time.time() - rows[0]["checked_at"] if rows else None

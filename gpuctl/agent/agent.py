@@ -78,6 +78,7 @@ class Supervisor:
         self.status: dict[str, Any] = read_json(run_dir / STATUS)
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = now()
+        self.started_mono = time.monotonic()  # limits: immune to the machine's clock jumping
         self.last_busy = now()
         self.stop_reason: str | None = None
 
@@ -171,13 +172,13 @@ class Supervisor:
     # -- limits ------------------------------------------------------------------------
 
     def check_limits(self) -> str | None:
-        elapsed = now() - self.started
+        elapsed = time.monotonic() - self.started_mono
         max_s = self.cfg.get("max_seconds")
         if max_s and elapsed >= float(max_s):
             return f"max hours reached ({float(max_s) / 3600:.2f} h)"
         budget_s = self.cfg.get("budget_seconds")
-        if budget_s and elapsed >= float(budget_s):
-            return "budget reached (time limit = budget / price)"
+        if budget_s is not None and elapsed >= float(budget_s):  # 0 = nothing left: stop now
+            return f"budget reached (time limit = budget / price = {float(budget_s):.0f} s)"
         return None
 
     def shutdown(self, reason: str) -> None:

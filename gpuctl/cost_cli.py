@@ -1,0 +1,307 @@
+"""`gpuctl cost`: the meter (once, or --watch), and `gpuctl cost report` from the ledger.
+
+Everything here reads the local state store only (instant, no network) unless --refresh
+asks the providers first, which also reconciles the ledger with what really runs.
+Registered on the main group by cli.py; it imports nothing from cli.py at load time so
+either module can be imported first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from . import cost
+from .errors import EXIT_INTERRUPTED, GpuctlError
+from .models import CostLine
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors as one line plus a hint and their exit code; Ctrl-C ends --watch quietly."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except GpuctlError as exc:
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "event": "error",
+                            "error": exc.message,
+                            "hint": exc.hint,
+                            "exit_code": exc.exit_code,
+                        }
+                    )
+                )
+            else:
+                click.echo(f"error: {exc.message}", err=True)
+                if exc.hint:
+                    click.echo(f"hint: {exc.hint}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(0 if kwargs.get("watch") else EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def _engine() -> Any:
+    from .cli import engine
+
+    return engine()
+
+
+def _money(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"${value:,.{digits}f}"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _budget(line: CostLine) -> str:
+    if not line.budget:
+        return "-"
+    return f"{_money(line.budget)} ({line.spent / line.budget:.0%})"
+
+
+def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
+    """The meter as text: burn now, today, month, per provider, per live run, budgets."""
+    t = m.total
+    live = [i for i in m.instances if i.burn_per_hour > 0]
+    out = [
+        f"now     {_money(t.burn_per_hour, 3)}/h burning on {len(live)} "
+        f"instance{'s' if len(live) != 1 else ''}",
+        f"today   {_money(t.spent_today)}",
+        f"month   {_money(t.spent_month)}"
+        + (f" of {_money(t.budget)} ({t.spent_month / t.budget:.0%})" if t.budget else ""),
+    ]
+    if m.providers:
+        rows = [
+            [
+                p.key,
+                f"{_money(p.burn_per_hour, 3)}/h",
+                _money(p.spent_today),
+                _money(p.spent_month),
+                _budget(p),
+            ]
+            for p in m.providers
+        ]
+        out += ["", _table(rows, ["PROVIDER", "NOW", "TODAY", "MONTH", "BUDGET"])]
+    today = cost.day_start(m.now)
+
+    def recent(key: str) -> bool:
+        run = runs.get(key)
+        return run is not None and (run.status.active or run.updated_at >= today)
+
+    shown = [r for r in m.runs if r.burn_per_hour > 0 or r.spent_today > 0 or recent(r.key)]
+    if shown:
+        rows = []
+        for r in shown:
+            run = runs.get(r.key)
+            rows.append(
+                [
+                    r.key,
+                    run.provider if run else "-",
+                    run.status.value if run else "-",
+                    cost._hours(r.hours),
+                    _money(r.spent),
+                    _money(r.burn_per_hour, 3) if r.burn_per_hour else "-",
+                    _budget(r),
+                    _money(r.projected_total) if r.projected_total is not None else "-",
+                ]
+            )
+        headers = ["RUN", "PROVIDER", "STATUS", "ELAPSED", "SPENT", "$/H", "BUDGET", "PROJECTED"]
+        out += ["", _table(rows, headers)]
+    for b in m.budgets:
+        if b.level != "ok":
+            word = "over budget" if b.level == "exceeded" else "warning"
+            out.append(
+                f"{word}: {b.label} has spent {_money(b.spent)} of {_money(b.budget)} "
+                f"({b.fraction:.0%})"
+            )
+    for key in m.flagged:
+        out.append(
+            f"flagged: {key} was found billing with no open ledger entry; metered from its "
+            "launch time (`gpuctl cost report` marks it)"
+        )
+    return "\n".join(out)
+
+
+def watch_lines(m: cost.Meter, runs: dict[str, Any], runless: set[str]) -> list[str]:
+    """One line per thing burning money, fresnel_cost style, then the total.
+
+    `runless`: instance keys (provider/id) billing with no run (shown on their own).
+    """
+    lines = []
+    for r in m.runs:
+        run = runs.get(r.key)
+        if r.burn_per_hour <= 0 and not (run is not None and run.status.active):
+            continue
+        lines.append(f"{r.key}: {cost.describe(r)}")
+    for inst in m.instances:
+        if inst.burn_per_hour > 0 and inst.key in runless:
+            lines.append(f"{inst.key}: {cost.describe(inst)}")
+    t = m.total
+    month = _money(t.spent_month) + (f" of {_money(t.budget)}" if t.budget else "")
+    lines.append(
+        f"total: {_money(t.burn_per_hour, 3)}/h now, {_money(t.spent_today)} today, "
+        f"{month} this month"
+    )
+    return lines
+
+
+@click.group(name="cost", invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--watch", is_flag=True, help="Refresh in place every few seconds (Ctrl-C ends).")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="--watch period.")
+@click.option("--refresh", is_flag=True, help="Ask the providers first (reconciles the ledger).")
+@click.option("--iterations", type=int, hidden=True, help="Stop --watch after N frames.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (per frame).")
+@click.pass_context
+@_handled
+def cost_group(
+    ctx: click.Context,
+    watch: bool,
+    interval: float,
+    refresh: bool,
+    iterations: int | None,
+    as_json: bool,
+) -> None:
+    """What you spend: $/h burning now, today, this month, per provider and run, budgets."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if interval <= 0:
+        raise GpuctlError("--interval must be positive", hint="e.g. --interval 5")
+    eng = _engine()
+    frames = 0
+    tty = sys.stdout.isatty()
+    while True:
+        if refresh:
+            for item in _refresh(eng):
+                if not as_json:
+                    click.echo(f"flagged: {item.message}", err=True)
+        m = cost.meter(eng.store, eng.settings)
+        runs = {r.id: r for r in eng.store.list_runs()}
+        if as_json:
+            click.echo(json.dumps(m.to_dict(), default=str))
+        elif watch:
+            stamp = time.strftime("%H:%M:%S", time.localtime(m.now))
+            runless = {
+                f"{s.provider}/{s.instance_id}"
+                for s in eng.store.segments(open_only=True)
+                if not s.run_id
+            }
+            text = "\n".join([f"gpuctl cost  {stamp}", *watch_lines(m, runs, runless)])
+            click.echo(("\x1b[H\x1b[2J" if tty else "") + text + ("" if tty else "\n"))
+        else:
+            click.echo(render_meter(m, runs))
+        frames += 1
+        if not watch or (iterations is not None and frames >= iterations):
+            return
+        time.sleep(interval)
+        refresh = False  # the providers once; the ledger every frame
+
+
+def _refresh(eng: Any) -> list[cost.Reconciled]:
+    """Refresh every provider; return what reconciliation flagged just now."""
+    before = {e["id"] for e in eng.store.events(kinds=["reconciled"])}
+    eng.refresh()
+    return [
+        cost.Reconciled(
+            e.get("provider", ""),
+            e.get("instance_id", ""),
+            e.get("run_id"),
+            e.get("action", ""),
+            float(e.get("at") or 0.0),
+            e.get("message", ""),
+        )
+        for e in eng.store.events(kinds=["reconciled"])
+        if e["id"] not in before
+    ]
+
+
+@cost_group.command(name="report")
+@click.option("--since", default="30d", show_default=True, help="30d, 12h, 2w, month, a date.")
+@click.option(
+    "--by",
+    type=click.Choice(cost.REPORT_BY),
+    default="run",
+    show_default=True,
+    help="Group the cost by run, day or provider.",
+)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV rows for a spreadsheet.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row, then a total.")
+@_handled
+def report_cmd(since: str, by: str, as_csv: bool, as_json: bool) -> None:
+    """Cost from the ledger, runs whose instances are gone included; rows add to the total."""
+    eng = _engine()
+    now = time.time()
+    rep = cost.report(eng.store, eng.settings, since=cost.parse_since(since, now), by=by, now=now)
+    if as_json:
+        for row in rep.rows:
+            click.echo(json.dumps(row.to_dict()))
+        click.echo(
+            json.dumps(
+                {
+                    "event": "total",
+                    "by": by,
+                    "since": rep.since,
+                    "cost": round(rep.total, 6),
+                    "hours": round(rep.hours, 6),
+                }
+            )
+        )
+        return
+    if as_csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([by, "provider", "preset", "status", "hours", "cost_usd", "flagged"])
+        for row in rep.rows:
+            writer.writerow(
+                [
+                    row.key,
+                    row.provider,
+                    row.preset,
+                    row.status,
+                    f"{row.hours:.4f}",
+                    f"{row.cost:.4f}",
+                    "yes" if row.flagged else "",
+                ]
+            )
+        click.echo(buf.getvalue(), nl=False)
+        return
+    since_text = time.strftime("%Y-%m-%d %H:%M", time.localtime(rep.since))
+    if not rep.rows:
+        click.echo(f"no cost since {since_text}")
+        return
+    rows = [
+        [
+            row.key + (" (flagged)" if row.flagged else ""),
+            *([row.provider, row.preset, row.status] if by == "run" else []),
+            f"{row.hours:.2f}",
+            _money(row.cost),
+        ]
+        for row in rep.rows
+    ]
+    headers = [by.upper(), *(["PROVIDER", "PRESET", "STATUS"] if by == "run" else [])]
+    headers += ["HOURS", "COST"]
+    click.echo(_table(rows, headers))
+    click.echo(f"total {_money(rep.total)} over {rep.hours:.2f} instance-hours since {since_text}")
