@@ -1,0 +1,160 @@
+"""What the agent says to clouds over HTTP, standard library only (it ships with agent.py).
+
+- SpotWatch: the AWS spot interruption notice and rebalance recommendation, read from
+  the instance metadata service with IMDSv2 (PUT a session token, then GET with it).
+- put_file: push last.pt to a presigned S3 URL gpuctl made at launch, so a checkpoint
+  taken at the notice survives the machine even when gpuctl is not connected.
+- destroy_droplet: DigitalOcean's opt-in self-destroy (a powered-off droplet still bills).
+
+Secrets (the presigned URL, the API token) come from the agent's environment only and
+never appear in a log line or a status file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEFAULT_METADATA_URL = "http://169.254.169.254"
+TOKEN_PATH = "/latest/api/token"
+ACTION_PATH = "/latest/meta-data/spot/instance-action"
+REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+TOKEN_TTL = 21600
+CHECKPOINT_URL_ENV = "GPUCTL_CHECKPOINT_PUT_URL"  # presigned PUT for last.pt, env only
+
+
+class SpotWatch:
+    """Polls the interruption notice every `poll_seconds`; remembers what it saw."""
+
+    def __init__(self, base_url: str, poll_seconds: float = 5.0, timeout: float = 2.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.poll_seconds = max(0.05, float(poll_seconds))
+        self.timeout = timeout
+        self.next_poll = 0.0
+        self.notice: dict[str, Any] | None = None
+        self.rebalance: dict[str, Any] | None = None
+        self.error: str | None = None  # last failure (metadata service unreachable...)
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SpotWatch | None:
+        """Only where gpuctl asked for it (AWS spot, or a test's emulator)."""
+        url = cfg.get("metadata_url")
+        if not url:
+            return None
+        return cls(str(url), float(cfg.get("spot_poll_seconds") or 5.0))
+
+    def due(self, now: float) -> bool:
+        return self.notice is None and now >= self.next_poll
+
+    def poll(self, now: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(new interruption notice, new rebalance recommendation); each reported once."""
+        self.next_poll = now + self.poll_seconds
+        notice = rebalance = None
+        try:
+            if self.rebalance is None:
+                found = self._get(REBALANCE_PATH)
+                if found is not None:
+                    self.rebalance = rebalance = found
+            found = self._get(ACTION_PATH)
+            if found is not None:
+                self.notice = notice = found
+            self.error = None
+        except OSError as exc:  # URLError, timeouts, refused: say so, keep polling
+            self.error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        return notice, rebalance
+
+    def _session_token(self) -> str:
+        if self._token and time.monotonic() < self._token_expires:
+            return self._token
+        req = urllib.request.Request(
+            self.base + TOKEN_PATH,
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL)},
+        )
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            self._token = resp.read().decode().strip()
+        self._token_expires = time.monotonic() + TOKEN_TTL - 60
+        return self._token
+
+    def _get(self, path: str, retry: bool = True) -> dict[str, Any] | None:
+        """The JSON document at path; None for 404 (no notice)."""
+        req = urllib.request.Request(
+            self.base + path, headers={"X-aws-ec2-metadata-token": self._session_token()}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                body = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            if exc.code == 401 and retry:  # token expired or the service restarted
+                self._token = None
+                return self._get(path, retry=False)
+            raise
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = {"raw": body[:200]}
+        return doc if isinstance(doc, dict) else {"raw": str(doc)[:200]}
+
+
+def put_file(url: str, path: Path, timeout: float = 600.0) -> int:
+    """PUT a file to a presigned URL, streamed; returns bytes sent (raises OSError)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        req = urllib.request.Request(
+            url,
+            data=fh,
+            method="PUT",
+            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+    return size
+
+
+def destroy_droplet(
+    api: str, droplet_id: str, token: str, timeout: float = 30.0, redirects: int = 2
+) -> str:
+    """DELETE /v2/droplets/{id}; '' when done (or already gone), else why it failed."""
+    req = urllib.request.Request(
+        f"{api.rstrip('/')}/v2/droplets/{droplet_id}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+        return ""
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return ""
+        location = exc.headers.get("Location") if exc.headers else None
+        if exc.code in (301, 302, 307, 308) and location and redirects > 0:
+            # api-amd.digitalocean.com moved; urllib follows no DELETE redirect itself
+            base = urllib.parse.urljoin(req.full_url, location).split("/v2/")[0]
+            return destroy_droplet(base, droplet_id, token, timeout, redirects - 1)
+        return f"HTTP {exc.code} from the API"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def secret_env_names(cfg: dict[str, Any]) -> set[str]:
+    """Environment variables holding secrets: the trainer never inherits them."""
+    names = {CHECKPOINT_URL_ENV}
+    token_env = (cfg.get("shutdown") or {}).get("token_env")
+    if token_env:
+        names.add(str(token_env))
+    return names
+
+
+def env_value(name: str) -> str:
+    return os.environ.get(name, "").strip()
