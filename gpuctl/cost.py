@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import BudgetExceeded, ConfigError
-from .models import CostLine, Instance, InstanceState, LaunchSpec, PriceSegment, Run
+from .models import CostLine, Instance, InstanceState, LaunchSpec, Market, PriceSegment, Run
 from .settings import Profile, Settings
 from .state import Store
 
@@ -265,6 +265,31 @@ def backfill_spot_prices(
             ):
                 changed += 1
             break
+    return changed
+
+
+def sync_spot_prices(store: Store, provider: Any, instances: Iterable[Instance]) -> int:
+    """Re-price running spot instances from the provider's spot price history, if it has one.
+
+    A provider opts in with `spot_price_history(instance, since) -> [(time, $/h), ...]`
+    (AWS: describe_spot_price_history for the instance's type and zone). Called on every
+    refresh, so prices are sampled while gpuctl runs and back-filled on the next contact.
+    """
+    history = getattr(provider, "spot_price_history", None)
+    if history is None:
+        return 0
+    changed = 0
+    for inst in instances:
+        if inst.market != Market.SPOT:
+            continue
+        seg = _open(store, inst, COMPUTE)
+        if seg is None:
+            continue
+        try:
+            points = history(inst, seg.start)
+        except Exception:  # a failed price lookup must never break a listing
+            continue
+        changed += backfill_spot_prices(store, inst, points)
     return changed
 
 
@@ -580,9 +605,20 @@ def compute_meter(
 
 
 def meter(store: Store, settings: Settings, now: float | None = None) -> Meter:
-    """The meter from the state store: no network. The TUI header and `gpuctl cost` use it."""
+    """The meter from the state store: no network. The TUI header and `gpuctl cost` use it.
+
+    Reads this month's segments, plus the whole of every run and instance they belong to
+    (so a run's line is its full cost), not the years of history behind them.
+    """
     now = time.time() if now is None else now
-    return compute_meter(store.segments(), store.list_runs(), settings, now)
+    window = store.segments(since=month_start(now))
+    segs = {s.id: s for s in window}
+    for run_id in {s.run_id for s in window if s.run_id}:
+        segs.update({s.id: s for s in store.segments(run_id=run_id)})
+    for provider, iid in {(s.provider, s.instance_id) for s in window if not s.run_id}:
+        segs.update({s.id: s for s in store.segments(provider=provider, instance_id=iid)})
+    ordered = sorted(segs.values(), key=lambda s: (s.start, s.id or 0))
+    return compute_meter(ordered, store.list_runs(), settings, now)
 
 
 def run_line(store: Store, settings: Settings, run_id: str, now: float | None = None) -> CostLine:
@@ -904,7 +940,8 @@ def reconcile(
     An instance billing now with no open segment (the ledger thought it gone, or a crash
     came between create and record) is flagged and metered from the provider's launch
     time, never twice for time already in the ledger. A machine the provider no longer
-    lists (complete listings only) or that stopped is closed at the last time we saw it.
+    lists (complete listings only) or that stopped is closed no earlier than we last saw
+    it and no later than its run's max-hours limit (see `_ended_by`).
     """
     now = time.time() if now is None else now
     last_seen = last_seen or {}

@@ -734,6 +734,7 @@ class Engine:
                 complete=listing.complete,
                 last_seen=self.store.seen_times(listing.provider),
             )
+            cost.sync_spot_prices(self.store, self.provider(listing.provider), listing.instances)
         except Exception:  # the meter must never break a listing
             log.exception("reconciling the ledger with %s failed", listing.provider)
             return

@@ -166,9 +166,14 @@ def test_meter_splits_today_month_provider_run_instance(store: Store, gpuctl_hom
     assert runs["r2"].spent == pytest.approx(6.0) and runs["r2"].burn_per_hour == 36.0
     assert {i.key for i in m.instances} == {"aws/i-1", "local/local-r2"}
     assert cost.describe(runs["r1"]) == "2.0h elapsed, ~$7.20 spent"
-    # Next month, the month's spend starts over; the runs keep what they cost.
+    # Next month, the month's spend starts over; a run still going keeps its whole cost,
+    # one that ended last month has left the meter (the report still has it).
     later = cost.meter(store, settings, now=T0 + 31 * day)
-    assert later.runs[0].spent == pytest.approx(7.2)
+    assert [r.key for r in later.runs] == ["r2"]
+    assert later.runs[0].spent == pytest.approx(31 * 24 * 36.0)
+    since_april_1st = T0 + 31 * day - cost.month_start(T0 + 31 * day)  # April 10th, noon
+    assert since_april_1st == 9.5 * day
+    assert later.total.spent_month == pytest.approx(since_april_1st / 3600 * 36.0)
     by_provider = {p.key: p for p in later.providers}
     assert by_provider["aws"].spent_month == 0.0
 

@@ -9,7 +9,7 @@ import pytest
 
 from gpuctl import cost
 from gpuctl.lifecycle import Engine
-from gpuctl.models import Instance, InstanceState
+from gpuctl.models import Instance, InstanceState, Market
 from gpuctl.providers.base import Listing
 from gpuctl.state import Store
 from tests.cost.conftest import T0, inst, run, settings_with
@@ -142,3 +142,29 @@ def test_refresh_reconciles_and_records_a_flag(store: Store, gpuctl_home: Path) 
     eng.refresh(["aws"])
     assert [e["action"] for e in store.events(kinds=["reconciled"])] == ["metered", "closed"]
     assert store.segments(open_only=True) == []
+
+
+class SpotProvider(FakeProvider):
+    def __init__(self, instances: list[Instance], points: list[tuple[float, float]]) -> None:
+        super().__init__(instances)
+        self.points = points
+        self.asked: list[float] = []
+
+    def spot_price_history(self, instance: Instance, since: float) -> list[tuple[float, float]]:
+        self.asked.append(since)
+        return [p for p in self.points if p[0] >= since]
+
+
+def test_refresh_samples_spot_prices_from_the_provider(store: Store, gpuctl_home: Path) -> None:
+    settings = settings_with(gpuctl_home, 'providers = ["aws"]\n')
+    eng = Engine(settings, store)
+    spot = inst(price=0.30, market=Market.SPOT, launched_at=T0)
+    cost.open_compute(store, spot, "r1", now=T0)
+    fake = SpotProvider([spot], [(T0 + H, 0.45), (T0 + 2 * H, 0.45), (T0 + 3 * H, 0.20)])
+    eng._providers["aws"] = fake
+    eng.refresh(["aws"])
+    assert fake.asked == [T0]
+    assert [s.rate_per_hour for s in store.segments()] == [0.30, 0.45, 0.20]
+    eng.refresh(["aws"])  # the same history again changes nothing
+    assert len(store.segments()) == 3
+    assert cost.spent(store, settings, now=T0 + 4 * H)[0] == pytest.approx(0.30 + 0.90 + 0.20)
