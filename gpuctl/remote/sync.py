@@ -52,6 +52,7 @@ PROGRESS_EVERY = 0.25  # seconds between progress events
 # rsync process, ~0.2-0.5 s): a one-file edit syncs in tens of milliseconds.
 SMALL_CHANGE_FILES = 32
 SMALL_CHANGE_BYTES = 8 << 20
+RSYNC_IO_TIMEOUT = 120  # seconds without I/O before rsync gives up
 
 
 # -- manifest ---------------------------------------------------------------------------
@@ -391,6 +392,7 @@ def _rsync_upload(
             *argv[:-1],
             "--times",
             "--perms",
+            f"--timeout={RSYNC_IO_TIMEOUT}",  # a stalled link fails instead of hanging
             "--from0",
             f"--files-from={list_path}",
             "--out-format=%n",

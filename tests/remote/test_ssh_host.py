@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -273,3 +276,44 @@ def test_shell_runs_in_the_run_dir(host: SshHost, remote_base: Path) -> None:
 def test_gpu_sampler_over_ssh_falls_back_to_cpu(host: SshHost) -> None:
     (s,) = sample_gpus(host)
     assert s.kind == "cpu" and s.util_pct is not None and s.mem_total_mb
+
+
+def test_interactive_fallback_without_a_system_ssh(sshd: SshdServer, remote_base: Path) -> None:
+    """`gpuctl ssh` on a machine with no `ssh` binary: a pty over the paramiko channel."""
+    code = (
+        "import sys\n"
+        "from gpuctl.models import SshTarget\n"
+        "from gpuctl.remote.interactive import run_interactive\n"
+        "from gpuctl.remote.ssh_host import SshHost\n"
+        "from gpuctl.settings import load\n"
+        f"t = SshTarget(host='127.0.0.1', port={sshd.port}, user={sshd.user!r}, "
+        f"key_path={str(sshd.key_path)!r})\n"
+        "h = SshHost(t, load()).connect()\n"
+        f"sys.exit(run_interactive(h.session.transport(), h.shell_command({str(remote_base)!r})))\n"
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    output = bytearray()
+    sent = False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not sent and time.monotonic() > deadline - 28:
+                os.write(master, b"echo IN=$(pwd); exit 5\n")
+                sent = True
+            if proc.poll() is not None and not ready:
+                break
+    finally:
+        os.close(master)
+    assert proc.wait(10) == 5, output.decode(errors="replace")
+    assert f"IN={remote_base}".encode() in output
