@@ -148,7 +148,12 @@ class RunFeed:
             if ev.log_tail:
                 self.add_lines(ev.log_tail)
                 changed.add("log")
-        if isinstance(ev, Notice | Failed | Finished | Downloaded | TornDown | Synced):
+        if isinstance(
+            ev, Notice | Failed | Finished | Downloaded | TornDown | Synced
+        ) or ev.kind in (
+            "recovering",
+            "recovered",
+        ):
             self.add_lines([f"── {ev.text()}"])
             changed.add("log")
         return changed
@@ -215,4 +220,10 @@ def _phase(ev: Event) -> str | None:
         return "downloaded"
     if isinstance(ev, Failed):
         return "failed"
+    # Managed-run recovery (spot interruptions): matched by kind, not class, so this
+    # module does not depend on which lifecycle version is installed.
+    if ev.kind == "recovering":
+        return f"recovering {getattr(ev, 'step', '')}".strip()
+    if ev.kind == "recovered":
+        return "training"
     return None

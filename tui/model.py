@@ -139,7 +139,18 @@ class Row:
         return text
 
     def cells(self, now: float) -> dict[str, str]:
-        """Display strings by column key; the table diffs these to update in place."""
+        """Display strings by column key; the table diffs these to update in place.
+
+        Memoised per `now`: the snapshot worker computes them off the UI thread.
+        """
+        memo = self.__dict__.get("_memo")
+        if memo is not None and memo[0] == now:
+            return memo[1]
+        cells = self._cells(now)
+        object.__setattr__(self, "_memo", (now, cells))
+        return cells
+
+    def _cells(self, now: float) -> dict[str, str]:
         spent, approx = self.cost(now)
         return {
             "provider": self.provider,
@@ -412,4 +423,6 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
     )
     statuses = store.provider_statuses()
     chips = tuple(chip_for(n, statuses.get(n)) for n in names)
+    for row in rows:
+        row.cells(now)  # formatted here, in the worker, not on the UI thread
     return Snapshot(rows=tuple(rows), meter=meter, chips=chips, taken_at=now)

@@ -3,11 +3,13 @@
 Registered as kind "fake" by tests/tui/conftest.py. A profile sets `count` (instances),
 `fail` ("credentials" or "error": list_instances raises) and `price`. Calls that change
 anything are recorded in FakeProvider.calls so a test can assert what the UI asked for;
-the class-level state is reset by a fixture before each test.
+the class-level state is reset by a fixture before each test. `latency` (seconds) makes
+each listing sleep first, like a cloud API answering over the network.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Any, ClassVar
 
@@ -68,6 +70,7 @@ class FakeProvider:
         self.settings = settings
         self.name = profile.name
         self.count = int(profile.get("count", 1000))
+        self.latency = float(profile.get("latency", 0.0))
 
     @classmethod
     def reset(cls) -> None:
@@ -109,6 +112,8 @@ class FakeProvider:
         return sorted(out, key=lambda o: o.price_per_hour or 0.0)
 
     def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
+        if self.latency:
+            time.sleep(self.latency)
         self._fail()
         items = tuple(
             inst

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Button, Checkbox, DataTable, Input, Select, Static
 
-from gpuctl.events import EpochDone, GpuSampled, LogLines, Notice
+from gpuctl.events import GpuSampled, LogLines, Notice
 from gpuctl.models import GpuSample
 from gpuctl.tui.messages import RunEvent
 from gpuctl.tui.screens.launch import LaunchScreen, parse_positive

@@ -68,7 +68,7 @@ class MainScreen(Screen[None]):
             return
         self.query_one(CostMeter).meter = snapshot.meter
         self.query_one(ProviderChips).chips = snapshot.chips
-        self.table.show_rows(snapshot.rows, self.gpuctl.now())
+        self.table.show_rows(snapshot.rows, snapshot.taken_at or self.gpuctl.now())
         self._status()
 
     def watch_refreshing(self, refreshing: bool) -> None:
@@ -77,7 +77,7 @@ class MainScreen(Screen[None]):
 
     def update_row(self, row: Row) -> None:
         """One run moved on (its event stream): update its row only."""
-        self.table.update_row(row, self.gpuctl.now())
+        self.table.update_row(row, self.snapshot.taken_at or self.gpuctl.now())
         self._status()
 
     def tick(self) -> None:

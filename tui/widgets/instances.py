@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from ..model import Row
 
@@ -44,6 +46,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("epoch", "EPOCH", 11, 98),
 )
 SORTABLE = tuple(c.key for c in COLUMNS)
+_AWAY = Coordinate(-9, -9)  # "not on this row" for the line cache (no real row or header)
 TONE_STYLE = {
     "ok": "green",
     "busy": "cyan",
@@ -182,6 +185,33 @@ class InstancesTable(DataTable[Text]):
         ):
             self._rebuild(force_columns=True)
 
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> Any:
+        """Keep other rows' cached lines when the cursor moves (row cursor only).
+
+        DataTable keys its line cache on the cursor's position, so every visible line is
+        rendered again on each cursor move; with a row cursor only the row it leaves and
+        the row it enters look different, so the others get a position-free key.
+        """
+        if self.cursor_type == "row":
+            locations = getattr(self, "_row_locations", {})
+            index = locations.get(row_key) if row_key in locations else -1
+            if cursor_location.row != index:
+                cursor_location = _AWAY
+            if hover_location.row != index:
+                hover_location = _AWAY
+        return super()._render_line_in_row(
+            row_key, line_no, base_style, cursor_location, hover_location
+        )
+
     # -- internals ---------------------------------------------------------------------------
 
     def _visible(self) -> list[Row]:
@@ -206,14 +236,34 @@ class InstancesTable(DataTable[Text]):
             self._rebuild(visible)
             return
         now = self._now
+        changes = []
         for row in visible:
             cells = row.cells(now)
-            old = self._cells.get(row.key, {})
+            old = self._cells.get(row.key)
+            if old is cells or old == cells:
+                continue
+            old = old or {}
             for col in self._columns:
                 text = cells[col.key]
                 if old.get(col.key) != text:
-                    self.update_cell(row.key, col.key, self._cell(col, row, text))
+                    changes.append((row.key, col.key, self._cell(col, row, text)))
             self._cells[row.key] = cells
+        self._apply(changes)
+
+    def _apply(self, changes: list[tuple[str, str, Text]]) -> None:
+        """Write changed cells and repaint once (update_cell repaints per call, which is
+        most of the cost of a refresh with hundreds of uptime cells ticking)."""
+        if not changes:
+            return
+        data = getattr(self, "_data", None)
+        if data is None or not hasattr(self, "_update_count"):  # a newer DataTable
+            for row_key, col_key, value in changes:
+                self.update_cell(row_key, col_key, value)
+            return
+        for row_key, col_key, value in changes:
+            data[RowKey(row_key)][ColumnKey(col_key)] = value
+        self._update_count += 1
+        self.refresh()
 
     def _rebuild(self, visible: list[Row] | None = None, *, force_columns: bool = False) -> None:
         if visible is None:
