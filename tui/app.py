@@ -106,7 +106,8 @@ class GpuctlApp(App[None]):
         self.offers_cache: dict[str, tuple[Any, ...]] = {}
         self.listed_at: float | None = None
         self.refreshing = False
-        self.busy = 0  # lifecycle workers running now (quit waits a moment for them)
+        self.busy = 0  # workers changing something (launch, stop...): quit asks first
+        self.threads = 0  # every lifecycle worker, followers included
         self._busy_lock = threading.Lock()
         self._reload_scheduled = False
         self._known_bad: set[str] = set()
@@ -220,8 +221,10 @@ class GpuctlApp(App[None]):
     ) -> None:
         """Consume one lifecycle generator, posting each event; errors become messages."""
         worker = get_current_worker()
+        changes = what != "follow"
         with self._busy_lock:
-            self.busy += 1
+            self.threads += 1
+            self.busy += changes
         gen: Iterator[Event] | None = None
         try:
             gen = make()
@@ -250,7 +253,8 @@ class GpuctlApp(App[None]):
                 except Exception:
                     log.exception("closing %s of %s", what, run_id)
             with self._busy_lock:
-                self.busy -= 1
+                self.threads -= 1
+                self.busy -= changes
             self.post_message(DriveEnded(run_id, what))
 
     @work(thread=True, group="history", exit_on_error=False)
@@ -373,6 +377,10 @@ class GpuctlApp(App[None]):
 
     def on_drive_ended(self, message: DriveEnded) -> None:
         self.following.discard(message.run_id)
+        key = f"run:{message.run_id}"
+        if key in self.pending and self.engine.store.find_run(message.run_id) is None:
+            del self.pending[key]  # refused before anything was recorded (a budget guard)
+            self.main.snapshot = self.display_snapshot()
         self._schedule_reload()
 
     def on_history_loaded(self, message: HistoryLoaded) -> None:
@@ -599,6 +607,24 @@ class GpuctlApp(App[None]):
             return
         self.notify(f"shell exited ({code})", title=inst.id)
 
+    async def action_quit(self) -> None:
+        """Quit; runs keep going on their machines. Mid-launch (or mid-stop) it asks."""
+        if not self.busy:
+            self.exit()
+            return
+        body = (
+            f"{self.busy} action{'s are' if self.busy != 1 else ' is'} still in progress "
+            "(a launch, stop, terminate or download). Quitting abandons it where it is: a "
+            "machine already created keeps its gpuctl tag and its max-hours shutdown, and "
+            "`gpuctl ls` / `gpuctl down` find it.\n\nRuns already training keep going."
+        )
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("Quit now?", body, action="Quit (y)"), done)
+
     # -- app-level keys and the palette ------------------------------------------------------------
 
     def action_help(self) -> None:
@@ -706,12 +732,12 @@ def run_app() -> None:
     loop = asyncio.new_event_loop()
     loop.set_default_executor(_Executor(max_workers=64, thread_name_prefix="gpuctl-tui"))
     app.run(loop=loop)
-    deadline = time.monotonic() + 3.0
-    while app.busy and time.monotonic() < deadline:
+    deadline = time.monotonic() + 2.0
+    while app.busy and time.monotonic() < deadline:  # a confirmed quit mid-action
         time.sleep(0.05)
-    if app.busy:
-        # A worker is inside a blocking call (a cloud API, an SSH wait). The runs live on
-        # their machines and the agent's limits guard them; do not hang the terminal.
+    if app.threads:
+        # Workers sit in blocking calls (a log tail, a cloud API, an SSH wait): nothing to
+        # wait for, the runs live on their machines and the agent's limits guard them.
         print("gpuctl: runs keep going on their machines (`gpuctl ls`).", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()

@@ -276,3 +276,18 @@ async def test_narrow_and_wide_terminals(seeded, make_app):
         await pilot.pause()
         columns = [str(c.key.value) for c in app.main.table.columns.values()]
         assert len(columns) == 11
+
+
+async def test_quit_asks_while_an_action_is_in_progress(seeded, make_app):
+    app = make_app(live=False, clock=lambda: demo.NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.busy = 1  # as if a launch were halfway through
+        await pilot.press("q")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        assert "still in progress" in app.screen.body and "max-hours" in app.screen.body
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, MainScreen))
+        assert app.is_running
+        await pilot.press("q", "y")
+        await wait_for(lambda: not app.is_running, what="exit")

@@ -53,9 +53,15 @@ class Tmux:
 
 
 @pytest.fixture
-def tmux(gpuctl_home: Path) -> Iterator[Tmux]:
+def tmux(gpuctl_home: Path, tmp_path: Path) -> Iterator[Tmux]:
     t = Tmux(f"gpuctl-test-{os.getpid()}")
-    env = f"GPUCTL_HOME={shlex.quote(str(gpuctl_home))} TERM=xterm-256color"
+    shell = tmp_path / "shell.sh"  # stands in for the user's $SHELL behind `o`
+    shell.write_text(f"#!/bin/sh\npwd > {tmp_path / 'shell-cwd'}\necho IN-THE-SHELL\nsleep 1\n")
+    shell.chmod(0o755)
+    env = (
+        f"GPUCTL_HOME={shlex.quote(str(gpuctl_home))} TERM=xterm-256color "
+        f"SHELL={shlex.quote(str(shell))}"
+    )
     command = f"env {env} {shlex.quote(GPUCTL)}; echo EXITED:$?; sleep 60"
     t.run("new-session", "-d", "-x", "120", "-y", "36", "-s", t.session, command)
     try:
@@ -64,13 +70,19 @@ def tmux(gpuctl_home: Path) -> Iterator[Tmux]:
         subprocess.run(["tmux", "-L", t.socket, "kill-server"], capture_output=True)
 
 
-def test_open_launch_validate_watch_it_finish_and_quit(tmux: Tmux) -> None:
+def test_open_launch_validate_watch_it_finish_and_quit(tmux: Tmux, tmp_path: Path) -> None:
     tmux.wait(lambda s: "providers" in s and "Launch" in s, "the main screen", timeout=30)
     tmux.keys("l")
     tmux.wait(lambda s: "Launch a run" in s and "offers from local" in s, "the launch modal")
     tmux.keys("C-s")
     screen = tmux.wait(lambda s: "validate-" in s and "Launch a run" not in s, "the new row")
     assert any(w in screen for w in ("provisioning", "syncing", "up ", "training"))
+    tmux.wait(lambda s: "training" in s, "training", timeout=60)
+    tmux.keys("o")  # a shell on the machine (here: this one), in the run's directory
+    tmux.wait(lambda s: "IN-THE-SHELL" in s, "the shell", timeout=20)
+    tmux.wait(lambda s: "NAME / RUN" in s, "the app back after the shell", timeout=20)
+    cwd = (tmp_path / "shell-cwd").read_text().strip()
+    assert "/local/runs/validate-" in cwd
     tmux.keys("Enter")  # the new row is selected: open its run screen
     tmux.wait(lambda s: "epoch 1/2 step" in s, "log lines in the run screen", timeout=90)
     tmux.wait(lambda s: "finished" in s and "epoch 2/2" in s, "the finished run", timeout=90)

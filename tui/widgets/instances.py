@@ -180,10 +180,14 @@ class InstancesTable(DataTable[Text]):
         self.set_sort(str(event.column_key.value))
 
     def on_resize(self) -> None:
-        if [c.key for c in fit_columns(self.size.width)] != [c.key for c in self._columns] or (
-            self._columns and fit_columns(self.size.width)[0].width != self._columns[0].width
-        ):
+        fitted = fit_columns(self.size.width)
+        if [(c.key, c.width) for c in fitted] != [(c.key, c.width) for c in self._columns]:
             self._rebuild(force_columns=True)
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        """Every column has a fixed width and every row one line: measuring each new
+        cell (DataTable's default, 11,000 measures for 1,000 rows) would buy nothing."""
+        super()._update_dimensions(())
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -229,6 +233,8 @@ class InstancesTable(DataTable[Text]):
         return Text(text, justify="right" if col.numeric else "left", no_wrap=True)
 
     def _sync(self) -> None:
+        if not self.size.width:
+            return  # not laid out yet: on_resize builds it once, at the right width
         visible = self._visible()
         self.shown = len(visible)
         keys = [r.key for r in visible]
