@@ -210,11 +210,9 @@ def train(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
     core = torch.compile(raw_model) if cfg.compile else raw_model
-    model = (
-        DDP(core, device_ids=[device.index] if device.type == "cuda" else None)
-        if (info.enabled)
-        else core
-    )
+    model: nn.Module = core
+    if info.enabled:
+        model = DDP(core, device_ids=[device.index] if device.type == "cuda" else None)
 
     # -------- data
     settings = loader_settings(device.type, os.cpu_count() or 1, ws, cfg.workers)
@@ -503,7 +501,12 @@ def run(cfg: TrainConfig, *, resume: bool = False, auto_resume: bool = False) ->
         # train's frame is gone here, so its activations are free for the probe
         bad = attempt.batch or 0
         fits = attempt.probe(bad) if attempt.probe is not None and bad > 1 else None
-        hint = f"batch_size={fits} fits" if fits else f"try batch_size={max(1, bad // 2)}"
+        if fits:
+            hint = f"batch_size={fits} fits"
+        elif bad > 1:
+            hint = f"try batch_size={bad // 2}"
+        else:
+            hint = "not even batch_size=1 fits: use a smaller model or image_size"
         retry = cfg.batch_size == "auto" and not resuming and fits is not None
         out.log(f"out of memory at batch_size={bad} on {device} ({oom}); {hint}")
         if not retry:

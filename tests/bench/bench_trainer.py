@@ -110,7 +110,7 @@ def bare_side(raw: dict[str, Any]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median)")
+    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions (median)")
     parser.add_argument("--quick", action="store_true", help="smaller run, for a smoke check")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (1 is steadiest on a busy box)"
