@@ -191,17 +191,17 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path: Path, run_t
 
 
 @pytest.mark.timeout(120)
-def test_stop_file_then_resume(tmp_path: Path, run_trainer) -> None:
+def test_stop_file_then_resume(tmp_path: Path, run_inprocess) -> None:
     cfg = write_config(tmp_path)
     (tmp_path / "STOP").touch()
-    first = run_trainer(cfg)
+    first = run_inprocess(cfg)
     assert first.rc == 0, first.stderr
     assert not (tmp_path / "STOP").exists()
     status = first.status()
     assert (status["phase"], status["reason"], status["step"]) == ("interrupted", "STOP file", 1)
     assert first.events()[-1]["event"] == "interrupted"
     assert load_ckpt(tmp_path / "last.pt")["step"] == 1
-    second = run_trainer(cfg, "--resume")
+    second = run_inprocess(cfg, "--resume")
     assert second.rc == 0, second.stderr
     assert "resumed from epoch 1 step 1/8" in second.log()
     assert [h["epoch"] for h in second.history()] == [1, 2]
