@@ -43,7 +43,7 @@ from gpuctl.events import (
 )
 from gpuctl.host import Host
 from gpuctl.lifecycle import Engine
-from gpuctl.models import InstanceState, LaunchSpec
+from gpuctl.models import Instance, InstanceState, LaunchSpec
 
 from .feed import RunFeed
 from .messages import ActionFailed, DriveEnded, HistoryLoaded, RunEvent, SnapshotReady
@@ -421,6 +421,21 @@ class GpuctlApp(App[None]):
             return None
         return row.run_id
 
+    def _live_instance(self, row: Row) -> Instance | None:
+        """The row's machine as the store has it now (a row drawn a moment ago may predate
+        its instance: a launch that just came up)."""
+        store = self.engine.store
+        inst = None
+        if row.run_id:
+            run = store.find_run(row.run_id)
+            if run is not None and run.instance_id:
+                inst = store.get_instance(run.provider, run.instance_id)
+        if inst is None and row.instance_id:
+            inst = store.get_instance(row.provider, row.instance_id)
+        if inst is None or inst.state == InstanceState.TERMINATED:
+            return None
+        return inst
+
     def open_launch(self) -> None:
         self.push_screen(LaunchScreen(), self._launch_confirmed)
 
@@ -512,10 +527,8 @@ class GpuctlApp(App[None]):
         if row is None:
             self.notify("nothing selected", severity="warning")
             return
-        inst = None
-        if row.instance_id and row.live_instance:
-            inst = self.engine.store.get_instance(row.provider, row.instance_id)
-        if inst is None or inst.state == InstanceState.TERMINATED:
+        inst = self._live_instance(row)
+        if inst is None:
             self.notify(
                 f"{row.name} has no live machine", title="nothing to terminate", severity="warning"
             )
@@ -574,14 +587,11 @@ class GpuctlApp(App[None]):
 
     def shell(self, row: Row | None) -> None:
         """Suspend the app, open a shell on the machine in the run's dir, come back after."""
-        if row is None or not row.instance_id or not row.live_instance:
+        inst = self._live_instance(row) if row is not None else None
+        if row is None or inst is None:
             self.notify("select a row with a live machine", title="no shell", severity="warning")
             return
-        inst = self.engine.store.get_instance(row.provider, row.instance_id)
         run = self.engine.store.find_run(row.run_id) if row.run_id else None
-        if inst is None:
-            self.notify("the machine is not in the listing any more", severity="warning")
-            return
         try:
             host = self.engine.provider(inst.provider).host(inst)
             cwd = run.remote_dir if run and run.remote_dir else host.base_dir()

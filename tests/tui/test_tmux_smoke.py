@@ -62,7 +62,7 @@ def tmux(gpuctl_home: Path, tmp_path: Path) -> Iterator[Tmux]:
         f"GPUCTL_HOME={shlex.quote(str(gpuctl_home))} TERM=xterm-256color "
         f"SHELL={shlex.quote(str(shell))}"
     )
-    command = f"env {env} {shlex.quote(GPUCTL)}; echo EXITED:$?; sleep 60"
+    command = f"env -u COLUMNS -u LINES {env} {shlex.quote(GPUCTL)}; echo EXITED:$?; sleep 60"
     t.run("new-session", "-d", "-x", "120", "-y", "36", "-s", t.session, command)
     try:
         yield t

@@ -34,8 +34,8 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("provider", "PROVIDER", 8, 80),
-    Column("region", "REGION", 10, 20),
-    Column("name", "NAME / RUN", 18, 99),
+    Column("region", "REGION", 9, 20),
+    Column("name", "NAME / RUN", 20, 99),
     Column("type", "TYPE", 11, 40),
     Column("gpus", "GPUS", 8, 30),
     Column("state", "STATE", 13, 99),
@@ -60,7 +60,7 @@ TONE_STYLE = {
 def fit_columns(width: int, padding: int = 1) -> list[Column]:
     """The columns that fit, in display order; the name column takes what is left."""
     keep = list(COLUMNS)
-    budget = max(40, width - 2)  # the vertical scrollbar
+    budget = max(40, width - 1)  # the vertical scrollbar
 
     def needed(cols: Sequence[Column]) -> int:
         return sum(c.width + 2 * padding for c in cols)
@@ -284,7 +284,8 @@ class InstancesTable(DataTable[Text]):
                 arrow = ""
                 if col.key == self.sort_column:
                     arrow = " ▼" if self.sort_reverse else " ▲"
-                self.add_column(col.label + arrow, key=col.key, width=col.width)
+                label = Text(col.label + arrow, justify="right" if col.numeric else "left")
+                self.add_column(label, key=col.key, width=col.width)
             self._columns = columns
         else:
             self.clear()
@@ -319,4 +320,4 @@ class InstancesTable(DataTable[Text]):
                 arrow = " ▼" if self.sort_reverse else " ▲"
             column = self.columns.get(col.key)  # type: ignore[call-overload]
             if column is not None:
-                column.label = Text(col.label + arrow)
+                column.label = Text(col.label + arrow, justify="right" if col.numeric else "left")

@@ -26,21 +26,26 @@ class CostMeter(Widget):
     meter: reactive[Meter] = reactive(Meter, layout=False)
 
     def render(self) -> Text:
-        m = self.meter
         width = self.size.width or 100
+        full = self._line(width, compact=False)
+        return full if full.cell_len <= width else self._line(width, compact=True)
+
+    def _line(self, width: int, *, compact: bool) -> Text:
+        """The whole line; `compact` (80 columns) shortens words, never drops the budget."""
+        m = self.meter
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(" gpuctl ", style="bold reverse")
         out.append(" ")
         out.append(f"{money(m.burn_per_hour)}/h", style="bold")
-        out.append(" now · today ", style="dim")
+        out.append(" · today " if compact else " now · today ", style="dim")
         out.append(money(m.today))
         out.append(" · month ", style="dim")
         out.append(money(m.month))
-        tail = f" · {m.running} training · {m.billed} billed"
+        tail = f" · {m.running} training" + ("" if compact else f" · {m.billed} billed")
         if m.budget:
             fraction = m.fraction or 0.0
             style = {"ok": "green", "warn": "bold yellow", "over": "bold red"}[m.level]
-            out.append(" of ", style="dim")
+            out.append("/" if compact else " of ", style="dim")
             out.append(money(m.budget, 0))
             word = LEVEL_TEXT[m.level]
             room = width - out.cell_len - len(tail) - len(word) - 8
@@ -50,7 +55,7 @@ class CostMeter(Widget):
             out.append(f" {fraction:.0%} ", style=style)
             out.append(word, style=style + (" reverse" if m.level == "over" else ""))
         else:
-            out.append(" · no monthly budget", style="dim")
+            out.append(" · no budget" if compact else " · no monthly budget", style="dim")
         out.append(tail, style="dim")
         return out
 
