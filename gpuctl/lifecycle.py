@@ -316,7 +316,10 @@ class Engine:
     def _start_on(self, instance: Instance, spec: LaunchSpec, *, resume: bool) -> Events:
         """Reach the machine, sync code and workdir, write configs, start the agent."""
         provider = self.provider(spec.provider)
-        host = self._host(spec, instance)
+        # A machine created a moment ago is still booting: retry SSH (with backoff) for up
+        # to the profile's `boot_wait` seconds; on resume it must answer now.
+        boot_wait = self.settings.profile(spec.provider).get("boot_wait", 300.0)
+        host = self._host(spec, instance, wait=0.0 if resume else float(boot_wait or 0.0))
         yield SshReady(spec.run_id, host.label)
         rd = RunDir(host, spec.run_id)
         self.store.update_run(spec.run_id, status=RunStatus.SYNCING, remote_dir=rd.path)

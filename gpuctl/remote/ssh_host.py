@@ -71,9 +71,16 @@ class SshHost:
         return self
 
     def wait_ready(self, seconds: float) -> SshHost:
-        """Connect, retrying with backoff for up to `seconds` (a machine still booting)."""
-        self.session.boot_wait = max(self.session.boot_wait, seconds)
-        return self.connect()
+        """Connect, retrying with backoff for up to `seconds` (a machine still booting).
+
+        Only this connect waits that long; later reconnects keep their usual bound.
+        """
+        before = self.session.boot_wait
+        self.session.boot_wait = max(before, seconds)
+        try:
+            return self.connect()
+        finally:
+            self.session.boot_wait = before
 
     # -- paths --------------------------------------------------------------------------
 

@@ -189,6 +189,12 @@ def test_boot_wait_retries_until_sshd_listens(private_sshd: SshdServer, settings
         timer.join()
 
 
+def test_wait_ready_bounds_only_the_first_connect(host: SshHost) -> None:
+    started = time.monotonic()
+    assert host.wait_ready(300) is host
+    assert time.monotonic() - started < 5 and host.session.boot_wait == 0
+
+
 # -- dropped links --------------------------------------------------------------------------
 
 
