@@ -154,13 +154,27 @@ def open_compute(
     now: float | None = None,
     source: str = "launch",
 ) -> PriceSegment | None:
-    """Freeze the instance's hourly price into the ledger (idempotent per instance)."""
+    """Freeze the instance's hourly price into the ledger (idempotent per instance).
+
+    Billing starts at the provider's launch time, but never inside time the ledger has
+    already billed: a resumed machine whose launch time is its first boot is billed from
+    the restart, not twice.
+    """
     if instance.price_per_hour is None:
         return None
-    existing = _open(store, instance, COMPUTE)
+    segs = [
+        s
+        for s in store.segments(provider=instance.provider, instance_id=instance.id)
+        if s.kind == COMPUTE
+    ]
+    existing = next((s for s in segs if s.end is None), None)
     if existing is not None:
         return existing
     now = time.time() if now is None else now
+    begin = _start_time(instance, start, now)
+    billed_until = max((s.end for s in segs if s.end is not None), default=None)
+    if billed_until is not None and billed_until > begin:
+        begin = min(billed_until, now)
     return store.open_segment(
         PriceSegment(
             provider=instance.provider,
@@ -170,7 +184,7 @@ def open_compute(
             region=instance.zone or instance.region,
             market=instance.market.value,
             rate_per_hour=float(instance.price_per_hour),
-            start=_start_time(instance, start, now),
+            start=begin,
             source=source,
         )
     )
@@ -960,11 +974,8 @@ def reconcile(
         if _compute_billed(inst, billing) and COMPUTE not in open_kinds:
             if inst.price_per_hour is None:
                 continue
-            ends = [s.end for s in segs if s.kind == COMPUTE and s.end is not None]
-            start = _start_time(inst, None, now)
-            if ends and max(ends) > start:
-                start = min(max(ends), now)
-            open_compute(store, inst, inst.run_id, start, now=now, source="reconcile")
+            seg = open_compute(store, inst, inst.run_id, now=now, source="reconcile")
+            start = seg.start if seg is not None else now
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start))
             why = "the ledger had it gone" if segs else "it was not in the ledger"
             out.append(

@@ -197,7 +197,8 @@ def cost_group(
         if refresh:
             for item in _refresh(eng):
                 if not as_json:
-                    click.echo(f"flagged: {item.message}", err=True)
+                    word = "flagged" if item.action == "metered" else "reconciled"
+                    click.echo(f"{word}: {item.message}", err=True)
         m = cost.meter(eng.store, eng.settings)
         runs = {r.id: r for r in eng.store.list_runs()}
         if as_json:

@@ -402,6 +402,20 @@ def estimate_spec(
     """
     from . import cost
 
+    if offer is None and spec.instance_id:  # an existing machine: its own type and price
+        known = store.get_instance(spec.provider, spec.instance_id)
+        if known is not None:
+            offer = Offer(
+                provider=known.provider,
+                instance_type=known.instance_type,
+                gpu_name=known.gpu_name,
+                gpu_count=known.gpu_count,
+                gpu_memory_gb=0.0,
+                vcpus=0,
+                memory_gb=0.0,
+                price_per_hour=known.price_per_hour,
+                region=known.region,
+            )
     if offer is None:
         try:
             offer = offer_for(provider, spec)

@@ -189,3 +189,49 @@ def test_bad_budget_config_is_one_clear_error(gpuctl_home: Path, toml: str, need
 
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         settings_with(gpuctl_home, toml)
+
+
+class TeardownProvider:
+    """Just enough of a provider for Engine.finish: it records what was asked of it."""
+
+    kind = "aws"
+
+    def __init__(self) -> None:
+        from gpuctl.providers.aws import AwsProvider
+
+        self.billing = AwsProvider.billing
+        self.calls: list[str] = []
+
+    def host(self, instance: object) -> object:
+        from gpuctl.errors import RemoteError
+
+        raise RemoteError("unreachable in this test")
+
+    def stop(self, instance: object) -> None:
+        self.calls.append("stop")
+
+    def terminate(self, instance: object, *, wait: bool = True) -> None:
+        self.calls.append("terminate")
+
+
+@pytest.mark.parametrize(("policy", "action"), [("stop", "stopped"), ("terminate", "terminated")])
+def test_budget_end_tears_down_by_the_on_exceed_policy(
+    store: Store, gpuctl_home: Path, policy: str, action: str
+) -> None:
+    from gpuctl.events import TornDown
+
+    settings = settings_with(gpuctl_home, f'[budget]\non_exceed = "{policy}"\n')
+    r = run("r1", provider="aws", budget=5.0, teardown="keep")  # --teardown keep: overridden
+    store.add_run(r.evolve(instance_id="i-1"))
+    machine = inst(price=1.0, disk_gb=100.0)
+    store.put_instance(machine)
+    cost.record_launch(store, settings, machine, "r1", now=time.time() - 60)
+    eng = Engine(settings, store)
+    fake = TeardownProvider()
+    eng._providers["aws"] = fake
+    events = list(eng.finish("r1", RunStatus.BUDGET))
+    assert fake.calls == [policy]
+    assert [e.action for e in events if isinstance(e, TornDown)] == [action]
+    open_kinds = {s.kind for s in store.segments(open_only=True)}
+    # Stopped on AWS: the disk still bills. Terminated: nothing does.
+    assert open_kinds == ({"storage"} if policy == "stop" else set())

@@ -192,3 +192,20 @@ def test_estimate_without_a_price_still_gives_hours(gpuctl_home: Path) -> None:
     est = estimate.estimate_spec(Store(gpuctl_home / "state.db"), settings, spec, NoOffers())
     assert est.cost is None and est.gpu_class == "T4" and est.hours > 0
     assert "price unknown" in est.text()
+
+
+def test_estimate_on_an_existing_instance_uses_its_type_and_price(gpuctl_home: Path) -> None:
+    settings = settings_with(gpuctl_home)
+    store = Store(gpuctl_home / "state.db")
+    store.put_instance(inst(price=1.006).evolve(gpu_name="NVIDIA A10G", gpu_count=1))
+    spec = LaunchSpec("r9", "fast", "aws", train=FAST, instance_id="i-1")
+
+    class Unreachable:
+        kind = "aws"
+
+        def offers(self, **_kw: object) -> list:
+            raise AssertionError("an existing machine needs no offer lookup")
+
+    est = estimate.estimate_spec(store, settings, spec, Unreachable())
+    assert est.gpu_class == "A10G" and est.price_per_hour == 1.006
+    assert est.instance_type == "g5.xlarge"

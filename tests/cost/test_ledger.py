@@ -223,3 +223,45 @@ def test_stopped_state_is_not_billed_compute_on_aws(store: Store, gpuctl_home: P
     machine = inst(price=3.6, state=InstanceState.STOPPED)
     found = cost.reconcile(store, settings, "aws", [machine], now=T0)
     assert found == [] and store.segments() == []
+
+
+def test_resumed_machine_is_not_billed_twice_for_time_already_closed(
+    store: Store, gpuctl_home: Path
+) -> None:
+    settings = settings_with(gpuctl_home)
+    local = inst("local", "local-r1", price=36.0, launched_at=T0)  # launch time = first boot
+    cost.open_compute(store, local, "r1", now=T0)
+    cost.stop_instance(store, settings, local, T0 + 100)  # gpuctl stop
+    resumed = cost.open_compute(store, local, "r1", now=T0 + 1000, source="restart")
+    assert resumed is not None and resumed.start == T0 + 100
+    assert spent_at(store, gpuctl_home, T0 + 1000) == pytest.approx(10.0)
+
+
+def test_agent_limits_ignore_the_machines_wall_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP stepping the machine's clock a day ahead must not fire (or delay) the budget."""
+    import json
+    import time as time_module
+
+    from gpuctl.agent import agent
+
+    (tmp_path / "agent.json").write_text(json.dumps({"budget_seconds": 100.0}))
+    sup = agent.Supervisor(tmp_path)
+    wall, mono = time_module.time(), time_module.monotonic()
+    monkeypatch.setattr(agent.time, "time", lambda: wall + 86400)
+    monkeypatch.setattr(agent.time, "monotonic", lambda: mono + 50)
+    assert sup.check_limits() is None
+    monkeypatch.setattr(agent.time, "monotonic", lambda: mono + 101)
+    reason = sup.check_limits()
+    assert reason is not None and reason.startswith("budget reached")
+
+
+def test_agent_stops_at_once_when_no_budget_is_left(tmp_path: Path) -> None:
+    import json
+
+    from gpuctl.agent import agent
+
+    (tmp_path / "agent.json").write_text(json.dumps({"budget_seconds": 0.0}))
+    reason = agent.Supervisor(tmp_path).check_limits()
+    assert reason is not None and reason.startswith("budget reached")

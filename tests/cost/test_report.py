@@ -143,3 +143,15 @@ def test_cli_meter_json_and_watch(gpuctl_home: Path) -> None:
     table = gpuctl("cost")
     assert "month   $" in table.stdout and "of $100.00" in table.stdout
     assert "fast-1" in table.stdout and "$12.00 (42%)" in table.stdout
+
+
+def test_cli_refresh_closes_what_the_provider_no_longer_has(gpuctl_home: Path) -> None:
+    store = Store(gpuctl_home / "state.db")
+    ghost = inst("local", "local-ghost", price=36.0, run_id=None, launched_at=time.time() - H)
+    cost.open_compute(store, ghost, None)
+    assert json_lines(gpuctl("cost", "--json").stdout)[0]["total"]["burn_per_hour"] == 36.0
+    proc = gpuctl("cost", "--refresh")
+    assert proc.returncode == 0, proc.stderr
+    assert "reconciled: local local-ghost is gone" in proc.stderr
+    assert "now     $0.000/h burning on 0 instances" in proc.stdout
+    assert store.segments(open_only=True) == []
