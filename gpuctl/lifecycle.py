@@ -81,7 +81,9 @@ class Engine:
         if name not in self._providers:
             from gpuctl.providers.base import get_provider
 
-            self._providers[name] = get_provider(self.settings.profile(name), self.settings)
+            profile = self.settings.profile(name)
+            cost.profile_price(profile)  # a bad price_per_hour: one clear error, any command
+            self._providers[name] = get_provider(profile, self.settings)
         return self._providers[name]
 
     # -- resolve ---------------------------------------------------------------------------

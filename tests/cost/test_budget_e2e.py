@@ -148,3 +148,12 @@ def test_bad_money_input_is_one_line_and_creates_nothing(
     assert len(errors) == 1 and needle in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert nothing_created(gpuctl_home)
+
+
+def test_bad_price_is_one_line_for_every_command(gpuctl_home: Path) -> None:
+    (gpuctl_home / "config.toml").write_text('[profiles.local]\nprice_per_hour = "abc"\n')
+    offers = gpuctl("offers", "-p", "local")
+    assert offers.returncode == 2 and "Traceback" not in offers.stderr
+    assert "price_per_hour must be a number of USD per hour" in offers.stderr
+    ls = gpuctl("ls", "--refresh")
+    assert "Traceback" not in ls.stderr and "price_per_hour" in ls.stderr
