@@ -102,6 +102,7 @@ class GpuctlApp(App[None]):
         self.shell_runner = shell_runner
         self.feeds: dict[str, RunFeed] = {}
         self.following: set[str] = set()  # runs whose event stream a worker consumes
+        self.driven: set[str] = set()  # ...of which launched/resumed here: finished here too
         self.pending: dict[str, Row] = {}  # launched here, not yet in a store snapshot
         self.offers_cache: dict[str, tuple[Any, ...]] = {}
         self.listed_at: float | None = None
@@ -376,7 +377,10 @@ class GpuctlApp(App[None]):
             self.feed(message.run_id).add_lines([f"── {message.title}: {message.message}"])
 
     def on_drive_ended(self, message: DriveEnded) -> None:
-        self.following.discard(message.run_id)
+        if message.what in ("launch", "resume", "follow"):
+            self.following.discard(message.run_id)
+        if message.what in ("launch", "resume"):
+            self.driven.discard(message.run_id)
         key = f"run:{message.run_id}"
         if key in self.pending and self.engine.store.find_run(message.run_id) is None:
             del self.pending[key]  # refused before anything was recorded (a budget guard)
@@ -467,6 +471,7 @@ class GpuctlApp(App[None]):
         feed = self.feed(spec.run_id)
         feed.phase = "provisioning"
         self.following.add(spec.run_id)
+        self.driven.add(spec.run_id)
         self.main.snapshot = self.display_snapshot()
         self.main.table.select_key(row.key)
         self.notify(f"{spec.preset} on {spec.provider}", title=f"launching {spec.run_id}")
@@ -512,9 +517,19 @@ class GpuctlApp(App[None]):
             status = run.status.value if run else "unknown"
             self.notify(f"run {run_id} is {status}", title="nothing to stop", severity="warning")
             return
+        teardown = run.launch_spec.teardown
+        if run_id in self.driven and teardown != "keep":
+            done = "terminated" if teardown == "terminate" else "stopped"
+            after = (
+                "This run was started here and is followed to its end: its results are "
+                f"downloaded, then the machine is {done} (teardown '{teardown}', chosen at "
+                "launch)."
+            )
+        else:
+            after = "The machine stays up: d downloads results, r resumes, x terminates."
         body = (
             f"Stop training of {run_id}?\n\nThe trainer finishes its step, saves last.pt and "
-            "exits. The machine stays up: d downloads results, r resumes, x terminates."
+            f"exits. {after}"
         )
 
         def done(ok: bool | None) -> None:
@@ -571,10 +586,19 @@ class GpuctlApp(App[None]):
         if not run_id:
             return
         run = self.engine.store.find_run(run_id)
-        if run is not None and (run.status.active or run_id in self.following):
+        if run is not None and run.status.active:
             self.notify(f"run {run_id} is {run.status.value}", title="already going")
             return
+        if run_id in self.following:
+            self.notify(
+                f"run {run_id} is {run.status.value if run else 'ending'}: its results are "
+                "still being collected; resume when that is done",
+                title="not yet",
+                severity="warning",
+            )
+            return
         self.following.add(run_id)
+        self.driven.add(run_id)
         self.feed(run_id).final = None
         self.notify(f"resuming {run_id} from its last checkpoint")
         self.drive(run_id, "resume", lambda: self.engine.resume(run_id))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Button, Checkbox, DataTable, Input, Select, Static
 
 from gpuctl.events import GpuSampled, LogLines, Notice
 from gpuctl.models import GpuSample
 from gpuctl.tui.messages import RunEvent
+from gpuctl.tui.screens.confirm import ConfirmScreen
 from gpuctl.tui.screens.launch import LaunchScreen, parse_positive
 from gpuctl.tui.screens.main import MainScreen
 from gpuctl.tui.screens.run import GpuScreen, RunScreen
@@ -180,6 +182,7 @@ async def test_launch_refused_by_the_budget_says_so_before_anything_is_rented(
         assert "monthly budget" in str(modal.query_one("#errors", Static).render())
 
 
+@pytest.mark.slow
 async def test_validate_launched_from_the_modal_reaches_finished(gpuctl_home, make_app):
     """The real thing: local provider, real trainer, agent and store, from the keyboard."""
     app = make_app(live=True, reload_seconds=1.0)
@@ -213,3 +216,40 @@ async def test_validate_launched_from_the_modal_reaches_finished(gpuctl_home, ma
         await wait_for(lambda: isinstance(app.screen, RunScreen))
         log = app.screen.query_one(LogView)
         assert any("epoch 2/2" in line for line in log.lines)
+
+
+@pytest.mark.slow
+async def test_stop_then_resume_a_local_run_kept_at_the_end(gpuctl_home, make_app):
+    """s stops gracefully (checkpoint), r resumes from it: teardown 'keep' chosen at launch."""
+    app = make_app(live=True, reload_seconds=1.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("l")
+        await wait_for(lambda: isinstance(app.screen, LaunchScreen))
+        modal = app.screen
+        await wait_for(lambda: modal.offers, what="offers")
+        modal.query_one("#overrides", Input).value = "epochs=4"
+        modal.query_one("#teardown", Select).value = "keep"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(lambda: isinstance(app.screen, MainScreen))
+        (run_id,) = app.following
+        key = f"run:{run_id}"
+
+        def state() -> str:
+            row = app.main.snapshot.row(key)
+            return row.state if row else "-"
+
+        await wait_for(lambda: any("epoch 1/4 step" in ln for ln in app.feed(run_id).lines), 90)
+        await pilot.press("s")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        assert "The machine stays up" in app.screen.body
+        await pilot.press("y")
+        await wait_for(lambda: state().startswith("stopped"), timeout=90, what="stopped")
+        await wait_for(lambda: run_id not in app.following, timeout=60, what="wrap-up")
+        assert not notifications(app, "error")
+        await pilot.press("r")
+        await wait_for(lambda: state().startswith("finished"), timeout=120, what="finished")
+        assert any(
+            "resumed" in line or "trainer resumed" in line for line in app.feed(run_id).lines
+        )
+        assert not notifications(app, "error")

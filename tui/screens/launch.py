@@ -114,6 +114,18 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 yield Input(
                     placeholder="key=value … e.g. epochs=5 lr=0.01", compact=True, id="overrides"
                 )
+                yield Label("At the end", classes="label")
+                yield Select(
+                    [(p, p) for p in ("terminate", "stop", "keep")],
+                    value=settings.teardown
+                    if settings.teardown in ("terminate", "stop", "keep")
+                    else "terminate",
+                    allow_blank=False,
+                    compact=True,
+                    id="teardown",
+                    tooltip="what happens to the machine when the run ends (results are "
+                    "downloaded first); keep lets you resume a stopped run",
+                )
             yield Static("", id="errors")
             yield Static("", id="estimate")
             with Horizontal(classes="buttons"):
@@ -225,6 +237,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             self._preset_changed()
         elif event.select.id == "provider":
             self._load_offers(self.provider)
+        else:
+            self._revalidate()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
@@ -365,6 +379,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             instance_type=offer.instance_type if offer and cloud else None,
             region=(offer.region or None) if offer and cloud else None,
             spot=bool(self.query_one("#spot", Checkbox).value),
+            teardown=str(self.query_one("#teardown", Select).value),
         )
 
     def _show_estimate(self, values: dict[str, Any]) -> None:
