@@ -119,7 +119,7 @@ def test_stop_checkpoints_and_resume_finishes_every_epoch_once(gpuctl_home: Path
 
 
 def test_two_ls_at_once_while_a_run_writes_events(gpuctl_home: Path) -> None:
-    run_id = gpuctl("launch", "validate", "--set", "epochs=6").stdout.strip().splitlines()[-1]
+    run_id = gpuctl("launch", "validate", *SLOW).stdout.strip().splitlines()[-1]
     follower = subprocess.Popen(
         [GPUCTL, "logs", run_id, "-f", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -139,8 +139,12 @@ def test_two_ls_at_once_while_a_run_writes_events(gpuctl_home: Path) -> None:
                 assert p.returncode == 0, err
                 assert "locked" not in err and "Traceback" not in err
                 assert any(r.get("run_id") == run_id for r in json_lines(out))
+        # The run was still writing the whole time: it is stopped here, not finished.
+        assert run_status(gpuctl_home, run_id) == "running"
     finally:
+        stop = gpuctl("stop", run_id)
         follower.communicate(timeout=240)
+    assert stop.returncode == 0, stop.stderr
     assert follower.returncode == 0
 
 
