@@ -124,6 +124,7 @@ class GpuctlApp(App[None]):
     def notify(self, message: str, *, title: str = "", severity: Any = "information", **kw: Any):  # type: ignore[override]
         """Every notification is also kept (newest last) after its toast expires."""
         self.notice_log.append((str(severity), title, message))
+        kw.setdefault("markup", False)  # error text may hold [brackets]: show it verbatim
         return super().notify(message, title=title, severity=severity, **kw)
 
     # -- basics ----------------------------------------------------------------------------------
@@ -200,7 +201,9 @@ class GpuctlApp(App[None]):
     def _refresh_worker(self, network: bool) -> None:
         try:
             if network:
-                self.engine.refresh()
+                # Every machine on the account, not only gpuctl's: forgotten ones cost too
+                # (they show as "ext"; terminating one asks for its name).
+                self.engine.refresh(include_unmanaged=True)
             snapshot = build_snapshot(self.engine.store, self.engine.settings, self.now())
         except GpuctlError as exc:
             self.post_message(ActionFailed("refresh failed", exc.message, exc.hint))

@@ -253,3 +253,47 @@ async def test_stop_then_resume_a_local_run_kept_at_the_end(gpuctl_home, make_ap
             "resumed" in line or "trainer resumed" in line for line in app.feed(run_id).lines
         )
         assert not notifications(app, "error")
+
+
+async def test_a_finished_run_shows_its_saved_log_and_curve(seeded, make_app):
+    results = seeded / "results" / demo.FINISHED
+    results.mkdir(parents=True)
+    (results / "train.log").write_text("".join(f"line {i} [bracketed]\n" for i in range(300)))
+    (results / "events.jsonl").write_text(
+        '{"event": "epoch_end", "epoch": 1, "epochs": 2, "train_loss": 2.2, "val_loss": 2.1,'
+        ' "val_metric": 0.14, "warmup": true}\n'
+        '{"event": "epoch_end", "epoch": 2, "epochs": 2, "train_loss": 1.9, "val_loss": 2.0,'
+        ' "val_metric": 0.56}\nnot json\n'
+    )
+    config = demo.config(12).replace('"local", "fake", "aws"', '"local", "fake"')
+    app = make_app(config=config, live=True, reload_seconds=3600.0, clock=lambda: demo.NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.main.table.select_key(f"run:{demo.FINISHED}")
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, RunScreen))
+        log = app.screen.query_one(LogView)
+        await wait_for(lambda: len(log.lines) == 300, what="saved log")
+        assert log.lines[-1] == "line 299 [bracketed]"
+        feed_ = app.feed(demo.FINISHED)
+        assert sorted(feed_.epochs) == [1, 2]
+        await pilot.pause()
+        metric = str(app.screen.query_one("#metric-line", Static).render())
+        assert "acc 0.560" in metric and "best 0.560" in metric
+        gpus = app.screen.query_one(GpuPanel).render().plain
+        assert "N/A" in gpus and "finished" in gpus
+
+
+async def test_command_palette_runs_the_same_actions(seeded, make_app):
+    app = make_app(live=False, clock=lambda: demo.NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        commands = {c.title: c for c in app.get_system_commands(app.main)}
+        await commands["Launch"].callback()
+        await wait_for(lambda: isinstance(app.screen, LaunchScreen))
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, MainScreen))
+        await pilot.press("ctrl+p")
+        await wait_for(lambda: type(app.screen).__name__ == "CommandPalette", what="palette")
+        await pilot.press(*"cost", "enter")
+        await wait_for(lambda: type(app.screen).__name__ == "CostScreen", what="cost screen")

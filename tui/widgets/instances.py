@@ -103,6 +103,7 @@ class InstancesTable(DataTable[Text]):
         self._cells: dict[str, dict[str, str]] = {}
         self._columns: list[Column] = []
         self._now = 0.0
+        self._want_key: str | None = None
         self.shown = 0
 
     # -- public ------------------------------------------------------------------------------
@@ -156,8 +157,11 @@ class InstancesTable(DataTable[Text]):
         return row.key if row else None
 
     def select_key(self, key: str) -> bool:
+        """Put the cursor on this row; a row not shown yet gets it when it appears."""
         if key not in self._order:
+            self._want_key = key
             return False
+        self._want_key = None
         self.move_cursor(row=self._order.index(key))
         return True
 
@@ -274,7 +278,7 @@ class InstancesTable(DataTable[Text]):
     def _rebuild(self, visible: list[Row] | None = None, *, force_columns: bool = False) -> None:
         if visible is None:
             visible = self._visible()
-        keep_key = self.current_key
+        keep_key = self._want_key if self._want_key in self._by_key else self.current_key
         keep_index = self.cursor_row
         scroll_y = self.scroll_y
         columns = fit_columns(self.size.width) if self.size.width else list(COLUMNS)
@@ -297,6 +301,8 @@ class InstancesTable(DataTable[Text]):
             self._cells[row.key] = cells
             self.add_row(*(self._cell(c, row, cells[c.key]) for c in columns), key=row.key)
         self._order = [r.key for r in visible]
+        if keep_key == self._want_key and keep_key in self._order:
+            self._want_key = None
         if not self._order:
             return
         target = (
