@@ -64,6 +64,9 @@ def trainer_side(raw: dict[str, Any]) -> tuple[float, float, float]:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if code != 0:
             raise SystemExit(f"trainer run failed ({code}); see {tmp}/train.log")
+        phase = json.loads((Path(tmp) / "status.json").read_text())["phase"]
+        if phase != "finished":  # e.g. SIGTERM/Ctrl-C: the trainer stopped gracefully
+            raise SystemExit(f"trainer run ended as {phase!r}; no numbers")
         history = json.loads((Path(tmp) / "history.json").read_text())
         start = json.loads((Path(tmp) / "events.jsonl").read_text().splitlines()[0])
     per_epoch = start["steps_per_epoch"] * start["batch_size"]
