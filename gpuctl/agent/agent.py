@@ -26,9 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+try:  # imported as gpuctl.agent.agent (tests, the local provider)
+    from . import cloud
+except ImportError:  # run as a script on the machine: agent/ is sys.path[0]
+    import cloud  # type: ignore[no-redef]
+
 STATUS = "agent_status.json"
 CONFIG = "agent.json"
 TERMINAL_PHASES = ("finished", "failed", "interrupted")
+SPOT_REASON = "spot interruption"
 
 
 def now() -> float:
@@ -81,6 +87,7 @@ class Supervisor:
         self.started_mono = time.monotonic()  # limits: immune to the machine's clock jumping
         self.last_busy = now()
         self.stop_reason: str | None = None
+        self.spot = cloud.SpotWatch.from_config(self.cfg)  # AWS spot (or a test's emulator)
 
     # -- status ----------------------------------------------------------------------
 
@@ -111,6 +118,8 @@ class Supervisor:
 
     def start_trainer(self) -> None:
         env = dict(os.environ)
+        for name in cloud.secret_env_names(self.cfg):  # the trainer never sees them
+            env.pop(name, None)
         env.update({k: str(v) for k, v in (self.cfg.get("env") or {}).items()})
         code_dir = self.cfg.get("code_dir") or str(Path(__file__).resolve().parent.parent)
         paths = [code_dir]
@@ -185,6 +194,8 @@ class Supervisor:
         action = (self.cfg.get("shutdown") or {}).get("action", "none")
         command = (self.cfg.get("shutdown") or {}).get("command") or []
         self.save(shutdown={"action": action, "reason": reason, "at": now()})
+        if action == "destroy" and self.destroy_self():
+            return
         if action == "none" or not command:
             return
         self.log(f"shutdown ({action}): {reason}")
@@ -192,6 +203,67 @@ class Supervisor:
             subprocess.run(command, timeout=120, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
             self.log(f"shutdown command failed: {exc}")
+
+    def destroy_self(self) -> bool:
+        """DigitalOcean opt-in: delete this droplet through the API (only that ends billing).
+
+        The token comes from the variable named by token_env, set in this process's
+        environment by gpuctl; it is never logged or written. False: use the command.
+        """
+        cfg = self.cfg.get("shutdown") or {}
+        token = cloud.env_value(str(cfg.get("token_env") or ""))
+        if not (token and cfg.get("api") and cfg.get("droplet_id")):
+            self.log("destroy: no API token in the environment; powering off instead")
+            return False
+        self.log(f"destroying droplet {cfg['droplet_id']} through the API")
+        why = cloud.destroy_droplet(str(cfg["api"]), str(cfg["droplet_id"]), token)
+        if why:
+            self.log(f"destroy failed ({why}); powering off instead")
+        self.save(destroy={"at": now(), "ok": not why, "error": why or None})
+        return not why
+
+    # -- spot interruption ---------------------------------------------------------------
+
+    def check_spot(self) -> None:
+        """Poll the notice; on one, checkpoint now (the machine has about two minutes)."""
+        assert self.spot is not None
+        notice, rebalance = self.spot.poll(now())
+        if self.spot.error and self.status.get("spot_error") != self.spot.error:
+            self.log(f"metadata service: {self.spot.error}")
+            self.save(spot_error=self.spot.error)
+        if rebalance is not None:
+            self.log(f"rebalance recommendation: {json.dumps(rebalance)}")
+            self.save(rebalance={**rebalance, "seen_at": now()})
+        if notice is not None:
+            self.log(f"spot interruption notice: {json.dumps(notice)}")
+            self.save(spot={**notice, "noticed_at": now()})
+            self.graceful_stop(SPOT_REASON)
+
+    def note_checkpoint(self) -> None:
+        """The trainer has written last.pt: say when (before 'exited', which gpuctl sees)."""
+        spot = dict(self.status.get("spot") or {})
+        try:
+            spot["checkpoint_at"] = (self.dir / "last.pt").stat().st_mtime
+        except OSError:
+            spot["checkpoint_error"] = "no last.pt after the stop"
+        self.status["spot"] = spot
+
+    def push_checkpoint(self) -> None:
+        """Copy last.pt to the bucket (presigned URL from the environment), if asked to."""
+        spot = dict(self.status.get("spot") or {})
+        url = cloud.env_value(cloud.CHECKPOINT_URL_ENV)
+        if not url or "checkpoint_at" not in spot:
+            return
+        last = self.dir / "last.pt"
+        started = now()
+        try:
+            sent = cloud.put_file(url, last)
+            spot.update(uploaded_at=now(), uploaded_bytes=sent)
+            self.log(f"checkpoint pushed to the bucket ({sent} bytes, {now() - started:.1f}s)")
+        except Exception as exc:  # never print the URL: it is a credential
+            spot["upload_error"] = f"{type(exc).__name__}: {getattr(exc, 'reason', '')}"[:200]
+            self.log(f"checkpoint push to the bucket failed: {spot['upload_error']}")
+        self.save(spot=spot)
 
     # -- main loop ----------------------------------------------------------------------
 
@@ -225,16 +297,24 @@ class Supervisor:
             if stop_requested["reason"]:
                 self.graceful_stop(stop_requested["reason"])
                 continue
+            if self.spot is not None and self.spot.due(now()):
+                self.check_spot()
+                continue
             limit_reason = self.check_limits()
             if limit_reason:
                 self.graceful_stop(limit_reason)
                 continue
-            time.sleep(min(poll, 0.5) if now() - self.started < 5 else poll)
+            nap = min(poll, 0.5) if now() - self.started < 5 else poll
+            time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
         stop_file = self.dir / "STOP"
         if not self.stop_reason and stop_file.exists():
             self.stop_reason = stop_file.read_text().strip() or "stopped"
+        if self.stop_reason == SPOT_REASON:
+            self.note_checkpoint()
         self.save(state="exited", exit_code=code, ended_at=now(), reason=self.stop_reason or "")
         self.log(f"trainer exited with code {code}")
+        if self.stop_reason == SPOT_REASON:
+            self.push_checkpoint()
         if limit_reason:
             self.shutdown(limit_reason)
             return 0

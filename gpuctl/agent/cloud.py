@@ -67,7 +67,7 @@ class SpotWatch:
             if found is not None:
                 self.notice = notice = found
             self.error = None
-        except OSError as exc:  # URLError, timeouts, refused: say so, keep polling
+        except Exception as exc:  # refused, timeouts, garbage: say so, keep polling
             self.error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
         return notice, rebalance
 
@@ -143,8 +143,8 @@ def destroy_droplet(
             base = urllib.parse.urljoin(req.full_url, location).split("/v2/")[0]
             return destroy_droplet(base, droplet_id, token, timeout, redirects - 1)
         return f"HTTP {exc.code} from the API"
-    except OSError as exc:
-        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    except Exception as exc:  # refused, timeout, a broken answer: fall back to poweroff
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', '')}"
 
 
 def secret_env_names(cfg: dict[str, Any]) -> set[str]:
