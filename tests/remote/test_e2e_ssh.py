@@ -39,7 +39,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return base
 
 
-def gpuctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def gpuctl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [GPUCTL, *args],
         capture_output=True,
@@ -87,7 +87,7 @@ def test_run_streams_logs_through_a_dropped_link_and_downloads_results(
             logged = [e for e in events if e["event"] == "log"]
             if not killed and len(logged) >= 3:
                 killed = sshd.kill_all_connections()  # every link of this gpuctl drops
-        rc = proc.wait(timeout=180)
+        rc = proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
