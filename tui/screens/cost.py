@@ -134,13 +134,14 @@ class CostScreen(Screen[None]):
         table = self.query_one("#report", DataTable)
         table.clear(columns=True)
         first = {"run": "RUN", "provider": "PROVIDER", "day": "DAY"}[by]
-        table.add_column(first, key="key", width=28)
+        width = self.size.width or 100
+        table.add_column(first, key="key", width=max(16, min(30, width - 62)))
         if by == "run":
-            table.add_column("PROVIDER", key="provider", width=10)
+            table.add_column("PROVIDER", key="provider", width=9)
             table.add_column("PRESET", key="preset", width=9)
             table.add_column("STATUS", key="status", width=10)
-        table.add_column("HOURS", key="hours", width=7)
-        table.add_column("COST", key="cost", width=10)
+        table.add_column(Text("HOURS", justify="right"), key="hours", width=6)
+        table.add_column(Text("COST", justify="right"), key="cost", width=9)
         for row in view.report.rows:
             cells = [Text(row.key + (" !" if row.flagged else ""))]
             if by == "run":

@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.coordinate import Coordinate
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
@@ -104,6 +106,7 @@ class InstancesTable(DataTable[Text]):
         self._columns: list[Column] = []
         self._now = 0.0
         self._want_key: str | None = None
+        self._strips: LRUCache[tuple[Any, ...], Strip] = LRUCache(2000)
         self.shown = 0
 
     # -- public ------------------------------------------------------------------------------
@@ -194,6 +197,40 @@ class InstancesTable(DataTable[Text]):
         super()._update_dimensions(())
 
     # -- rendering ---------------------------------------------------------------------------
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        """Cache whole lines by row, not by screen position and cursor position.
+
+        DataTable keys its line cache on y and on where the cursor is, so a cursor move
+        (and every scroll step while holding a key down) renders every visible line
+        again. With a row cursor a line only changes when its own row gains or loses
+        the cursor, so the key here says just that. Falls back to DataTable's own path
+        if its internals ever change shape.
+        """
+        try:
+            row_key, offset = self._get_offsets(y)
+            locations = self._row_locations
+            index = locations.get(row_key) if row_key in locations else -1
+            key = (
+                row_key,
+                offset,
+                x1,
+                x2,
+                self.size.width,
+                self.cursor_type,
+                self.cursor_coordinate.row == index,
+                self._show_hover_cursor and self.hover_coordinate.row == index,
+                base_style,
+                self._update_count,
+                self._pseudo_class_state,
+            )
+        except (LookupError, AttributeError):
+            return super()._render_line(y, x1, x2, base_style)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = super()._render_line(y, x1, x2, base_style)
+            self._strips[key] = strip
+        return strip
 
     def _render_line_in_row(
         self,
