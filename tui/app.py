@@ -158,10 +158,8 @@ class GpuctlApp(App[None]):
 
     def row_for_run(self, run_id: str) -> Row | None:
         key = f"run:{run_id}"
-        for row in self.display_snapshot().rows:
-            if row.key == key:
-                return row
-        return None
+        row = self.snapshot.row(key) or self.pending.get(key)
+        return None if row is None else row.with_live(self._live(row))
 
     def on_mount(self) -> None:
         if not self.live:

@@ -86,7 +86,6 @@ class RunFeed:
         self.cost: CostTick | None = None
         self.phase = ""
         self.final: str | None = None
-        self.error: tuple[str, str] | None = None
         self.history_loaded = False
 
     # -- applying events ---------------------------------------------------------------------
@@ -143,11 +142,9 @@ class RunFeed:
         if isinstance(ev, Finished):
             self.final = ev.status
             self.phase = ev.status
-        elif isinstance(ev, Failed):
-            self.error = (ev.error, ev.hint)
-            if ev.log_tail:
-                self.add_lines(ev.log_tail)
-                changed.add("log")
+        elif isinstance(ev, Failed) and ev.log_tail:
+            self.add_lines(ev.log_tail)
+            changed.add("log")
         if isinstance(
             ev, Notice | Failed | Finished | Downloaded | TornDown | Synced
         ) or ev.kind in (

@@ -8,16 +8,15 @@ Every value the store does not know is None and renders as "-" or "N/A", never a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from gpuctl import cost
 from gpuctl.models import Instance, InstanceState, Run, RunStatus
 from gpuctl.settings import Settings
 from gpuctl.state import Store
-
-Clock = Callable[[], float]
 
 # How long finished runs without a live machine stay in the table.
 RECENT_RUN_SECONDS = 3 * 24 * 3600
@@ -359,14 +358,12 @@ class Snapshot:
     chips: tuple[Chip, ...] = ()
     taken_at: float = 0.0
 
-    def row(self, key: str) -> Row | None:
-        for r in self.rows:
-            if r.key == key:
-                return r
-        return None
+    @cached_property
+    def _index(self) -> dict[str, Row]:
+        return {r.key: r for r in self.rows}
 
-    def row_for_run(self, run_id: str) -> Row | None:
-        return self.row(f"run:{run_id}")
+    def row(self, key: str) -> Row | None:
+        return self._index.get(key)
 
 
 def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
