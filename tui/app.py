@@ -121,11 +121,13 @@ class GpuctlApp(App[None]):
         # First paint: the cached listing in the store, read once, no network.
         self.snapshot: Snapshot = build_snapshot(engine.store, engine.settings, self.now())
 
-    def notify(self, message: str, *, title: str = "", severity: Any = "information", **kw: Any):  # type: ignore[override]
+    def notify(  # type: ignore[override]
+        self, message: str, *, title: str = "", severity: Any = "information", **kw: Any
+    ) -> None:
         """Every notification is also kept (newest last) after its toast expires."""
         self.notice_log.append((str(severity), title, message))
         kw.setdefault("markup", False)  # error text may hold [brackets]: show it verbatim
-        return super().notify(message, title=title, severity=severity, **kw)
+        super().notify(message, title=title, severity=severity, **kw)
 
     # -- basics ----------------------------------------------------------------------------------
 
