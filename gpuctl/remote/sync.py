@@ -53,6 +53,7 @@ PROGRESS_EVERY = 0.25  # seconds between progress events
 SMALL_CHANGE_FILES = 32
 SMALL_CHANGE_BYTES = 8 << 20
 RSYNC_IO_TIMEOUT = 120  # seconds without I/O before rsync gives up
+RSYNC_IO_ERRORS = (11, 12, 23)  # file I/O, protocol stream, partial transfer
 
 
 # -- manifest ---------------------------------------------------------------------------
@@ -422,12 +423,13 @@ def _rsync_upload(
                     proc.wait()
         stderr = err_path.read_text(errors="replace").strip()
     if rc != 0:
-        if "no space left" in stderr.lower() or "quota" in stderr.lower():
-            raise RemoteError(
-                f"disk full on {session.label} while uploading; partial files removed",
-                hint="free space on the machine (or launch with a larger --disk) and sync again",
-            )
         last = stderr.splitlines()[-1] if stderr else f"exit {rc}"
+        if rc in RSYNC_IO_ERRORS or "no space" in stderr.lower() or "quota" in stderr.lower():
+            # rsync does not always relay the receiver's ENOSPC: ask the disk itself.
+            largest = max(e.size for e in entries)
+            err = write_error(session, remote_dir, "files", OSError(stderr or last), largest)
+            if err.message.startswith("disk full"):
+                raise err
         raise _RsyncUnusable(last)
     for entry in entries:
         sent[entry.rel] = Record(entry.size, entry.mtime, entry.mode, None)
