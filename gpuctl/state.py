@@ -308,8 +308,8 @@ class Store:
                     "INSERT INTO instances (provider, id, data, run_id, state, seen_at, gone_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(provider, id) DO UPDATE SET "
                     "data = excluded.data, run_id = excluded.run_id, state = excluded.state, "
-                    "seen_at = excluded.seen_at, gone_at = COALESCE(instances.gone_at, "
-                    "excluded.gone_at)",
+                    "seen_at = excluded.seen_at, gone_at = CASE WHEN excluded.gone_at IS NULL "
+                    "THEN NULL ELSE COALESCE(instances.gone_at, excluded.gone_at) END",
                     [provider, inst.id, inst.to_json(), inst.run_id, inst.state.value, now, gone],
                 )
             if complete:

@@ -128,3 +128,15 @@ def test_two_processes_write_without_database_locked(tmp_path: Path) -> None:
         assert p.exitcode == 0
     assert len(store.events("r-1")) == 150 and len(store.events("r-2")) == 150
     assert store.get_run("r-1").epoch == 149
+
+
+def test_a_machine_reported_alive_again_is_no_longer_gone(tmp_path: Path) -> None:
+    """An ssh box reused by a second run has the same id; it must not stay 'terminated'."""
+    store = Store(tmp_path / "state.db")
+    box = Instance("ssh", "me@10.0.0.5:22", "box", "-", "ssh", InstanceState.RUNNING)
+    store.put_instance(box)
+    store.mark_instance_gone("ssh", box.id)
+    assert store.instances("ssh") == []
+    store.put_instance(box)
+    (back,) = store.instances("ssh")
+    assert back.state == InstanceState.RUNNING
