@@ -484,6 +484,12 @@ def ls(
         eng.refresh(
             names if refresh or include_unmanaged else stale, include_unmanaged=include_unmanaged
         )
+    else:
+        from .reconcile import without_listing
+
+        without_listing(eng)  # a launch whose gpuctl was killed shows its orphan even from cache
+    from .reconcile import is_orphan
+
     runs = {r.id: r for r in eng.store.list_runs()}
     now = time.time()
     instances = [
@@ -502,7 +508,7 @@ def ls(
                     **inst.to_dict(),
                     "uptime_seconds": inst.uptime(now),
                     "run_status": run.status.value if run else None,
-                    "orphan": inst.managed and (run is None),
+                    "orphan": is_orphan(inst, run),
                 }
             )
         for name in names:
@@ -514,7 +520,7 @@ def ls(
     for inst in instances:
         run = runs.get(inst.run_id or "")
         state = inst.state.value
-        if run is None and inst.managed:
+        if is_orphan(inst, run):
             state += " (orphan)"
         rows.append(
             [
@@ -761,15 +767,11 @@ def _confirm_instance(inst: Any, yes: bool) -> None:
 
 
 def _down_orphans(eng: Any, out: Out, yes: bool) -> None:
+    from .reconcile import is_orphan
+
     eng.refresh()
     runs = {r.id: r for r in eng.store.list_runs()}
-    orphans = [
-        i
-        for i in eng.store.instances()
-        if i.managed
-        and (i.run_id not in runs or runs[i.run_id].status.terminal)
-        and i.state.value != "terminated"
-    ]
+    orphans = [i for i in eng.store.instances() if is_orphan(i, runs.get(i.run_id or ""))]
     if not orphans:
         out.line("no orphaned instances: everything gpuctl created belongs to a live run")
         if out.json:

@@ -256,3 +256,42 @@ class Failed(Event):
 
     def text(self) -> str:
         return f"error: {self.error}" + (f"\nhint: {self.hint}" if self.hint else "")
+
+
+@dataclass(frozen=True)
+class Recovering(Event):
+    """A managed run lost its machine (or its trainer was interrupted) and is coming back.
+
+    `step` says where: notice, checkpoint (saved where gpuctl can reach it), waiting (for
+    the provider to reclaim the machine), relaunching, restoring.
+    """
+
+    kind: ClassVar[str] = "recovering"
+    attempt: int
+    step: str
+    reason: str = ""
+    detail: str = ""
+
+    def text(self) -> str:
+        said = f": {self.detail}" if self.detail else ""
+        return f"recovering (attempt {self.attempt}, {self.step}){said}"
+
+
+@dataclass(frozen=True)
+class Recovered(Event):
+    """Training resumed from the last checkpoint, on `instance_id` (new or the same)."""
+
+    kind: ClassVar[str] = "recovered"
+    attempt: int
+    instance_id: str
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0  # from the interruption to the trainer running again
+    same_machine: bool = False
+
+    def text(self) -> str:
+        where = "the same machine" if self.same_machine else f"instance {self.instance_id}"
+        return (
+            f"recovered (attempt {self.attempt}) on {where}: resumed at epoch {self.epoch} "
+            f"step {self.step} after {self.seconds:.0f}s"
+        )

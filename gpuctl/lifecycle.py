@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import cost
+from . import cost, reconcile, recovery
 from .errors import (
     EXIT_BUDGET,
     EXIT_RUN_FAILED,
@@ -211,6 +211,7 @@ class Engine:
             )
         )
         self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
+        recovery.claim(self.store, spec.run_id, "launch")  # reconcile: is this launch alive?
         yield self._resolved(spec, est)
         if est is not None:
             self._event(spec.run_id, "estimate", est.to_dict())
@@ -328,7 +329,7 @@ class Engine:
         python, nproc, notices = self._environment(host, spec)
         yield from notices
         code_dir = yield from rd.upload_code(self.settings.cache_dir)
-        if spec.workdir and not resume:
+        if spec.workdir and (not resume or not rd.exists()):  # a relaunch: a fresh disk
             yield from rd.upload_workdir(Path(spec.workdir), spec.excludes, spec.include_secrets)
         train = dict(spec.train)
         train["out_dir"] = rd.path
@@ -336,7 +337,11 @@ class Engine:
             train["workdir"] = rd.work
         self.store.update_run(spec.run_id, status=RunStatus.STARTING)
         agent = self._agent_config(spec, instance, nproc, provider.agent_shutdown(instance))
-        answer = rd.start(code_dir=code_dir, python=python, train=train, agent=agent, resume=resume)
+        agent, env, notices = recovery.before_start(self, spec, instance, agent)  # spot, secrets
+        yield from notices
+        answer = rd.start(
+            code_dir=code_dir, python=python, train=train, agent=agent, resume=resume, env=env
+        )
         self.store.update_run(spec.run_id, status=RunStatus.RUNNING, reason="")
         self._event(spec.run_id, "started", {"host": host.label, "resume": resume, **answer})
         yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
@@ -368,8 +373,12 @@ class Engine:
         from_start: bool = False,
         tail_lines: int = 20,
         stop_when_done: bool = True,
+        log_offset: int | None = None,
     ) -> Events:
-        """Stream log lines, epochs, GPU samples and cost until the trainer ends."""
+        """Stream log lines, epochs, GPU samples and cost until the trainer ends.
+
+        `log_offset`: follow train.log from there (a resumed run's log continues).
+        """
         run = self.store.get_run(run_id)
         run_id = run.id
         try:
@@ -378,7 +387,9 @@ class Engine:
             yield Failed(run_id, exc.message, exc.hint, exc.exit_code)
             return run.status
         rd = RunDir(host, run_id, run.remote_dir)
-        if from_start:
+        if log_offset is not None:
+            log_tail = Tail(host, rd.p("train.log"), log_offset)
+        elif from_start:
             log_tail = Tail(host, rd.p("train.log"))
         else:
             lines, offset = last_lines(host, rd.p("train.log"), tail_lines)
@@ -411,6 +422,7 @@ class Engine:
                 if now >= next_status:
                     next_status = now + self.status_seconds
                     status = rd.status()
+                    yield from recovery.status_notices(run_id, status, warned)  # spot notice
                     state = status.get("state")
                     if state in ("exited", "lost") or not status:
                         for line_batch in (log_tail.flush(),):
@@ -423,10 +435,15 @@ class Engine:
                 if link_down_since is not None:
                     yield Notice(run_id, f"reconnected to {host.label}")
                     link_down_since = None
+                yield from recovery.reconnect_notices(run_id, host, warned)  # silent reconnects
             except RemoteError as exc:
                 if link_down_since is None:
                     link_down_since = time.monotonic()
                     yield Notice(run_id, f"link to {host.label} lost ({exc}); retrying", "warning")
+                gone = recovery.vanished(self, run)  # the provider says the machine is gone
+                if gone is not None:
+                    yield Notice(run_id, gone, "warning")
+                    return RunStatus.INTERRUPTED
                 if time.monotonic() - link_down_since > 600:
                     yield Failed(
                         run_id, f"lost {host.label} for 10 minutes", exc.hint, exc.exit_code
@@ -534,6 +551,7 @@ class Engine:
         if not started:
             return RunStatus.FAILED
         status = yield from self.follow(spec.run_id, from_start=True)
+        status = yield from recovery.supervise(self, spec.run_id, status)  # managed runs
         return (yield from self.finish(spec.run_id, status))
 
     def finish(self, run_id: str, status: RunStatus) -> Events:
@@ -678,9 +696,15 @@ class Engine:
             )
         if run.status == RunStatus.FINISHED:
             raise ConfigError(f"run {run.id} already finished", hint="launch a new run instead")
-        instance, host = self._locate(run)
+        recovery.claim(self.store, run.id, "resume")
+        try:
+            instance, host = self._locate(run)
+        except NotFoundError:  # the machine is gone: a new one, with the checkpoint we hold
+            return (yield from recovery.resume_elsewhere(self, run.id))
         rd = RunDir(host, run.id, run.remote_dir)
-        if host.file_size(rd.p("last.pt")) is None:
+        if host.file_size(rd.p("last.pt")) is None and not (
+            yield from recovery.restore(self, run, rd)
+        ):
             raise RunFailed(
                 f"run {run.id} has no checkpoint to resume from (last.pt missing)",
                 hint=f"start a new run: gpuctl run {run.preset}",
@@ -695,6 +719,7 @@ class Engine:
             yield Failed(run.id, exc.message, exc.hint, exc.exit_code)
             return RunStatus.FAILED
         status = yield from self.follow(run.id, from_start=False, tail_lines=0)
+        status = yield from recovery.supervise(self, run.id, status)
         return (yield from self.finish(run.id, status))
 
     # -- listing ------------------------------------------------------------------------------
@@ -726,6 +751,7 @@ class Engine:
                 )
             message = "; ".join(f"{w}: {m}" if w != "*" else m for w, m in listing.errors)
             self.store.set_provider_status(listing.provider, not listing.errors, message)
+        reconcile.after_refresh(self, listings)  # runs vs machines: vanished, orphans, died
         return listings
 
     def _reconcile(self, listing: Any) -> None:

@@ -146,10 +146,17 @@ class RunDir:
 
     # -- agent -----------------------------------------------------------------------------
 
-    def _agent(self, code_dir: str, python: str, command: str, *extra: str) -> dict[str, Any]:
+    def _agent(
+        self,
+        code_dir: str,
+        python: str,
+        command: str,
+        *extra: str,
+        env: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         agent = f"{code_dir}/agent/agent.py"
         argv = [python, agent, command, "--run-dir", self.path, *extra]
-        result = self.host.exec(shlex.join(argv), timeout=180)
+        result = self.host.exec(shlex.join(argv), timeout=180, env=env)
         result.check(f"agent {command}")
         lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
         if not lines:
@@ -178,7 +185,7 @@ class RunDir:
             "run_id": self.run_id,
         }
         self.write_json("agent.json", agent_cfg)
-        answer = self._agent(code_dir, python, "start")
+        answer = self._agent(code_dir, python, "start", env=env)  # secrets: env only
         if answer.get("error"):
             raise RemoteError(f"agent: {answer['error']}", hint="`gpuctl status` shows the run")
         return answer

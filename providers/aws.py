@@ -194,6 +194,10 @@ class AwsProvider:
     def _ec2(self, region: str, aws_profile: str | None = None) -> Any:
         return self._client("ec2", region, aws_profile)
 
+    def s3(self, region: str | None = None) -> Any:
+        """An S3 client on this profile's credentials (the --checkpoint-bucket of spot runs)."""
+        return self._client("s3", region or self._profile_regions()[0])
+
     @property
     def emulated(self) -> bool:
         """True when an endpoint override points the SDK somewhere other than AWS."""

@@ -4,9 +4,11 @@ trainer (stdlib only) so agent tests run in well under a second, without torch."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,9 @@ from typing import Any
 import pytest
 
 from tests.aws.conftest import aws, moto_server, register_ami, spot_prices  # noqa: F401
+from tests.cli import GPUCTL
 from tests.fakes.imds import FakeImds
+from tests.fixtures.sshd import SshdServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,3 +120,63 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "i
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def aws_profile(home: Path, endpoint: str, port: int, sshd: SshdServer, **extra: Any) -> None:
+    """An `aws-test` profile on moto whose instances are reached at 127.0.0.1:port."""
+    lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in extra.items())
+    (home / "config.toml").write_text(
+        f"""providers = ["aws-test"]
+
+[profiles.aws-test]
+provider = "aws"
+regions = ["us-east-1"]
+endpoint_url = "{endpoint}"
+ssh_cidr = "203.0.113.7/32"
+ssh_host = "{sshd.host}"
+ssh_port = {port}
+ssh_user = "{sshd.user}"
+ssh_key = "{sshd.key_path}"
+shutdown_command = ["true"]
+python = "{sys.executable}"
+poll_seconds = 0.05
+{lines}"""
+    )
+
+
+class Stream:
+    """`gpuctl ... --json` in the background; its events collected as they come."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.proc = subprocess.Popen(
+            [GPUCTL, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.events.append(json.loads(line))
+
+    def first(self, event: str, **match: Any) -> dict[str, Any] | None:
+        for ev in list(self.events):
+            if ev["event"] == event and all(ev.get(k) == v for k, v in match.items()):
+                return ev
+        return None
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(10)
+        return rc, self.proc.stderr.read() if self.proc.stderr else ""

@@ -1,0 +1,231 @@
+"""Make gpuctl's record of runs agree with what the providers report, after anything.
+
+Called on every Engine.refresh (after cost.reconcile has brought the ledger in line) and
+by `gpuctl ls`. Each difference is fixed in the store, recorded in the run's history
+(event "run_reconciled") and returned as a Finding:
+
+- a launch whose gpuctl died (kill -9 mid-provisioning): the run is failed with the
+  reason, its machine adopted (run.instance_id) and shown as an orphan;
+- an active run whose machine vanished: interrupted (spot) or lost, with the reason
+  (`gpuctl resume` brings it back on a new machine from the checkpoint gpuctl holds);
+- a tagged machine whose run the store never knew (another laptop, a lost state file):
+  adopted as an orphan; cost.reconcile meters it from the provider's launch time;
+- a running run nobody follows whose trainer ended: its final status, and `failed` with
+  the last log lines when the trainer or the agent died.
+
+Nothing here terminates anything: `gpuctl down --orphans` does, for gpuctl's own only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import recovery
+from .errors import GpuctlError
+from .models import Instance, InstanceState, Market, Run, RunStatus
+from .rundir import RunDir
+from .tail import last_lines
+
+if TYPE_CHECKING:
+    from .lifecycle import Engine
+
+log = logging.getLogger("gpuctl.reconcile")
+
+PRE_START = frozenset(
+    {RunStatus.PENDING, RunStatus.PROVISIONING, RunStatus.SYNCING, RunStatus.STARTING}
+)
+STALE_SECONDS = 3600.0  # a launch with no known owner, untouched this long, is dead
+AGENT_CHECK_SECONDS = 60.0  # how often one run's agent is asked over SSH, at most
+LOG_LINES = 5
+EVENT = "run_reconciled"  # in the run's history (the ledger's own kind is "reconciled")
+
+
+@dataclass(frozen=True)
+class Finding:
+    run_id: str | None
+    instance_id: str | None
+    action: str  # launch_killed | vanished | orphan | ended
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def is_orphan(instance: Instance, run: Run | None) -> bool:
+    """gpuctl created it and nothing will ever take it down: no run, or an ended run
+    that meant to terminate it (a kept or stopped machine is the user's choice)."""
+    if not instance.managed or instance.state == InstanceState.TERMINATED:
+        return False
+    if run is None:
+        return True
+    if run.status.active:
+        return False
+    spec = run.spec
+    return not spec.get("instance_id") and spec.get("teardown", "terminate") == "terminate"
+
+
+def after_refresh(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
+    """Reconcile runs with fresh listings; never breaks a listing."""
+    try:
+        return _reconcile(engine, listings)
+    except Exception:
+        log.exception("reconciling runs failed")
+        return []
+
+
+def without_listing(engine: Engine) -> list[Finding]:
+    """What needs no provider: launches whose gpuctl died (`gpuctl ls` from the cache)."""
+    return after_refresh(engine, [])
+
+
+def _reconcile(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
+    store = engine.store
+    now = time.time()
+    usable = {
+        listing.provider: listing
+        for listing in listings
+        if not any(where == "*" for where, _ in listing.errors)
+    }
+    live: dict[str, dict[str, Instance]] = {
+        name: {i.id: i for i in listing.instances if i.state != InstanceState.TERMINATED}
+        for name, listing in usable.items()
+    }
+    tagged: dict[str, Instance] = {}
+    for found in live.values():
+        for inst in found.values():
+            if inst.managed and inst.run_id:
+                tagged.setdefault(inst.run_id, inst)
+    runs = store.list_runs()
+    findings = list(_strangers(engine, tagged, {r.id for r in runs}))
+    to_check: list[Run] = []
+    for run in runs:
+        if not run.status.active:
+            continue
+        owner = recovery.owner_alive(store, run.id)
+        if owner:
+            continue  # its gpuctl is launching, following or recovering it right now
+        if run.status in PRE_START or run.status == RunStatus.RECOVERING:
+            if owner is False or now - run.updated_at > STALE_SECONDS:
+                findings.append(_launch_killed(engine, run, tagged.get(run.id)))
+            continue
+        listing = usable.get(run.provider)
+        if (
+            listing is not None
+            and listing.complete
+            and run.instance_id
+            and run.instance_id not in live.get(run.provider, {})
+        ):
+            finding = _vanished(engine, run)
+            if finding is not None:
+                findings.append(finding)
+                continue
+        if run.status == RunStatus.RUNNING and run.remote_dir and listings:
+            to_check.append(run)
+    if to_check:
+        with ThreadPoolExecutor(max_workers=min(4, len(to_check))) as pool:
+            for finding in pool.map(lambda r: _check_agent(engine, r), to_check):
+                if finding is not None:
+                    findings.append(finding)
+    for finding in findings:
+        engine._event(finding.run_id, EVENT, finding.to_dict())
+    return findings
+
+
+def _strangers(
+    engine: Engine, tagged: Mapping[str, Instance], known: Iterable[str]
+) -> list[Finding]:
+    """Tagged machines with no run in the store: adopted as orphans, said once each."""
+    known = set(known)
+    out = []
+    for run_id, inst in tagged.items():
+        if run_id in known or engine.store.events(run_id, kinds=[EVENT]):
+            continue
+        out.append(
+            Finding(
+                run_id,
+                inst.id,
+                "orphan",
+                f"{inst.provider} {inst.id} is tagged with run {run_id}, which gpuctl has no "
+                "record of: adopted as an orphan (cost counted from its launch); "
+                "`gpuctl down --orphans` removes it",
+            )
+        )
+    return out
+
+
+def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
+    claims = engine.store.events(run.id, kinds=["owner"])
+    pid = f" (pid {claims[-1].get('pid')})" if claims else ""
+    doing = "recovering" if run.status == RunStatus.RECOVERING else "launching"
+    message = f"gpuctl was killed while {doing} it{pid}"
+    changes: dict[str, Any] = {"status": RunStatus.FAILED}
+    instance_id = run.instance_id
+    if inst is not None:
+        instance_id = inst.id
+        changes["instance_id"] = inst.id
+        message += f"; its instance {inst.id} is an orphan: `gpuctl down --orphans` removes it"
+    if doing == "recovering":
+        changes["status"] = RunStatus.INTERRUPTED
+        message += f"; `gpuctl resume {run.id}` continues it"
+    engine.store.update_run(run.id, reason=message, **changes)
+    return Finding(run.id, instance_id, "launch_killed", message)
+
+
+def _vanished(engine: Engine, run: Run) -> Finding | None:
+    """The listing lacks the run's machine: confirm with the provider, then mark the run."""
+    assert run.instance_id
+    try:
+        current = engine.provider(run.provider).get_instance(run.instance_id)
+    except GpuctlError:
+        return None  # cannot tell gone from unreachable
+    if current is not None and current.state != InstanceState.TERMINATED:
+        return None  # outside the listed regions, or not listed yet
+    cached = engine.store.get_instance(run.provider, run.instance_id)
+    spot = cached is not None and cached.market == Market.SPOT
+    status = RunStatus.INTERRUPTED if spot else RunStatus.LOST
+    message = f"{recovery.GONE_PREFIX}: {run.instance_id} " + (
+        "(spot capacity reclaimed while gpuctl was not watching)"
+        if spot
+        else f"vanished from {run.provider}"
+    )
+    engine.store.update_run(run.id, status=status, reason=message, eta_seconds=None)
+    engine.store.mark_instance_gone(run.provider, run.instance_id)
+    return Finding(run.id, run.instance_id, "vanished", message)
+
+
+def _check_agent(engine: Engine, run: Run) -> Finding | None:
+    """Ask the run's agent whether the trainer still runs (throttled per run)."""
+    store = engine.store
+    key = f"reconcile:agent:{run.id}"
+    if store.cache_get(key, max_age=AGENT_CHECK_SECONDS) is not None:
+        return None
+    store.cache_put(key, time.time())
+    try:
+        _instance, host = engine._locate(run)
+    except GpuctlError:
+        return None
+    try:
+        rd = RunDir(host, run.id, run.remote_dir)
+        status = rd.status()
+        if status.get("state") not in ("exited", "lost"):
+            return None
+        final = engine._final_status(run.id, status)
+        message = store.get_run(run.id).reason
+        if final in (RunStatus.FAILED, RunStatus.LOST):
+            lines, _ = last_lines(host, rd.p("train.log"), LOG_LINES)
+            said = " | ".join(ln.strip() for ln in lines if ln.strip())
+            what = "the agent died" if status.get("state") == "lost" else "the trainer died"
+            message = f"{what} ({message})" + (f"; last log: {said}" if said else "")
+            store.update_run(run.id, status=RunStatus.FAILED, reason=message[:2000])
+            final = RunStatus.FAILED
+        return Finding(run.id, run.instance_id, "ended", f"run {run.id} {final.value}: {message}")
+    except GpuctlError as exc:
+        log.info("agent of %s not reachable: %s", run.id, exc.one_line())
+        return None
+    finally:
+        host.close()
