@@ -177,6 +177,9 @@ def presign_put(engine: Engine, spec: LaunchSpec, instance: Instance, bucket: st
     expires = int(min(7 * 24 * 3600, hours * 3600 + 3600))
     s3 = _s3(engine, spec, instance.region or None)
     try:
+        where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+        if where != s3.meta.region_name:  # a SigV4 URL is only good in the bucket's region
+            s3 = _s3(engine, spec, where)
         return str(
             s3.generate_presigned_url(
                 "put_object",

@@ -195,8 +195,18 @@ class AwsProvider:
         return self._client("ec2", region, aws_profile)
 
     def s3(self, region: str | None = None) -> Any:
-        """An S3 client on this profile's credentials (the --checkpoint-bucket of spot runs)."""
-        return self._client("s3", region or self._profile_regions()[0])
+        """An S3 client on this profile's credentials (the --checkpoint-bucket of spot runs);
+        SigV4, which presigned URLs need in every region."""
+        from botocore.config import Config
+
+        kwargs: dict[str, Any] = {
+            "region_name": region or self._profile_regions()[0],
+            "config": Config(signature_version="s3v4", retries={"mode": "standard"}),
+        }
+        if self.profile.get("endpoint_url"):
+            kwargs["endpoint_url"] = self.profile.get("endpoint_url")
+        with self._lock, aws_errors(region=kwargs["region_name"]):
+            return self._session(None).client("s3", **kwargs)
 
     @property
     def emulated(self) -> bool:
