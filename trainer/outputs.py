@@ -20,9 +20,9 @@ STATUS_EVERY_SECONDS = 2.0
 def write_json_atomic(path: Path, data: Any) -> None:
     """tmp + fsync + os.replace."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    text = json.dumps(data, indent=1) + "\n"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -11,8 +11,10 @@ Reported: median samples/s over interleaved repetitions for
   - end to end: training samples / wall time of the whole run (setup, eval, and for
     the trainer every output and checkpoint write included);
   - steady state: training samples / time in the training phase, first epoch excluded;
-  - per CPU second: training samples / process CPU time (robust on a shared machine,
-    blind to I/O waits such as fsync), and the best wall-clock rep.
+  - per CPU second: training samples / process CPU time (steadier on a shared machine,
+    blind to I/O waits such as fsync), and the best wall-clock rep;
+  - bookkeeping share: time inside the trainer's outputs, checkpoint and stop code as a
+    fraction of its run, measured with cProfile (robust to a busy machine).
 On a machine with a GPU it also reports AMP and torch.compile speedups of the trainer.
 """
 
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import io
 import json
+import pstats
 import statistics
 import sys
 import tempfile
@@ -74,6 +78,40 @@ def trainer_side(raw: dict[str, Any]) -> tuple[float, float, float]:
     steady = per_epoch * (len(history) - 1) / sum(train_times[1:])
     total = per_epoch * len(history)
     return total / wall, steady, total / cpu
+
+
+BOOKKEEPING = {  # entry points of everything the trainer does besides training (no nesting)
+    ("outputs.py", "log"),
+    ("outputs.py", "event"),
+    ("outputs.py", "status"),
+    ("outputs.py", "history"),
+    ("checkpoint.py", "atomic_save"),
+    ("checkpoint.py", "atomic_copy"),
+    ("stop.py", "requested"),
+    ("loop.py", "make_state"),
+}
+
+
+def bookkeeping_share(raw: dict[str, Any]) -> float:
+    """Fraction of the trainer's run time spent in bookkeeping, by cProfile.
+
+    Independent of how busy the machine is; conservative, since profiling slows the
+    Python-heavy bookkeeping more than the torch kernels.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve_paths(validate(raw), tmp)
+        profile = cProfile.Profile()
+        with contextlib.redirect_stdout(io.StringIO()):
+            profile.runcall(run, cfg)
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total = spent = 0.0
+    for (filename, _, name), (_, _, _, cumulative, _) in stats.items():
+        base = Path(filename).name
+        if base == "loop.py" and name == "train":
+            total = cumulative
+        elif (base, name) in BOOKKEEPING and Path(filename).parent.name == "trainer":
+            spent += cumulative
+    return spent / total
 
 
 def bare_side(raw: dict[str, Any]) -> tuple[float, float, float]:
@@ -171,6 +209,8 @@ def main() -> None:
             f"  note: wall-clock spread {max(walls) / min(walls):.2f}x between reps: machine busy;"
             " trust 'best' and 'per CPU second' over the medians"
         )
+    share = statistics.median(bookkeeping_share(raw) for _ in range(3))
+    print(f"  bookkeeping share of the trainer's own time (cProfile, median of 3): {share:.2%}")
     print("  goal: bookkeeping <= 3% (trainer/bare >= 0.97)")
     if device == "cuda":
         print("\nGPU variants of the trainer (steady-state samples/s, median of 3):")
