@@ -13,6 +13,7 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -237,7 +238,7 @@ def _check(key: str, value: object) -> object:
     return value
 
 
-def _check_version(raw: dict[str, Any]) -> None:
+def _check_version(raw: Mapping[str, Any]) -> None:
     version = raw.get("version", CONFIG_VERSION)
     if isinstance(version, int) and not isinstance(version, bool) and version > CONFIG_VERSION:
         raise ConfigError(
@@ -246,9 +247,9 @@ def _check_version(raw: dict[str, Any]) -> None:
         )
 
 
-def validate(raw: dict[str, Any]) -> TrainConfig:
+def validate(raw: Mapping[str, Any]) -> TrainConfig:
     """Check a raw mapping against the schema; missing keys take their defaults."""
-    if not isinstance(raw, dict):
+    if not isinstance(raw, Mapping):
         raise ConfigError(f"config must be a mapping of key to value, got {type(raw).__name__}")
     _check_version(raw)
     errors: list[str] = []

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from types import MappingProxyType
 
 import pytest
 
@@ -125,6 +126,7 @@ def test_types_are_normalised() -> None:
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
     assert cfg.batch_size == "auto" and cfg.workers == 2
+    assert validate(MappingProxyType({"epochs": 2})).epochs == 2  # any read-only mapping
 
 
 @pytest.mark.parametrize(
