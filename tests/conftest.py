@@ -31,4 +31,7 @@ def gpuctl_home(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # Trainers started by tests share 2 cores with pytest and each other: one thread each
+    # keeps several at once from thrashing (the benchmarks use every core).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield home
