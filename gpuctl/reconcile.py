@@ -49,7 +49,7 @@ EVENT = "run_reconciled"  # in the run's history (the ledger's own kind is "reco
 class Finding:
     run_id: str | None
     instance_id: str | None
-    action: str  # launch_killed | vanished | orphan | ended
+    action: str  # launch_killed | adopted | vanished | orphan | ended
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +159,10 @@ def _strangers(
 
 
 def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
+    if run.status == RunStatus.STARTING and run.remote_dir and _trainer_runs(engine, run):
+        message = "gpuctl was killed just after starting it; the trainer runs: adopted"
+        engine.store.update_run(run.id, status=RunStatus.RUNNING, reason="")
+        return Finding(run.id, run.instance_id, "adopted", message)
     claims = engine.store.events(run.id, kinds=["owner"])
     pid = f" (pid {claims[-1].get('pid')})" if claims else ""
     doing = "recovering" if run.status == RunStatus.RECOVERING else "launching"
@@ -174,6 +178,19 @@ def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
         message += f"; `gpuctl resume {run.id}` continues it"
     engine.store.update_run(run.id, reason=message, **changes)
     return Finding(run.id, instance_id, "launch_killed", message)
+
+
+def _trainer_runs(engine: Engine, run: Run) -> bool:
+    try:
+        _instance, host = engine._locate(run)
+    except GpuctlError:
+        return False
+    try:
+        return RunDir(host, run.id, run.remote_dir).status().get("state") in ("starting", "running")
+    except GpuctlError:
+        return False
+    finally:
+        host.close()
 
 
 def _vanished(engine: Engine, run: Run) -> Finding | None:

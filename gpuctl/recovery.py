@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import cost
-from .errors import EXIT_BUDGET, GpuctlError
+from .errors import EXIT_BUDGET, EXIT_RUN_FAILED, GpuctlError
 from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
@@ -354,7 +354,18 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     alive = old is not None and old.state != InstanceState.TERMINATED
     if alive and not reason.startswith(GONE_PREFIX):
         pulled = yield from pull_checkpoint(engine, run)  # while the machine still answers
+    if pulled is None and fetch_from_bucket(engine, run, local_dir(engine, run) / "last.pt"):
+        yield Notice(run_id, "checkpoint fetched from the bucket (the agent pushed it)")
     ckpt = pulled or local_checkpoint(engine, run)
+    if ckpt is None and manual:  # by hand, with the machine gone: nothing to resume from
+        store.update_run(run_id, status=run.status)
+        yield Failed(
+            run_id,
+            f"run {run_id} has no checkpoint gpuctl can reach, and its machine is gone",
+            f"start a new run: gpuctl run {run.preset}",
+            EXIT_RUN_FAILED,
+        )
+        return None
     detail = f"checkpoint saved at {ckpt}" if ckpt else "no checkpoint reached gpuctl"
     yield Recovering(run_id, attempt, "checkpoint", reason, detail)
     fate = yield from await_fate(engine, run, old, attempt)
@@ -376,11 +387,17 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     store.update_run(run_id, attempt=attempt)
     try:
         offset, resumed = yield from start_resumed(engine, store.get_run(run_id), instance, same)
-    except GpuctlError as exc:
-        message = f"recovery failed: {exc.message}"
+    except Exception as exc:  # keep the user's money safe first, then say why
+        error = exc if isinstance(exc, GpuctlError) else GpuctlError(f"internal error: {exc!r}")
+        if not isinstance(exc, GpuctlError):
+            log.exception("recovery of %s failed", run_id)
+        if not same:  # a machine launched for nothing bills for nothing
+            yield from _terminate(engine, run, instance)
+            _forget(engine, instance)
+        message = f"recovery failed: {error.message}"
         store.update_run(run_id, status=RunStatus.INTERRUPTED, reason=message)
-        engine._event(run_id, "recovery_failed", {"attempt": attempt, "error": exc.message})
-        yield Failed(run_id, message, exc.hint or f"`gpuctl resume {run_id}`", exc.exit_code)
+        engine._event(run_id, "recovery_failed", {"attempt": attempt, "error": error.message})
+        yield Failed(run_id, message, error.hint or f"`gpuctl resume {run_id}`", error.exit_code)
         return None
     seconds = round(time.monotonic() - began, 2)
     epoch, step = _position(engine, store.get_run(run_id)) if resumed else (1, 0)

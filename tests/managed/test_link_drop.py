@@ -33,7 +33,7 @@ def test_follow_reconnects_and_the_log_is_byte_for_byte(sshd: SshdServer, tmp_pa
         "GPUCTL_SSH_CONFIG": "/dev/null",
     }
     argv = ["run", "validate", "--provider", "ssh", "--host", sshd.spec]
-    argv += ["--identity", str(sshd.key_path), "--json", "--set", "epochs=5"]
+    argv += ["--identity", str(sshd.key_path), "--json", "--set", "epochs=3"]
     argv += ["--set", "train_samples=1024", "--set", "val_samples=128"]
     run = Stream(argv, env)
     killed = 0

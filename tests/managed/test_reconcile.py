@@ -4,6 +4,7 @@ tagged strangers, dead trainers. Each is fixed in the store and kept in the run'
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -116,3 +117,23 @@ def test_dead_trainer_fails_the_run_with_its_last_log_lines(engine: Engine) -> N
     run = engine.store.get_run("r-died")
     assert run.status == RunStatus.FAILED
     assert "agent died" in run.reason and "CUDA out of memory" in run.reason
+
+
+def test_killed_just_after_start_adopts_the_running_trainer(engine: Engine) -> None:
+    run_dir = _local_dir(engine, "r-started")
+    cfg = {"code_dir": str(REPO / "gpuctl"), "python": sys.executable}
+    (run_dir / "agent.json").write_text(json.dumps(cfg))
+    alive = {"state": "running", "agent_pid": os.getpid(), "trainer_pid": os.getpid()}
+    (run_dir / "agent_status.json").write_text(json.dumps(alive))
+    _add(
+        engine,
+        "r-started",
+        RunStatus.STARTING,
+        instance_id="local-r-started",
+        remote_dir=str(run_dir),
+    )
+    _dead_owner(engine, "r-started")
+    engine.refresh(["local"])
+    assert engine.store.get_run("r-started").status == RunStatus.RUNNING
+    (found,) = engine.store.events("r-started", kinds=["run_reconciled"])
+    assert found["action"] == "adopted"

@@ -18,6 +18,7 @@ from gpuctl.recovery import (
     CHECKPOINT_URL_ENV,
     DEFAULT_METADATA_URL,
     before_start,
+    fetch_from_bucket,
     needs_recovery,
     recover,
     relaunch_spec,
@@ -132,3 +133,43 @@ def test_no_relaunch_past_the_budget(gpuctl_home: Path) -> None:
     run = engine.store.get_run("r-poor")
     assert run.status == RunStatus.BUDGET and run.instance_id == "local-r-poor"
     assert not (gpuctl_home / "local" / "runs" / "r-poor").exists()  # nothing launched
+
+
+def test_resume_by_hand_without_any_checkpoint_launches_nothing(gpuctl_home: Path) -> None:
+    engine = Engine()
+    now = time.time()
+    spec = LaunchSpec(run_id="r-empty", preset="validate", provider="local")
+    engine.store.add_run(
+        Run("r-empty", "validate", "local", RunStatus.STOPPED, now, now,
+            instance_id="local-r-empty", spec=spec.to_dict(), reason="stopped by user")
+    )  # fmt: skip
+    events, offset = drain(recover(engine, "r-empty", manual=True))
+    assert offset is None
+    assert isinstance(events[-1], Failed) and "no checkpoint" in events[-1].error
+    assert engine.store.get_run("r-empty").status == RunStatus.STOPPED
+    assert not (gpuctl_home / "local" / "runs" / "r-empty").exists()
+
+
+def test_the_bucket_copy_is_fetched_when_newer_than_what_gpuctl_holds(
+    gpuctl_home: Path, aws: str
+) -> None:
+    import io
+    import zipfile
+
+    import boto3
+
+    engine = _engine(gpuctl_home, f'[profiles.aws-t]\nprovider = "aws"\nendpoint_url = "{aws}"\n')
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w") as zf:
+        zf.writestr("data.pkl", "weights" * 100)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="ckpt-b")
+    s3.put_object(Bucket="ckpt-b", Key="gpuctl/r-b/last.pt", Body=blob.getvalue())
+    spec = LaunchSpec(
+        run_id="r-b", preset="validate", provider="aws-t", options={"checkpoint_bucket": "ckpt-b"}
+    )
+    run = Run("r-b", "validate", "aws-t", RunStatus.INTERRUPTED, 0.0, 0.0, spec=spec.to_dict())
+    target = gpuctl_home / "results" / "r-b" / "last.pt"
+    assert fetch_from_bucket(engine, run, target) == target
+    assert target.read_bytes() == blob.getvalue()
+    assert fetch_from_bucket(engine, run, target) is None  # the same checkpoint: not again
