@@ -655,6 +655,13 @@ def status(run_id: str, as_json: bool) -> None:
             + ("alive" if agent.get("trainer_alive") else "not running")
             + f", shutdown action {agent.get('shutdown_action', 'none')}"
         )
+        if agent.get("spot"):
+            notice = agent["spot"]
+            lines.append(f"spot      notice: {notice.get('action')} at {notice.get('time')}")
+        elif agent.get("rebalance"):
+            lines.append("spot      rebalance recommendation: elevated risk of interruption")
+    if run.attempt > 1:
+        lines.append(f"attempts  {run.attempt} (recovered {run.attempt - 1} time(s))")
     click.echo("\n".join(lines))
 
 

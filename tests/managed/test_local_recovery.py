@@ -46,6 +46,9 @@ def test_managed_run_recovers_after_its_agent_and_trainer_are_killed(gpuctl_home
     assert _history(Path(final["results_dir"])) == [1, 2, 3, 4, 5]
     with Store(gpuctl_home / "state.db") as store:
         assert store.get_run(final["run_id"]).attempt == 2
+        rows = [e["kind"] for e in store.events(final["run_id"])]
+        assert rows.count("recovering") == 1 and rows.count("recovered") == 1
+    assert "attempts  2 (recovered 1 time(s))" in gpuctl("status", final["run_id"]).stdout
 
 
 def test_resume_by_hand_relaunches_when_the_machine_is_gone(gpuctl_home: Path) -> None:
