@@ -602,7 +602,7 @@ def status(run_id: str, as_json: bool) -> None:
     agent: dict[str, Any] = {}
     if run.status.active and run.remote_dir:
         try:
-            _, host = eng._locate(run)
+            _, host = eng.locate(run)
             agent = RunDir(host, run.id, run.remote_dir).status()
         except GpuctlError as exc:
             agent = {"error": exc.one_line()}
@@ -692,7 +692,7 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
             sys.exit(failure.exit_code)
         return
     try:
-        _, host = eng._locate(run)
+        _, host = eng.locate(run)
         text_lines, _ = last_lines(host, RunDir(host, run.id, run.remote_dir).p("train.log"), lines)
     except NotFoundError:
         if not run.results_dir:
@@ -735,7 +735,7 @@ def down(target: str | None, orphans: bool, yes: bool, as_json: bool) -> None:
         if inst is None:
             raise NotFoundError(f"no run or instance '{target}'", hint="`gpuctl ls` lists them")
         _confirm_instance(inst, yes)
-        drive(out, eng._teardown(inst.run_id, inst, "terminate"))
+        drive(out, eng.teardown(inst.run_id, inst, "terminate"))
         return
     drive(out, eng.down(run.id))
 
@@ -798,7 +798,7 @@ def _down_orphans(eng: Any, out: Out, yes: bool) -> None:
         if not click.confirm(f"Terminate these {len(orphans)} instance(s)?", default=False):
             raise ConfigError("not confirmed; nothing was terminated")
     for inst in orphans:
-        drive(out, eng._teardown(inst.run_id, inst, "terminate"))
+        drive(out, eng.teardown(inst.run_id, inst, "terminate"))
 
 
 @main.command()
@@ -836,7 +836,7 @@ def ssh(run_id: str) -> None:
     """Open a shell on RUN's machine, in its run directory."""
     eng = engine()
     run = eng.store.get_run(run_id)
-    _, host = eng._locate(run)
+    _, host = eng.locate(run)
     sys.exit(host.shell(run.remote_dir or host.base_dir()))
 
 

@@ -71,6 +71,7 @@ class Engine:
         self.settings = settings or load_settings()
         self.store = store or Store(self.settings.state_path)
         self._providers: dict[str, Any] = {}
+        self._hosts: dict[tuple[str, str, str | None], Host] = {}
         self.poll_seconds = 0.5
         self.status_seconds = 2.0
         self.gpu_seconds = 5.0
@@ -231,7 +232,7 @@ class Engine:
                         hint="`gpuctl ls` lists the instances gpuctl can see",
                     )
             else:
-                instance = yield from provider.launch(spec)
+                instance = yield from self.create_instance(spec)
                 created = True
             self.store.put_instance(instance)
             self.store.update_run(spec.run_id, instance_id=instance.id)
@@ -262,6 +263,21 @@ class Engine:
             )
         return None
 
+    def create_instance(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
+        """A new machine for spec, its address freed of any old host-key pin.
+
+        Cloud IPs are recycled: the key pinned for an address belonged to an earlier
+        machine. Only machines gpuctl created are unpinned; a user's own box keeps its pin.
+        """
+        provider = self.provider(spec.provider)
+        instance = yield from provider.launch(spec)
+        target = provider.ssh_target(instance) if instance.managed else None
+        if target is not None:
+            from gpuctl.remote.hostkeys import forget_host
+
+            forget_host(self.settings.known_hosts, target.host, target.port)
+        return instance
+
     def estimate(self, spec: LaunchSpec) -> Any:  # -> estimate.Estimate | None
         """Hours and dollars before launch (None if even the provider is unusable)."""
         from . import estimate
@@ -289,7 +305,7 @@ class Engine:
     ) -> Events:
         if instance is not None and created:
             try:
-                yield from self._teardown(spec.run_id, instance, "terminate")
+                yield from self.teardown(spec.run_id, instance, "terminate")
             except GpuctlError as down_exc:
                 yield Notice(
                     spec.run_id,
@@ -302,8 +318,11 @@ class Engine:
         yield Failed(spec.run_id, exc.message, exc.hint, exc.exit_code)
 
     def _host(self, run: Run | LaunchSpec, instance: Instance, wait: float = 0.0) -> Host:
-        provider = self.provider(run.provider)
-        host = provider.host(instance)
+        """One Host (one SSH connection) per machine and address for this process."""
+        key = (instance.provider, instance.id, instance.public_ip)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = self.provider(run.provider).host(instance)
         if wait and hasattr(host, "wait_ready"):
             host.wait_ready(wait)
         return host
@@ -382,7 +401,7 @@ class Engine:
         run = self.store.get_run(run_id)
         run_id = run.id
         try:
-            _instance, host = self._locate(run)
+            _instance, host = self.locate(run)
         except GpuctlError as exc:
             yield Failed(run_id, exc.message, exc.hint, exc.exit_code)
             return run.status
@@ -511,7 +530,7 @@ class Engine:
             warned.add("stop")
             self.store.update_run(run_id, reason="budget")
             try:
-                _instance, host = self._locate(run)
+                _instance, host = self.locate(run)
                 RunDir(host, run_id, run.remote_dir).stop(reason=f"budget: {over.label}")
             except GpuctlError as exc:
                 yield Notice(run_id, f"budget stop failed: {exc.one_line()}", "error")
@@ -570,7 +589,7 @@ class Engine:
         instance = self._instance_of(run)
         if instance is not None and policy != "keep":
             try:
-                yield from self._teardown(run_id, instance, policy)
+                yield from self.teardown(run_id, instance, policy)
             except GpuctlError as exc:
                 yield Notice(run_id, f"teardown failed: {exc.one_line()}", "error")
         spent, _ = cost.spent(self.store, self.settings, run_id=run_id)
@@ -600,7 +619,7 @@ class Engine:
             return None
         return self.store.get_instance(run.provider, run.instance_id)
 
-    def _locate(self, run: Run) -> tuple[Instance, Host]:
+    def locate(self, run: Run) -> tuple[Instance, Host]:
         instance = self._instance_of(run)
         if instance is None or instance.state == InstanceState.TERMINATED:
             fresh = None
@@ -621,7 +640,7 @@ class Engine:
         run = self.store.get_run(run_id)
         if not run.remote_dir:
             raise NotFoundError(f"run {run.id} never started", hint="nothing to stop")
-        _instance, host = self._locate(run)
+        _instance, host = self.locate(run)
         self.store.update_run(run.id, status=RunStatus.STOPPING)
         yield Notice(run.id, f"stopping {run.id}: the trainer finishes its step and checkpoints")
         answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason)
@@ -632,7 +651,8 @@ class Engine:
         yield Finished(run.id, status.value, None, self.store.get_run(run.id).metric)
         return status
 
-    def _teardown(self, run_id: str | None, instance: Instance, policy: str) -> Events:
+    def teardown(self, run_id: str | None, instance: Instance, policy: str) -> Events:
+        """Stop or terminate an instance, close its ledger, say so (callers confirm first)."""
         provider = self.provider(instance.provider)
         if policy == "stop":
             provider.stop(instance)
@@ -648,7 +668,8 @@ class Engine:
                 cost.stop_instance(self.store, self.settings, instance)
         else:
             provider.terminate(instance, wait=True)
-            action = "terminated"
+            # An ssh box is the user's own machine: gpuctl only lets go of it.
+            action = "released" if provider.kind == "ssh" else "terminated"
             cost.close_instance(self.store, instance)
             self.store.mark_instance_gone(instance.provider, instance.id)
         self._event(run_id, "teardown", {"instance": instance.id, "action": action})
@@ -663,12 +684,12 @@ class Engine:
             return None
         if run.status.active:
             try:
-                _, host = self._locate(run)
+                _, host = self.locate(run)
                 RunDir(host, run.id, run.remote_dir).stop(reason="instance removed", timeout=30)
                 self._final_status(run.id, RunDir(host, run.id, run.remote_dir).status())
             except GpuctlError:
                 pass
-        yield from self._teardown(run.id, instance, "terminate")
+        yield from self.teardown(run.id, instance, "terminate")
         run = self.store.get_run(run.id)
         if run.status.active:
             self.store.update_run(run.id, status=RunStatus.STOPPED, reason="instance removed")
@@ -678,7 +699,7 @@ class Engine:
         run = self.store.get_run(run_id)
         if not run.remote_dir:
             raise NotFoundError(f"run {run.id} never started", hint="nothing to download")
-        _, host = self._locate(run)
+        _, host = self.locate(run)
         target = Path(to) if to else self.settings.results_dir / run.id
         rd = RunDir(host, run.id, run.remote_dir)
         stats = yield from rd.download(target)
@@ -698,7 +719,7 @@ class Engine:
             raise ConfigError(f"run {run.id} already finished", hint="launch a new run instead")
         recovery.claim(self.store, run.id, "resume")
         try:
-            instance, host = self._locate(run)
+            instance, host = self.locate(run)
         except NotFoundError:  # the machine is gone: a new one, with the checkpoint we hold
             return (yield from recovery.resume_elsewhere(self, run.id))
         rd = RunDir(host, run.id, run.remote_dir)

@@ -182,7 +182,7 @@ def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
 
 def _trainer_runs(engine: Engine, run: Run) -> bool:
     try:
-        _instance, host = engine._locate(run)
+        _instance, host = engine.locate(run)
     except GpuctlError:
         return False
     try:
@@ -223,7 +223,7 @@ def _check_agent(engine: Engine, run: Run) -> Finding | None:
         return None
     store.cache_put(key, time.time())
     try:
-        _instance, host = engine._locate(run)
+        _instance, host = engine.locate(run)
     except GpuctlError:
         return None
     try:

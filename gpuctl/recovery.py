@@ -254,7 +254,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
     """Copy last.pt (and the log and history) from the machine while it still exists."""
     target = local_dir(engine, run)
     try:
-        _instance, host = engine._locate(run)
+        _instance, host = engine.locate(run)
         try:
             rd = RunDir(host, run.id, run.remote_dir)
             if host.file_size(rd.p("last.pt")) is None:
@@ -544,9 +544,8 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
     new_spec = relaunch_spec(run, old)
     where = f"{new_spec.instance_type or 'the same type'} in {new_spec.region or 'the same place'}"
     yield Recovering(run.id, attempt, "relaunching", run.reason, where)
-    provider = engine.provider(spec.provider)
     try:
-        instance = yield from provider.launch(new_spec)
+        instance = yield from engine.create_instance(new_spec)
     except GpuctlError as exc:
         store.update_run(
             run.id, status=RunStatus.INTERRUPTED, reason=f"relaunch failed: {exc.message}"

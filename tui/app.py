@@ -576,7 +576,7 @@ class GpuctlApp(App[None]):
                 self.drive(
                     f"{inst.provider}/{inst.id}",
                     "terminate",
-                    lambda: self.engine._teardown(None, inst, "terminate"),
+                    lambda: self.engine.teardown(None, inst, "terminate"),
                 )
 
         action = "Terminate" if require else "Terminate (y)"
@@ -718,7 +718,7 @@ def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[st
     if not run.remote_dir:
         return None, []
     try:
-        _instance, host = engine._locate(run)
+        _instance, host = engine.locate(run)
         rd = RunDir(host, run.id, run.remote_dir)
         if run.status.terminal:
             lines, _ = last_lines(host, rd.p("train.log"), HISTORY_LINES)
