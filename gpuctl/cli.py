@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,21 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # -- output ----------------------------------------------------------------------------------
 
 
+def echo(text: str, *, err: bool = False) -> None:
+    """Print, surviving a reader that went away (`gpuctl run ... | head`).
+
+    A launch or a teardown must not die half way because nobody reads its output any
+    more: that would leave a machine billing. Later output goes to /dev/null instead.
+    """
+    try:
+        click.echo(text, err=err)
+    except BrokenPipeError:
+        stream = sys.stderr if err else sys.stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 class Out:
     """Where events and tables go: text for people, JSON lines for scripts."""
 
@@ -38,19 +54,19 @@ class Out:
 
     def event(self, ev: Event, *, err: bool = False) -> None:
         if self.json:
-            click.echo(json.dumps(ev.to_dict(), default=str))
+            echo(json.dumps(ev.to_dict(), default=str))
             return
         text = ev.text()
         if not text:
             return
-        click.echo(text, err=err or isinstance(ev, Failed))
+        echo(text, err=err or isinstance(ev, Failed))
 
     def obj(self, data: Any) -> None:
-        click.echo(json.dumps(data, default=str))
+        echo(json.dumps(data, default=str))
 
     def line(self, text: str = "", *, err: bool = False) -> None:
         if not self.json:
-            click.echo(text, err=err)
+            echo(text, err=err)
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:

@@ -233,3 +233,15 @@ def test_corrupt_or_foreign_state_is_refused_untouched(gpuctl_home: Path, conten
     assert db.read_bytes() == before
     proc = gpuctl("run", "validate")
     assert proc.returncode == 2 and db.read_bytes() == before
+
+
+def test_a_reader_going_away_does_not_abandon_the_run(gpuctl_home: Path) -> None:
+    """`gpuctl run validate | head -1`: the run still finishes and nothing is left billing."""
+    proc = subprocess.run(
+        f"{GPUCTL} run validate | head -1", shell=True, capture_output=True, text=True, timeout=300
+    )
+    assert proc.stdout.startswith("run validate-")
+    runs = json_lines(gpuctl("ls", "--runs", "--json").stdout)
+    assert [r["status"] for r in runs] == ["finished"]
+    live = json_lines(gpuctl("ls", "--json").stdout)
+    assert [i for i in live if i.get("state") != "terminated"] == []
