@@ -248,6 +248,11 @@ class Engine:
             )
             started = yield from self._start_on(instance, spec, resume=False)
             return started
+        except (KeyboardInterrupt, GeneratorExit):
+            # Ctrl-C, or the consumer went away, before the trainer started: a machine
+            # that will never run anything must not keep billing.
+            self._abandon_launch(spec, instance, created)
+            raise
         except GpuctlError as exc:
             yield from self._fail_launch(spec, instance, created, exc)
         except Exception as exc:  # a bug: keep the user's money safe, then report it
@@ -299,6 +304,24 @@ class Engine:
             estimate_cost=round(est.cost, 4) if est and est.cost is not None else None,
             offer=(est.instance_type if est else "") or spec.instance_type or "",
         )
+
+    def _abandon_launch(self, spec: LaunchSpec, instance: Instance | None, created: bool) -> None:
+        """Undo a launch cut short; no events (the listener is gone), best effort, quick."""
+        run = self.store.find_run(spec.run_id)
+        if run is not None and run.status == RunStatus.RUNNING:
+            return  # the trainer runs: it has its own limits, and `gpuctl ls` shows it
+        reason = "launch interrupted before the trainer started"
+        if instance is not None and created:
+            try:
+                self.provider(spec.provider).terminate(instance, wait=False)
+                cost.close_instance(self.store, instance)
+                self.store.mark_instance_gone(instance.provider, instance.id)
+                reason += f"; instance {instance.id} terminated"
+            except Exception as exc:  # reconcile shows it as an orphan; say how to remove it
+                log.exception("could not terminate %s", instance.id)
+                reason += f"; could not terminate {instance.id} ({exc}): gpuctl down --orphans"
+        self.store.update_run(spec.run_id, status=RunStatus.FAILED, reason=reason)
+        self._event(spec.run_id, "failed", {"error": reason})
 
     def _fail_launch(
         self, spec: LaunchSpec, instance: Instance | None, created: bool, exc: GpuctlError

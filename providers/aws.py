@@ -814,12 +814,16 @@ class AwsProvider:
                 instance_id = adopted  # the create went through; only its answer was lost
             self._remember(instance_id, (plan.region, aws_profile))
             self._record_use((plan.region, aws_profile))
-            yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
             try:
+                yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
                 item, died = self._wait_running(plan.region, instance_id, aws_profile)
+                if not died:
+                    yield Attempt(run_id, where=where, ok=True)
             except BaseException as exc:
+                # Failed, Ctrl-C or abandoned before the caller holds it: nothing will ever
+                # use this machine, so it must not keep billing.
+                self._terminate_quietly(plan.region, instance_id, aws_profile)
                 if isinstance(exc, Exception):
-                    self._terminate_quietly(plan.region, instance_id, aws_profile)
                     raise map_error(exc, **ctx) from None
                 raise
             if died:
@@ -828,7 +832,6 @@ class AwsProvider:
                 failures.append(failure)
                 yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
                 continue
-            yield Attempt(run_id, where=where, ok=True)
             return self._to_instance(item, plan.region)
         return None
 

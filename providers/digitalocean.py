@@ -772,7 +772,7 @@ class DigitalOceanProvider:
                 tried.append(region)
                 yield Attempt(rid, region, False, exc.message)
                 continue
-            yield Attempt(rid, region, True)
+            created_in = region
             break
         if droplet is None:
             elsewhere = [r for r in offered if r not in tried]
@@ -785,8 +785,21 @@ class DigitalOceanProvider:
                 if elsewhere
                 else "try another size (gpuctl offers) or later",
             )
-        instance = yield from self._wait_active(rid, int(droplet["id"]))
+        droplet_id = int(droplet["id"])
+        try:
+            yield Attempt(rid, created_in, True)
+            instance = yield from self._wait_active(rid, droplet_id)
+        except BaseException:
+            # Failed, Ctrl-C or abandoned before the caller holds it: destroy, never leak.
+            self._destroy_quietly(droplet_id)
+            raise
         return instance
+
+    def _destroy_quietly(self, droplet_id: int) -> None:
+        try:
+            self._destroy(droplet_id, wait=False)
+        except Exception:
+            log.exception("%s: could not destroy droplet %s", self.name, droplet_id)
 
     def _user_data(self, spec: LaunchSpec) -> str:
         from gpuctl.bootguard import boot_guard_script
@@ -899,6 +912,9 @@ class DigitalOceanProvider:
         droplet_id = self._droplet_id(instance.id)
         if droplet_id is None:
             raise NotFoundError(f"'{instance.id}' is not a droplet id")
+        self._destroy(droplet_id, wait=wait)
+
+    def _destroy(self, droplet_id: int, *, wait: bool) -> None:
         client = self._client()
         for attempt in range(1, 4):
             try:
@@ -925,7 +941,7 @@ class DigitalOceanProvider:
                 raise ProviderError(
                     f"droplet {droplet_id} still exists {self.action_timeout:.0f}s after destroy "
                     "(and may still be billed)",
-                    hint=f"check the console; `gpuctl down {instance.id}` retries",
+                    hint=f"check the console; `gpuctl down {droplet_id}` retries",
                 )
             self._sleep(delay)
             delay = min(delay * 1.5, 10.0)

@@ -93,3 +93,39 @@ def test_killed_launch_leaves_an_orphan_that_down_removes(
         assert reconciled and reconciled[0]["action"] == "launch_killed"
     again = gpuctl("down", "--orphans", "--yes")
     assert "no orphaned instances" in again.stdout
+
+
+def test_ctrl_c_during_launch_terminates_what_it_created(
+    aws: str, gpuctl_home: Path, sshd: SshdServer, silent_port: int, tmp_path: Path
+) -> None:
+    """Ctrl-C before the trainer starts: the new machine would never run anything."""
+    aws_profile(gpuctl_home, aws, silent_port, sshd)
+    env = {"GPUCTL_REMOTE_BASE": str(tmp_path / "remote")}
+    run = Stream(["run", "validate", "--provider", "aws-test", "--json"], env)
+    try:
+        created = wait_for(
+            lambda: next(
+                (
+                    e
+                    for e in run.events
+                    if e["event"] == "provisioning" and "created in" in e["detail"]
+                ),
+                None,
+            ),
+            180,
+            "the instance to be created",
+        )
+        os.kill(run.proc.pid, signal.SIGINT)
+        rc, err = run.wait(timeout=120)
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert rc == 130, err
+    assert "Traceback" not in err
+    instance_id = created["detail"].split()[0]
+    assert _state(instance_id) in ("shutting-down", "terminated")
+    runs = {r["id"]: r for r in json_lines(gpuctl("ls", "--runs", "--json").stdout)}
+    run_row = runs[created["run_id"]]
+    assert run_row["status"] == "failed"
+    assert "launch interrupted before the trainer started" in run_row["reason"]
+    assert "no orphaned instances" in gpuctl("down", "--orphans", "--yes").stdout
