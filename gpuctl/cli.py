@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .console import echo, fail
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
 
@@ -29,21 +29,6 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 # -- output ----------------------------------------------------------------------------------
-
-
-def echo(text: str, *, err: bool = False) -> None:
-    """Print, surviving a reader that went away (`gpuctl run ... | head`).
-
-    A launch or a teardown must not die half way because nobody reads its output any
-    more: that would leave a machine billing. Later output goes to /dev/null instead.
-    """
-    try:
-        click.echo(text, err=err)
-    except BrokenPipeError:
-        stream = sys.stderr if err else sys.stdout
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
 
 
 class Out:
@@ -91,25 +76,6 @@ def duration(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-def fail(exc: GpuctlError, as_json: bool) -> None:
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "event": "error",
-                    "error": exc.message,
-                    "hint": exc.hint,
-                    "exit_code": exc.exit_code,
-                }
-            )
-        )
-    else:
-        click.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
-    sys.exit(exc.exit_code)
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from . import cost
+from .console import fail
 from .errors import EXIT_INTERRUPTED, GpuctlError
 from .models import CostLine
 
@@ -35,22 +36,7 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except GpuctlError as exc:
-            if as_json:
-                click.echo(
-                    json.dumps(
-                        {
-                            "event": "error",
-                            "error": exc.message,
-                            "hint": exc.hint,
-                            "exit_code": exc.exit_code,
-                        }
-                    )
-                )
-            else:
-                click.echo(f"error: {exc.message}", err=True)
-                if exc.hint:
-                    click.echo(f"hint: {exc.hint}", err=True)
-            sys.exit(exc.exit_code)
+            fail(exc, as_json)
         except KeyboardInterrupt:
             sys.exit(0 if kwargs.get("watch") else EXIT_INTERRUPTED)
 

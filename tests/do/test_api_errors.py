@@ -20,7 +20,8 @@ from gpuctl.providers.digitalocean import DigitalOceanProvider
 from gpuctl.settings import Settings
 from tests.conftest import REPO
 from tests.do.conftest import MakeProvider
-from tests.do.util import AMD_TOKEN, DO_TOKEN, Clock, drain
+from tests.do.util import AMD_TOKEN, DO_TOKEN, Clock
+from tests.events import drain
 from tests.fakes.do_api import FakeDigitalOcean, Redirector
 
 

@@ -7,7 +7,7 @@ import pytest
 from gpuctl.errors import NotFoundError, ProviderError
 from gpuctl.models import InstanceState, LaunchSpec
 from tests.do.conftest import MakeProvider
-from tests.do.util import drain
+from tests.events import drain
 from tests.fakes.do_api import FakeDigitalOcean
 
 

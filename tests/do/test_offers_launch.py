@@ -14,7 +14,7 @@ from gpuctl.providers.digitalocean import DigitalOceanProvider, droplet_name, ru
 from gpuctl.providers.do_keys import key_paths, md5_fingerprint
 from gpuctl.settings import Settings
 from tests.do.conftest import MakeProvider
-from tests.do.util import drain
+from tests.events import drain
 from tests.fakes.do_api import FakeDigitalOcean
 
 RUN = "validate-261123-a1b2"

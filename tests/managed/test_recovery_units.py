@@ -4,14 +4,13 @@ its environment only), which interruptions recover, and no relaunch past the bud
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gpuctl.errors import EXIT_BUDGET
-from gpuctl.events import Event, Failed
+from gpuctl.events import Failed
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, PriceSegment, Run, RunStatus
 from gpuctl.recovery import (
@@ -24,15 +23,7 @@ from gpuctl.recovery import (
     relaunch_spec,
 )
 from tests.do.util import AMD_TOKEN
-
-
-def drain(gen: Generator[Event, None, Any]) -> tuple[list[Event], Any]:
-    events: list[Event] = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+from tests.events import drain
 
 
 def _instance(provider: str, market: Market = Market.ON_DEMAND, **kw: Any) -> Instance:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from gpuctl.errors import ConfigError, RemoteError
-from gpuctl.events import Event, Provisioning
+from gpuctl.events import Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Run, RunStatus
 from gpuctl.providers.base import get_provider
 from gpuctl.providers.ssh import SshProvider, instance_id
@@ -17,16 +16,8 @@ from gpuctl.remote.endpoint import parse_host_spec
 from gpuctl.remote.ssh_host import SshHost
 from gpuctl.settings import Settings
 from gpuctl.state import Store
+from tests.events import drain as drive
 from tests.fixtures.sshd import SshdServer, free_port
-
-
-def drive(gen: Generator[Event, None, Any]) -> tuple[list[Event], Any]:
-    events: list[Event] = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 @pytest.fixture

@@ -6,30 +6,21 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gpuctl.errors import RemoteError
-from gpuctl.events import Event, SyncProgress
+from gpuctl.events import SyncProgress
 from gpuctl.files import FileEntry, walk_tree
-from gpuctl.host import SyncStats
 from gpuctl.remote.ssh_host import SshHost
 from gpuctl.remote.sync import MANIFEST, PART_SUFFIX, Record, plan_upload
 from gpuctl.settings import Settings
+from tests.events import drain as drive
 from tests.fixtures.sshd import SshdServer
 
 pytestmark = pytest.mark.sshd
-
-
-def drive(gen: Generator[Event, None, SyncStats]) -> tuple[list[Event], SyncStats]:
-    events: list[Event] = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 def make_tree(root: Path, n: int = 120) -> None:

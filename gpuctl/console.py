@@ -1,0 +1,45 @@
+"""Terminal output shared by the headless commands: one line per error, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import GpuctlError
+
+
+def echo(text: str, *, err: bool = False) -> None:
+    """Print, surviving a reader that went away (`gpuctl run ... | head`).
+
+    A launch or a teardown must not die half way because nobody reads its output any
+    more: that would leave a machine billing. Later output goes to /dev/null instead.
+    """
+    try:
+        click.echo(text, err=err)
+    except BrokenPipeError:
+        stream = sys.stderr if err else sys.stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+def fail(exc: GpuctlError, as_json: bool) -> None:
+    if as_json:
+        echo(
+            json.dumps(
+                {
+                    "event": "error",
+                    "error": exc.message,
+                    "hint": exc.hint,
+                    "exit_code": exc.exit_code,
+                }
+            )
+        )
+    else:
+        echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            echo(f"hint: {exc.hint}", err=True)
+    sys.exit(exc.exit_code)
