@@ -60,6 +60,7 @@ log = logging.getLogger("gpuctl.tui")
 # Events after which the row's instance, price or status in the store changed.
 STRUCTURAL = (Resolved, InstanceUp, TrainerStarted, TornDown, Finished, Failed, Downloaded)
 RELOAD_SECONDS = 5.0  # re-read the store (no network): other processes' runs move on too
+TERMINAL_CHECK_SECONDS = 2.0  # how soon a hung-up terminal is noticed
 TYPING_PAUSE = 0.2  # apply a background snapshot once keys pause this long...
 MAX_DEFER = 1.0  # ...or after this long at the latest
 HISTORY_LINES = 500
@@ -172,10 +173,24 @@ class GpuctlApp(App[None]):
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self.set_interval(self.refresh_seconds, self._interval_refresh, name="refresh")
         self.set_interval(self.reload_seconds, self._interval_reload, name="reload")
+        if not self.is_headless and os.isatty(sys.__stdin__.fileno()):
+            self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal, name="terminal")
         self.refresh_now(network=True)
         for run in self.engine.store.list_runs(active=True):
             if run.provider in self.engine.settings.providers:
                 self.follow_run(run.id)
+
+    def _check_terminal(self) -> None:
+        """Quit when the terminal is gone (SSH dropped, tmux killed) instead of spinning.
+
+        A hung-up terminal sends no input, so the app would otherwise sit there burning a
+        core for ever; the runs keep going on their machines either way.
+        """
+        try:
+            os.tcgetpgrp(sys.__stdin__.fileno())
+        except OSError:
+            log.info("terminal hung up; quitting")
+            self.exit(return_code=0)
 
     def _interval_refresh(self) -> None:
         self.refresh_now(network=True)

@@ -93,3 +93,20 @@ def test_open_launch_validate_watch_it_finish_and_quit(tmux: Tmux, tmp_path: Pat
     screen = tmux.wait(lambda s: "EXITED:" in s, "gpuctl to exit", timeout=30)
     assert "EXITED:0" in screen
     assert "Traceback" not in screen
+
+
+def test_a_hung_up_terminal_ends_the_app_instead_of_spinning(tmux: Tmux) -> None:
+    """SSH dropped or tmux killed without a SIGHUP: the app must not burn a core for ever."""
+    import psutil
+
+    tmux.wait(lambda s: "providers" in s and "Launch" in s, "the main screen", timeout=30)
+    server_pid = int(tmux.run("display-message", "-p", "#{pid}").strip())
+    apps = [
+        p
+        for p in psutil.Process(server_pid).children(recursive=True)
+        if GPUCTL in " ".join(p.cmdline())
+    ]
+    assert apps, "the gpuctl process under tmux"
+    psutil.Process(server_pid).kill()  # SIGKILL: the terminal vanishes, no hangup signal
+    _gone, alive = psutil.wait_procs(apps, timeout=30)
+    assert alive == [], f"gpuctl still running on a dead terminal: {alive}"
