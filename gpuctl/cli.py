@@ -90,7 +90,8 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(exc, as_json)
         except KeyboardInterrupt:
             click.echo(
-                "\ninterrupted: runs keep going on their machines (`gpuctl ls`, `gpuctl logs -f`)",
+                "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
+                "`gpuctl logs -f`); a launch cut short was undone",
                 err=True,
             )
             sys.exit(EXIT_INTERRUPTED)
@@ -127,14 +128,21 @@ def _setup_logging() -> None:
 def drive(out: Out, events: Any, *, err: bool = False) -> tuple[Any, Failed | None]:
     """Print a lifecycle generator's events; return (its return value, last failure)."""
     failure = None
-    while True:
-        try:
-            ev = next(events)
-        except StopIteration as stop:
-            return stop.value, failure
-        if isinstance(ev, Failed):
-            failure = ev
-        out.event(ev, err=err)
+    try:
+        while True:
+            try:
+                ev = next(events)
+            except StopIteration as stop:
+                return stop.value, failure
+            if isinstance(ev, Failed):
+                failure = ev
+            out.event(ev, err=err)
+    except BaseException:
+        # Ctrl-C while printing: close the generator now, so a launch cut short is undone
+        # (its machine terminated) instead of waiting for a garbage collection that may
+        # never come before the process exits.
+        events.close()
+        raise
 
 
 # -- common launch options ---------------------------------------------------------------------

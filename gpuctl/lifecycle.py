@@ -8,6 +8,7 @@ carrying the one-line message, fix hint and exit code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import sys
@@ -276,11 +277,18 @@ class Engine:
         """
         provider = self.provider(spec.provider)
         instance = yield from provider.launch(spec)
-        target = provider.ssh_target(instance) if instance.managed else None
-        if target is not None:
-            from gpuctl.remote.hostkeys import forget_host
+        try:
+            target = provider.ssh_target(instance) if instance.managed else None
+            if target is not None:
+                from gpuctl.remote.hostkeys import forget_host
 
-            forget_host(self.settings.known_hosts, target.host, target.port)
+                forget_host(self.settings.known_hosts, target.host, target.port)
+        except BaseException:
+            # Ctrl-C (or a failure) before the caller holds the instance: nobody else
+            # knows it exists yet, so it must be terminated here.
+            with contextlib.suppress(Exception):
+                provider.terminate(instance, wait=False)
+            raise
         return instance
 
     def estimate(self, spec: LaunchSpec) -> Any:  # -> estimate.Estimate | None

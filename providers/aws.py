@@ -13,6 +13,7 @@ import datetime as dt
 import difflib
 import functools
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from gpuctl.state import Store
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # Where an API call goes: (region, AWS profile); None = the gpuctl profile's own aws_profile.
 Target = tuple[str, str | None]
 
@@ -959,8 +961,8 @@ class AwsProvider:
         """Best effort clean-up after a failed launch: never leave a billed orphan behind."""
         try:
             self._ec2(region, aws_profile).terminate_instances(InstanceIds=[instance_id])
-        except Exception:
-            pass  # it is tagged: `gpuctl down --orphans` finds it
+        except Exception:  # it is tagged: `gpuctl down --orphans` finds it
+            log.warning("could not terminate %s after a failed launch", instance_id, exc_info=True)
 
     def _launch_failed(self, spec: LaunchSpec, failures: list[_Failure]) -> GpuctlError:
         """The one error that explains every failed try."""

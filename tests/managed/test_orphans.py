@@ -123,7 +123,7 @@ def test_ctrl_c_during_launch_terminates_what_it_created(
     assert rc == 130, err
     assert "Traceback" not in err
     instance_id = created["detail"].split()[0]
-    assert _state(instance_id) in ("shutting-down", "terminated")
+    assert _state(instance_id) in ("shutting-down", "terminated"), err
     runs = {r["id"]: r for r in json_lines(gpuctl("ls", "--runs", "--json").stdout)}
     run_row = runs[created["run_id"]]
     assert run_row["status"] == "failed"

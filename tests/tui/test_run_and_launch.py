@@ -227,7 +227,8 @@ async def test_stop_then_resume_a_local_run_kept_at_the_end(gpuctl_home, make_ap
         await wait_for(lambda: isinstance(app.screen, LaunchScreen))
         modal = app.screen
         await wait_for(lambda: modal.offers, what="offers")
-        modal.query_one("#overrides", Input).value = "epochs=4"
+        # Long enough that the stop always lands mid-run, even on a loaded machine.
+        modal.query_one("#overrides", Input).value = "epochs=6 train_samples=2048"
         modal.query_one("#teardown", Select).value = "keep"
         await pilot.pause()
         await pilot.press("ctrl+s")
@@ -239,7 +240,7 @@ async def test_stop_then_resume_a_local_run_kept_at_the_end(gpuctl_home, make_ap
             row = app.main.snapshot.row(key)
             return row.state if row else "-"
 
-        await wait_for(lambda: any("epoch 1/4 step" in ln for ln in app.feed(run_id).lines), 90)
+        await wait_for(lambda: any("epoch 1/6 step" in ln for ln in app.feed(run_id).lines), 90)
         await pilot.press("s")
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
         assert "The machine stays up" in app.screen.body
