@@ -14,14 +14,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
-from .console import echo, fail
+from .console import echo, fail, guarded
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
 
@@ -78,25 +77,16 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One place that turns errors and Ctrl-C into a line and an exit code."""
+def _interrupted(_kwargs: dict[str, Any]) -> None:
+    echo(
+        "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
+        "`gpuctl logs -f`); a launch cut short was undone",
+        err=True,
+    )
+    sys.exit(EXIT_INTERRUPTED)
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = bool(kwargs.get("as_json"))
-        try:
-            return fn(*args, **kwargs)
-        except GpuctlError as exc:
-            fail(exc, as_json)
-        except KeyboardInterrupt:
-            click.echo(
-                "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
-                "`gpuctl logs -f`); a launch cut short was undone",
-                err=True,
-            )
-            sys.exit(EXIT_INTERRUPTED)
 
-    return wrapper
+handled = guarded(_interrupted)
 
 
 def engine():  # -> lifecycle.Engine

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 import click
 
@@ -43,3 +46,24 @@ def fail(exc: GpuctlError, as_json: bool) -> None:
         if exc.hint:
             echo(f"hint: {exc.hint}", err=True)
     sys.exit(exc.exit_code)
+
+
+def guarded(
+    on_interrupt: Callable[[dict[str, Any]], None],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command decorator: GpuctlError -> one line (or JSON) and its exit code; Ctrl-C ->
+    `on_interrupt(command kwargs)`. Never a traceback."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except GpuctlError as exc:
+                fail(exc, bool(kwargs.get("as_json")))
+            except KeyboardInterrupt:
+                on_interrupt(kwargs)
+
+        return wrapper
+
+    return decorate

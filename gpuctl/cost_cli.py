@@ -13,34 +13,24 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 import click
 
 from . import cost
-from .console import fail
+from .console import guarded
 from .errors import EXIT_INTERRUPTED, GpuctlError
 from .models import CostLine
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors as one line plus a hint and their exit code; Ctrl-C ends --watch quietly."""
+def _watch_ends_quietly(kwargs: dict[str, Any]) -> None:
+    """Ctrl-C is how a user ends --watch: exit 0 then; 130 otherwise."""
+    sys.exit(0 if kwargs.get("watch") else EXIT_INTERRUPTED)
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = bool(kwargs.get("as_json"))
-        try:
-            return fn(*args, **kwargs)
-        except GpuctlError as exc:
-            fail(exc, as_json)
-        except KeyboardInterrupt:
-            sys.exit(0 if kwargs.get("watch") else EXIT_INTERRUPTED)
 
-    return wrapper
+_handled = guarded(_watch_ends_quietly)
 
 
 def _engine() -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,12 +14,10 @@ from textual.widgets import DataTable, Footer, Input, Static
 from ..model import Row, Snapshot, duration
 from ..widgets.instances import InstancesTable
 from ..widgets.meter import CostMeter, ProviderChips
-
-if TYPE_CHECKING:
-    from ..app import GpuctlApp
+from .actions import RowActions
 
 
-class MainScreen(Screen[None]):
+class MainScreen(RowActions, Screen[None]):
     """Attributes down: the app sets `snapshot`; this screen renders it."""
 
     AUTO_FOCUS = "#instances"
@@ -44,10 +42,6 @@ class MainScreen(Screen[None]):
 
     snapshot: reactive[Snapshot] = reactive(Snapshot, always_update=True)
     refreshing: reactive[bool] = reactive(False)
-
-    @property
-    def gpuctl(self) -> GpuctlApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield CostMeter(id="meter")
@@ -154,21 +148,6 @@ class MainScreen(Screen[None]):
 
     def action_launch(self) -> None:
         self.gpuctl.open_launch()
-
-    def action_stop(self) -> None:
-        self.gpuctl.confirm_stop(self.target())
-
-    def action_terminate(self) -> None:
-        self.gpuctl.confirm_terminate(self.target())
-
-    def action_resume(self) -> None:
-        self.gpuctl.resume(self.target())
-
-    def action_download(self) -> None:
-        self.gpuctl.download(self.target())
-
-    def action_shell(self) -> None:
-        self.gpuctl.shell(self.target())
 
     def action_gpu(self) -> None:
         self.gpuctl.open_gpu(self.target())

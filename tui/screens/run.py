@@ -6,7 +6,7 @@ event (attributes down), so a screen never talks to the engine or to a thread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,9 +22,7 @@ from ..model import Row
 from ..widgets.gpu import GpuPanel
 from ..widgets.logview import LogView
 from ..widgets.progress import CostLine, EpochProgress, LossChart, Watchdog
-
-if TYPE_CHECKING:
-    from ..app import GpuctlApp
+from .actions import RowActions
 
 RUN_ACTIONS = [
     Binding("s", "stop", "Stop"),
@@ -35,16 +33,12 @@ RUN_ACTIONS = [
 ]
 
 
-class RunView(Screen[None]):
+class RunView(RowActions, Screen[None]):
     """Shared by the run and GPU screens: which run, and the row/run it stands for."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
-
-    @property
-    def gpuctl(self) -> GpuctlApp:
-        return self.app  # type: ignore[return-value]
 
     @property
     def feed(self) -> RunFeed:
@@ -87,21 +81,6 @@ class RunView(Screen[None]):
     # actions shared by both views
     def action_back(self) -> None:
         self.app.pop_screen()
-
-    def action_stop(self) -> None:
-        self.gpuctl.confirm_stop(self.target())
-
-    def action_terminate(self) -> None:
-        self.gpuctl.confirm_terminate(self.target())
-
-    def action_resume(self) -> None:
-        self.gpuctl.resume(self.target())
-
-    def action_download(self) -> None:
-        self.gpuctl.download(self.target())
-
-    def action_shell(self) -> None:
-        self.gpuctl.shell(self.target())
 
 
 class RunScreen(RunView):
