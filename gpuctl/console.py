@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from .errors import GpuctlError
+from .errors import ConfigError, GpuctlError
+from .numbers import finite_number
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -67,3 +68,21 @@ def guarded(
         return wrapper
 
     return decorate
+
+
+class Number(click.ParamType):
+    """A float flag that refuses NaN and infinities (click's float accepts both) and
+    values outside its bounds, with the same words as config.toml's checks."""
+
+    name = "number"
+
+    def __init__(self, *, above: float | None = None, at_least: float | None = None) -> None:
+        self.above = above
+        self.at_least = at_least
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        what = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            return finite_number(value, what, above=self.above, at_least=self.at_least)
+        except ConfigError as exc:
+            self.fail(exc.message.removeprefix(f"{what} "), param, ctx)
