@@ -77,12 +77,21 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+_ENGINES: list[Any] = []  # this process's engines: what a Ctrl-C cut short is theirs to say
+
+
 def _interrupted(_kwargs: dict[str, Any]) -> None:
-    echo(
-        "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
-        "`gpuctl logs -f`); a launch cut short was undone",
-        err=True,
-    )
+    """Say what Ctrl-C did: a launch cut short (and what was undone) only where one was."""
+    cut = [item for eng in _ENGINES for item in eng.cut_short]
+    if cut:
+        text = "; ".join(f"run {run_id}: {reason}" for run_id, reason in cut)
+        echo(f"\ninterrupted: {text}", err=True)
+    else:
+        echo(
+            "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
+            "`gpuctl logs -f RUN`)",
+            err=True,
+        )
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -93,7 +102,9 @@ def engine():  # -> lifecycle.Engine
     from .lifecycle import Engine
 
     _setup_logging()
-    return Engine()
+    eng = Engine()
+    _ENGINES.append(eng)
+    return eng
 
 
 def _setup_logging() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -11,8 +12,10 @@ from typing import Any
 
 import click
 
-from .errors import ConfigError, GpuctlError
+from .errors import ConfigError, GpuctlError, from_os_error
 from .numbers import finite_number
+
+log = logging.getLogger("gpuctl")
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -58,12 +61,27 @@ def guarded(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            as_json = bool(kwargs.get("as_json"))
             try:
                 return fn(*args, **kwargs)
             except GpuctlError as exc:
-                fail(exc, bool(kwargs.get("as_json")))
+                fail(exc, as_json)
             except KeyboardInterrupt:
                 on_interrupt(kwargs)
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+                raise  # click's own usage errors and prompts: click prints them
+            except OSError as exc:  # a read-only, full or blocked path on this machine
+                log.info("%s: %s", fn.__name__, exc, exc_info=True)
+                fail(from_os_error(exc), as_json)
+            except Exception as exc:  # a bug: still one line; the traceback goes to the log
+                log.exception("%s failed", fn.__name__)
+                fail(
+                    GpuctlError(
+                        f"internal error: {type(exc).__name__}: {exc}",
+                        hint="details in gpuctl.log in the data directory; please report it",
+                    ),
+                    as_json,
+                )
 
         return wrapper
 

@@ -27,6 +27,7 @@ from .errors import (
     NotFoundError,
     RemoteError,
     RunFailed,
+    from_os_error,
 )
 from .events import (
     CostTick,
@@ -99,6 +100,7 @@ class Engine:
         self.gpu_seconds = 5.0
         self.cost_seconds = 10.0
         self._cost_next: dict[str, float | None] = {}
+        self.cut_short: list[tuple[str, str]] = []  # (run id, what was undone) on Ctrl-C
 
     def provider(self, name: str) -> Any:
         if name not in self._providers:
@@ -375,6 +377,7 @@ class Engine:
                 reason += f"; could not terminate {instance.id} ({exc}): gpuctl down --orphans"
         self.store.update_run(spec.run_id, status=RunStatus.FAILED, reason=reason)
         self._event(spec.run_id, "failed", {"error": reason})
+        self.cut_short.append((spec.run_id, reason))
 
     def _fail_launch(
         self, spec: LaunchSpec, instance: Instance | None, created: bool, exc: GpuctlError
@@ -657,6 +660,9 @@ class Engine:
             results = yield from self.download(run_id)
         except GpuctlError as exc:
             yield Notice(run_id, f"download failed: {exc.one_line()}", "error")
+        except Exception as exc:  # never skip the teardown below: the machine bills
+            log.exception("download of %s failed", run_id)
+            yield Notice(run_id, f"download failed: {type(exc).__name__}: {exc}", "error")
         policy = spec.teardown
         if status == RunStatus.BUDGET:
             policy = self.settings.budget.on_exceed
@@ -778,9 +784,12 @@ class Engine:
         _, host = self.locate(run)
         target = Path(to) if to else self.settings.results_dir / run.id
         rd = RunDir(host, run.id, run.remote_dir)
-        stats = yield from rd.download(target)
+        try:
+            stats = yield from rd.download(target)
+            files = sum(1 for p in target.iterdir() if p.is_file())
+        except OSError as exc:  # the results dir here: read-only, full, a file in the way
+            raise from_os_error(exc, f"save results in {target}") from None
         self.store.update_run(run.id, results_dir=str(target))
-        files = sum(1 for p in target.iterdir() if p.is_file())
         yield Downloaded(run.id, str(target), files, stats.bytes)
         return target
 
