@@ -610,15 +610,20 @@ def _unwritable(directory: Path) -> OSError | None:
     Asked by trying: as root, permission bits say nothing, and only a real write tells
     a full disk apart.
     """
-    import tempfile
-
+    probe = directory / f".gpuctl-probe-{os.getpid()}-{threading.get_ident()}"
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".gpuctl-probe-") as probe:
-            probe.write(b"x" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         return exc
+    try:
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
     return None
 
 
