@@ -103,4 +103,13 @@ class Number(click.ParamType):
         try:
             return finite_number(value, what, above=self.above, at_least=self.at_least)
         except ConfigError as exc:
-            self.fail(exc.message.removeprefix(f"{what} "), param, ctx)
+            raise BadNumber(exc.message, ctx=ctx, param=param) from None
+
+
+class BadNumber(click.BadParameter):
+    """A refused number flag, printed like every other gpuctl error (one line, exit 2)."""
+
+    def show(self, file: Any = None) -> None:
+        echo(f"error: {self.message}", err=True)
+        if self.ctx is not None:
+            echo(f"hint: see `{self.ctx.command_path} --help`", err=True)

@@ -32,6 +32,8 @@ def finite_number(
     number = float(value)
     if not math.isfinite(number):
         raise ConfigError(f"{what} must be a finite number, got {value!r}", hint=hint)
+    if above == 0 and not number > 0:
+        raise ConfigError(f"{what} must be a positive number, got {value!r}", hint=hint)
     if above is not None and not number > above:
         raise ConfigError(f"{what} must be more than {above:g}, got {value!r}", hint=hint)
     if at_least is not None and not number >= at_least:

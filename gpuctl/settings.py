@@ -11,6 +11,7 @@ Credentials are never read from or written to these files: each cloud's own chai
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import time
@@ -78,14 +79,32 @@ def _strings(value: Any, what: str) -> list[str]:
 
 
 def _price(value: Any, what: str) -> float:
-    if isinstance(value, str):
+    """The meter's own check of a profile price (its currency words), NaN refused first."""
+    from .cost import profile_price
+
+    if isinstance(value, float) and not math.isfinite(value):
+        finite_number(value, what)
+    name = what.split(".")[1] if what.count(".") == 2 else what
+    price = profile_price(Profile(name=name, provider="", options={"price_per_hour": value}))
+    return float(price or 0.0)
+
+
+def _monthly(value: Any, what: str) -> float:
+    number = finite_number(value, what)
+    if number <= 0:
         raise ConfigError(
-            f"{what} must be a number of USD per hour, got {value!r}",
-            hint="write it without quotes or units, e.g. price_per_hour = 0.5",
+            f"{what} must be positive, got {value!r}", hint="remove it for no monthly budget"
         )
-    return finite_number(
-        value, what, at_least=0.0, hint="0 means free (your own machine); e.g. 0.5"
-    )
+    return number
+
+
+def _currency(value: Any, what: str) -> str:
+    if not isinstance(value, str) or value.upper() != "USD":
+        raise ConfigError(
+            f"unknown currency {value!r} in {what}",
+            hint='cloud prices are in USD; set currency = "USD" or remove it',
+        )
+    return "USD"
 
 
 def _bool(value: Any, what: str) -> bool:
@@ -130,13 +149,13 @@ TOP_LEVEL_KEYS: dict[str, Check] = {
     "defaults": _table,
 }
 BUDGET_KEYS: dict[str, Check] = {
-    "monthly": _number(above=0.0),
+    "monthly": _monthly,
     "per_provider": _per_provider,
     "warn_fraction": _number(above=0.0, below=1.0),
     "on_exceed": _choice(
         "terminate", "stop", hint="terminate ends billing; stop keeps the disk (still billed)"
     ),
-    "currency": _choice("USD", fold=True, hint="cloud prices are in USD; remove it or say USD"),
+    "currency": _currency,
 }
 TUI_KEYS: dict[str, Check] = {"refresh_seconds": _number(at_least=1.0), "theme": _string}
 DEFAULTS_KEYS: dict[str, Check] = {

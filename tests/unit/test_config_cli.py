@@ -30,7 +30,7 @@ def test_a_bad_price_fails_every_command_with_file_and_line(gpuctl_home: Path) -
     for args in (["ls"], ["offers"], ["cost"], ["launch", "validate"]):
         code, output = invoke(*args)
         assert code == 2, (args, output)
-        assert f"{config} (line 3): profiles.local.price_per_hour" in output
+        assert f"{config} (line 3): [profiles.local] price_per_hour" in output
 
 
 def test_ls_after_the_config_was_corrected_reports_no_old_error(gpuctl_home: Path) -> None:

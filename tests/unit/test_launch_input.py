@@ -59,7 +59,7 @@ def test_nan_never_reaches_the_engine_from_the_tui_or_a_script() -> None:
     [
         (["--set", "lr=nan"], "lr"),
         (["--set", "warmup_epochs=inf"], "warmup_epochs"),
-        (["--max-hours", "0"], "more than 0"),
+        (["--max-hours", "0"], "must be a positive number"),
         (["--idle-minutes", "-1"], "at least 0"),
     ],
 )
