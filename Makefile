@@ -13,6 +13,10 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 APT_PACKAGES := openssh-server openssh-client rsync tmux
 PYTEST_ARGS ?=
+# pip quietly. The editable install maps top-level folders into the gpuctl namespace,
+# for which setuptools prints a block of warnings a newcomer should not meet first.
+PIP := PYTHONWARNINGS="ignore:Editable installation$${PYTHONWARNINGS:+,$$PYTHONWARNINGS}" \
+	$(BIN)/python -m pip install -q
 
 .PHONY: run test bench lint format system-deps clean
 
@@ -21,13 +25,13 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml setup.py | $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e .
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml setup.py | $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(PIP) "$(TORCH)"
+	$(PIP) -e ".[dev]"
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .console import echo, fail, guarded
+from .console import Number, echo, fail, guarded
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
 
@@ -77,12 +77,21 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+_ENGINES: list[Any] = []  # this process's engines: what a Ctrl-C cut short is theirs to say
+
+
 def _interrupted(_kwargs: dict[str, Any]) -> None:
-    echo(
-        "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
-        "`gpuctl logs -f`); a launch cut short was undone",
-        err=True,
-    )
+    """Say what Ctrl-C did: a launch cut short (and what was undone) only where one was."""
+    cut = [item for eng in _ENGINES for item in eng.cut_short]
+    if cut:
+        text = "; ".join(f"run {run_id}: {reason}" for run_id, reason in cut)
+        echo(f"\ninterrupted: {text}", err=True)
+    else:
+        echo(
+            "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
+            "`gpuctl logs -f RUN`)",
+            err=True,
+        )
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -93,7 +102,9 @@ def engine():  # -> lifecycle.Engine
     from .lifecycle import Engine
 
     _setup_logging()
-    return Engine()
+    eng = Engine()
+    _ENGINES.append(eng)
+    return eng
 
 
 def _setup_logging() -> None:
@@ -145,9 +156,15 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Trainer override."
         ),
         click.option("--base", help="Preset a `custom` run starts from (default validate)."),
-        click.option("--budget", type=float, help="Run budget in USD: stop at 100%, warn at 80%."),
-        click.option("--max-hours", type=float, help="Hard limit enforced on the machine."),
-        click.option("--idle-minutes", type=float, help="Shut down after this long idle."),
+        click.option(
+            "--budget", type=Number(above=0), help="Run budget in USD: stop at 100%, warn at 80%."
+        ),
+        click.option(
+            "--max-hours", type=Number(above=0), help="Hard limit enforced on the machine."
+        ),
+        click.option(
+            "--idle-minutes", type=Number(at_least=0), help="Shut down after this long idle."
+        ),
         click.option("-w", "--workdir", help="Your project directory to upload."),
         click.option("--exclude", multiple=True, help="Pattern to leave out of the upload."),
         click.option(
@@ -157,7 +174,7 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--region", help="Region to launch in."),
         click.option("--regions", help="Comma-separated regions to try in order."),
         click.option("--spot", is_flag=True, help="Spot / preemptible capacity (managed)."),
-        click.option("--max-price", type=float, help="Spot max $/h (default on-demand)."),
+        click.option("--max-price", type=Number(above=0), help="Spot max $/h (default on-demand)."),
         click.option(
             "--fallback",
             type=click.Choice(["none", "on-demand"]),
@@ -455,10 +472,15 @@ def ls(
     if show_runs:
         return _print_runs(eng, out)
     names = list(eng.settings.providers)
+    # A listing (or a provider's error) from before config.toml last changed may describe
+    # settings that are gone: stale, whatever its age.
+    config_age = eng.settings.config_age()
     stale = [
         n
         for n in names
-        if (age := eng.store.listing_age(n)) is None or age > eng.settings.refresh_seconds
+        if (age := eng.store.listing_age(n)) is None
+        or age > eng.settings.refresh_seconds
+        or (config_age is not None and age >= config_age)
     ]
     if (refresh or stale or include_unmanaged) and not cached:
         eng.refresh(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -11,7 +12,10 @@ from typing import Any
 
 import click
 
-from .errors import GpuctlError
+from .errors import ConfigError, GpuctlError, from_os_error
+from .numbers import finite_number
+
+log = logging.getLogger("gpuctl")
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -57,13 +61,55 @@ def guarded(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            as_json = bool(kwargs.get("as_json"))
             try:
                 return fn(*args, **kwargs)
             except GpuctlError as exc:
-                fail(exc, bool(kwargs.get("as_json")))
+                fail(exc, as_json)
             except KeyboardInterrupt:
                 on_interrupt(kwargs)
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+                raise  # click's own usage errors and prompts: click prints them
+            except OSError as exc:  # a read-only, full or blocked path on this machine
+                log.info("%s: %s", fn.__name__, exc, exc_info=True)
+                fail(from_os_error(exc), as_json)
+            except Exception as exc:  # a bug: still one line; the traceback goes to the log
+                log.exception("%s failed", fn.__name__)
+                fail(
+                    GpuctlError(
+                        f"internal error: {type(exc).__name__}: {exc}",
+                        hint="details in gpuctl.log in the data directory; please report it",
+                    ),
+                    as_json,
+                )
 
         return wrapper
 
     return decorate
+
+
+class Number(click.ParamType):
+    """A float flag that refuses NaN and infinities (click's float accepts both) and
+    values outside its bounds, with the same words as config.toml's checks."""
+
+    name = "number"
+
+    def __init__(self, *, above: float | None = None, at_least: float | None = None) -> None:
+        self.above = above
+        self.at_least = at_least
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        what = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            return finite_number(value, what, above=self.above, at_least=self.at_least)
+        except ConfigError as exc:
+            raise BadNumber(exc.message, ctx=ctx, param=param) from None
+
+
+class BadNumber(click.BadParameter):
+    """A refused number flag, printed like every other gpuctl error (one line, exit 2)."""
+
+    def show(self, file: Any = None) -> None:
+        echo(f"error: {self.message}", err=True)
+        if self.ctx is not None:
+            echo(f"hint: see `{self.ctx.command_path} --help`", err=True)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from . import cost
-from .console import guarded
+from .console import Number, guarded
 from .errors import EXIT_INTERRUPTED, GpuctlError
 from .models import CostLine
 
@@ -147,7 +147,9 @@ def watch_lines(m: cost.Meter, runs: dict[str, Any], runless: set[str]) -> list[
 
 @click.group(name="cost", invoke_without_command=True, context_settings=CONTEXT)
 @click.option("--watch", is_flag=True, help="Refresh in place every few seconds (Ctrl-C ends).")
-@click.option("--interval", type=float, default=5.0, show_default=True, help="--watch period.")
+@click.option(
+    "--interval", type=Number(above=0), default=5.0, show_default=True, help="--watch period."
+)
 @click.option("--refresh", is_flag=True, help="Ask the providers first (reconciles the ledger).")
 @click.option("--iterations", type=int, hidden=True, help="Stop --watch after N frames.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (per frame).")

@@ -7,6 +7,8 @@ know which SDK or subsystem failed.
 
 from __future__ import annotations
 
+import errno
+
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -99,3 +101,27 @@ class Interrupted(GpuctlError):
     """The user pressed Ctrl-C; the run keeps going on its machine."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def from_os_error(exc: OSError, doing: str = "") -> GpuctlError:
+    """A filesystem failure on this machine (read-only, full, a file where a directory
+    belongs...) as one line that names the path and what to do about it."""
+    path = exc.filename or ""
+    what = f"cannot {doing}" if doing else f"cannot use {path or 'a file'}"
+    reason = exc.strerror or str(exc)
+    code = exc.errno
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = f"make {path or 'it'} writable, or choose a writable place"
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space on that disk, or choose another place"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        reason = f"{path} is in the way: a file where a directory belongs" if path else reason
+        hint = "move that file aside, or choose another place"
+    elif code == errno.ENOENT:
+        hint = f"{path or 'the path'} does not exist: create it or choose another place"
+    elif code == errno.EISDIR:
+        hint = f"{path or 'it'} is a directory where a file belongs: move it aside"
+    else:
+        hint = "check the path and the disk"
+    where = f" ({path})" if path and path not in reason and path not in what else ""
+    return ConfigError(f"{what}: {reason}{where}", hint=hint)

@@ -27,6 +27,7 @@ from .errors import (
     NotFoundError,
     RemoteError,
     RunFailed,
+    from_os_error,
 )
 from .events import (
     CostTick,
@@ -47,6 +48,7 @@ from .events import (
 from .host import Host
 from .local_host import LocalHost
 from .models import Instance, InstanceState, LaunchSpec, Run, RunStatus
+from .numbers import finite_nonnegative, finite_positive
 from .rundir import RunDir
 from .settings import Settings
 from .settings import load as load_settings
@@ -65,6 +67,26 @@ def new_run_id(preset: str) -> str:
     return f"{preset}-{time.strftime('%y%m%d')}-{secrets.token_hex(2)}"
 
 
+def _refuse_unsupported(profile: Any, **given: Any) -> None:
+    """A launch flag the provider would silently ignore is refused: a user who asked for
+    spot or a p4d must not get a CPU run on the laptop, nor an estimate for the wrong type."""
+    from gpuctl.providers.base import FLAGS, kinds_honouring, provider_class
+
+    honoured = getattr(provider_class(profile.provider), "launch_flags", None)
+    if honoured is None:  # a driver that does not say: assume it reads them all
+        return
+    for key, value in given.items():
+        if value in (None, False, (), [], "") or key in honoured or key not in FLAGS:
+            continue
+        flag = FLAGS[key]
+        others = ", ".join(kinds_honouring(key))
+        raise ConfigError(
+            f"{flag} does nothing on the {profile.provider} provider (profile '{profile.name}')",
+            hint=f"drop {flag}"
+            + (f", or use a provider that honours it: {others}" if others else ""),
+        )
+
+
 class Engine:
     """Holds settings, the state store and provider instances for one process."""
 
@@ -78,6 +100,7 @@ class Engine:
         self.gpu_seconds = 5.0
         self.cost_seconds = 10.0
         self._cost_next: dict[str, float | None] = {}
+        self.cut_short: list[tuple[str, str]] = []  # (run id, what was undone) on Ctrl-C
 
     def provider(self, name: str) -> Any:
         if name not in self._providers:
@@ -126,15 +149,30 @@ class Engine:
         profile = self.settings.profile(provider or self.settings.default_provider)
         cost.profile_price(profile)  # a bad price_per_hour fails here, not mid-launch
         for name, value in (("budget", budget), ("max-hours", max_hours), ("max-price", max_price)):
-            if value is not None and value <= 0:
-                raise ConfigError(
-                    f"--{name} must be a positive number, got {value:g}",
+            if value is not None:
+                finite_positive(
+                    value,
+                    f"--{name}",
                     hint="amounts are in USD and hours; leave it out for no limit"
                     if name != "max-hours"
                     else "e.g. --max-hours 4",
                 )
-        if idle_minutes is not None and idle_minutes < 0:
-            raise ConfigError(f"--idle-minutes must be >= 0, got {idle_minutes:g}")
+        if idle_minutes is not None:
+            finite_nonnegative(idle_minutes, "--idle-minutes", hint="0 turns the idle stop off")
+        _refuse_unsupported(
+            profile,
+            spot=spot,
+            instance_type=instance_type,
+            region=region,
+            regions=regions,
+            max_price=max_price,
+            fallback=fallback if fallback != "none" else None,
+            image=image,
+            disk_gb=disk_gb,
+            host=host,
+            identity=identity,
+            **{k: v for k, v in (options or {}).items() if k != "force"},
+        )
         if disk_gb is not None and disk_gb < 8:
             raise ConfigError(f"--disk must be at least 8 GB, got {disk_gb}")
         teardown = teardown or self.settings.teardown
@@ -145,8 +183,17 @@ class Engine:
         if fallback not in FALLBACKS:
             raise ConfigError(f"unknown fallback '{fallback}'", hint="use none or on-demand")
         workdir_path = None
-        if workdir:
+        if workdir is not None:
+            if not workdir.strip():
+                raise ConfigError(
+                    "--workdir is empty", hint="name your project directory, e.g. --workdir ."
+                )
             wd = Path(workdir).expanduser()
+            if wd.is_file():
+                raise ConfigError(
+                    f"work directory {workdir} is a file, not a directory",
+                    hint="pass the directory that holds your project",
+                )
             if not wd.is_dir():
                 raise ConfigError(
                     f"work directory {workdir} does not exist", hint="pass an existing directory"
@@ -330,6 +377,7 @@ class Engine:
                 reason += f"; could not terminate {instance.id} ({exc}): gpuctl down --orphans"
         self.store.update_run(spec.run_id, status=RunStatus.FAILED, reason=reason)
         self._event(spec.run_id, "failed", {"error": reason})
+        self.cut_short.append((spec.run_id, reason))
 
     def _fail_launch(
         self, spec: LaunchSpec, instance: Instance | None, created: bool, exc: GpuctlError
@@ -612,6 +660,9 @@ class Engine:
             results = yield from self.download(run_id)
         except GpuctlError as exc:
             yield Notice(run_id, f"download failed: {exc.one_line()}", "error")
+        except Exception as exc:  # never skip the teardown below: the machine bills
+            log.exception("download of %s failed", run_id)
+            yield Notice(run_id, f"download failed: {type(exc).__name__}: {exc}", "error")
         policy = spec.teardown
         if status == RunStatus.BUDGET:
             policy = self.settings.budget.on_exceed
@@ -733,9 +784,12 @@ class Engine:
         _, host = self.locate(run)
         target = Path(to) if to else self.settings.results_dir / run.id
         rd = RunDir(host, run.id, run.remote_dir)
-        stats = yield from rd.download(target)
+        try:
+            stats = yield from rd.download(target)
+            files = sum(1 for p in target.iterdir() if p.is_file())
+        except OSError as exc:  # the results dir here: read-only, full, a file in the way
+            raise from_os_error(exc, f"save results in {target}") from None
         self.store.update_run(run.id, results_dir=str(target))
-        files = sum(1 for p in target.iterdir() if p.is_file())
         yield Downloaded(run.id, str(target), files, stats.bytes)
         return target
 

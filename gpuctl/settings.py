@@ -11,16 +11,19 @@ Credentials are never read from or written to these files: each cloud's own chai
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
+import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .models import frozen_map
+from .numbers import finite_number
 
 APP = "gpuctl"
 
@@ -44,24 +47,161 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-TOP_LEVEL_KEYS = {
-    "default_provider": str,
-    "providers": list,  # profiles listed/refreshed by `ls` and the TUI
-    "results_dir": str,
-    "budget": dict,
-    "tui": dict,
-    "profiles": dict,
-    "defaults": dict,
+# Every key config.toml may hold, with its check: a value's type, range and finiteness
+# are checked when the file is loaded, so a mistake names its file and line before any
+# command runs, instead of being ignored or failing later without either.
+Check = Callable[[Any, str], Any]
+
+
+def _number(**bounds: float) -> Check:
+    return lambda value, what: finite_number(value, what, **bounds)
+
+
+def _integer(low: int, high: int) -> Check:
+    def check(value: Any, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
+        return value
+
+    return check
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f'{what} must be a list of names, e.g. ["a", "b"], got {value!r}')
+    return value
+
+
+def _price(value: Any, what: str) -> float:
+    """The meter's own check of a profile price (its currency words), NaN refused first."""
+    from .cost import profile_price
+
+    if isinstance(value, float) and not math.isfinite(value):
+        finite_number(value, what)
+    name = what.split(".")[1] if what.count(".") == 2 else what
+    price = profile_price(Profile(name=name, provider="", options={"price_per_hour": value}))
+    return float(price or 0.0)
+
+
+def _monthly(value: Any, what: str) -> float:
+    number = finite_number(value, what)
+    if number <= 0:
+        raise ConfigError(
+            f"{what} must be positive, got {value!r}", hint="remove it for no monthly budget"
+        )
+    return number
+
+
+def _currency(value: Any, what: str) -> str:
+    if not isinstance(value, str) or value.upper() != "USD":
+        raise ConfigError(
+            f"unknown currency {value!r} in {what}",
+            hint='cloud prices are in USD; set currency = "USD" or remove it',
+        )
+    return "USD"
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
+def _table(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a table ([{what}] or {{ key = value }}), got {value!r}")
+    return value
+
+
+def _choice(*choices: str, fold: bool = False, hint: str = "") -> Check:
+    def check(value: Any, what: str) -> str:
+        text = value.upper() if fold and isinstance(value, str) else value
+        if text not in choices:
+            raise ConfigError(
+                f"{what} must be {' or '.join(repr(c) for c in choices)}, got {value!r}",
+                hint=hint,
+            )
+        return text
+
+    return check
+
+
+def _per_provider(value: Any, what: str) -> dict[str, float]:
+    return {
+        name: finite_number(amount, f"{what}.{name}", above=0.0)
+        for name, amount in _table(value, what).items()
+    }
+
+
+TOP_LEVEL_KEYS: dict[str, Check] = {
+    "default_provider": _string,
+    "providers": _strings,  # profiles listed/refreshed by `ls` and the TUI
+    "results_dir": _string,
+    "budget": _table,
+    "tui": _table,
+    "profiles": _table,
+    "defaults": _table,
 }
-BUDGET_KEYS = {
-    "monthly": (int, float),
-    "per_provider": dict,
-    "warn_fraction": (int, float),
-    "on_exceed": str,
-    "currency": str,
+BUDGET_KEYS: dict[str, Check] = {
+    "monthly": _monthly,
+    "per_provider": _per_provider,
+    "warn_fraction": _number(above=0.0, below=1.0),
+    "on_exceed": _choice(
+        "terminate", "stop", hint="terminate ends billing; stop keeps the disk (still billed)"
+    ),
+    "currency": _currency,
 }
-TUI_KEYS = {"refresh_seconds": (int, float), "theme": str}
-DEFAULTS_KEYS = {"max_hours": (int, float), "idle_minutes": (int, float), "teardown": str}
+TUI_KEYS: dict[str, Check] = {"refresh_seconds": _number(at_least=1.0), "theme": _string}
+DEFAULTS_KEYS: dict[str, Check] = {
+    "max_hours": _number(above=0.0),
+    "idle_minutes": _number(at_least=0.0),
+    "teardown": _choice("terminate", "stop", "keep"),
+}
+# Options a profile may set, checked by type; a provider reads only its own, and a
+# driver added later may read keys of its own (left unchecked here).
+PROFILE_KEYS: dict[str, Check] = {
+    "provider": _string,
+    "price_per_hour": _price,
+    "regions": _strings,
+    "endpoint": _string,
+    "endpoint_url": _string,
+    "token_env": _string,
+    "gpu_vendor": _string,
+    "host": _string,
+    "identity": _string,
+    "ssh_key": _string,
+    "ssh_user": _string,
+    "ssh_host": _string,
+    "ssh_port": _integer(1, 65535),
+    "ssh_cidr": _string,
+    "aws_profile": _string,
+    "instance_type": _string,
+    "image": _string,
+    "image_owners": _strings,
+    "python": _string,
+    "torch_index_url": _string,
+    "remote_base": _string,
+    "root": _string,
+    "metadata_url": _string,
+    "live_prices": _bool,
+    "agent_destroy": _bool,
+    "shutdown_command": _strings,
+    "max_attempts": _integer(1, 100),
+    "poll_seconds": _number(above=0.0),
+    "launch_timeout": _number(above=0.0),
+    "terminate_timeout": _number(above=0.0),
+    "connect_timeout": _number(above=0.0),
+    "spot_poll_seconds": _number(above=0.0),
+    "spot_grace_seconds": _number(above=0.0),
+    "recovery_poll_seconds": _number(above=0.0),
+    "unreachable_seconds": _number(above=0.0),
+}
 
 
 @dataclass(frozen=True)
@@ -124,6 +264,13 @@ class Settings:
     def presets_dir(self) -> Path:
         return self.config_path.parent / "presets"
 
+    def config_age(self) -> float | None:
+        """Seconds since config.toml last changed (None without one)."""
+        try:
+            return time.time() - self.config_path.stat().st_mtime
+        except OSError:
+            return None
+
     def profile(self, name: str) -> Profile:
         try:
             return self.profiles[name]
@@ -151,42 +298,91 @@ def home_dirs() -> tuple[Path, Path]:
     return Path(platformdirs.user_data_dir(APP)), Path(platformdirs.user_config_dir(APP))
 
 
-def _line_of(text: str, pattern: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if re.match(pattern, line.strip()):
+def _key_path(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in text.split("."))
+
+
+def _locate(text: str, keys: tuple[str, ...]) -> int | None:
+    """The line of a key (or a table header) in config.toml, tables and dotted keys aware;
+    for a key inside an inline table, the line of that table."""
+    table: tuple[str, ...] = ()
+    best = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", line)
+        if header:
+            table = _key_path(header.group(1))
+            if table == keys:
+                return number
+            continue
+        assign = re.match(r"^([A-Za-z0-9_\-.\"' ]+?)\s*=", line)
+        if not assign:
+            continue
+        full = (*table, *_key_path(assign.group(1)))
+        if full == keys:
             return number
-    return None
+        if best is None and len(full) < len(keys) and keys[: len(full)] == full:
+            best = number
+    return best
 
 
-def _check_keys(
-    table: Mapping[str, Any], schema: Mapping[str, Any], where: str, path: Path, text: str
-) -> None:
+def _located(path: Path, text: str, keys: tuple[str, ...], message: str, hint: str) -> ConfigError:
+    line = _locate(text, keys) if keys else None
+    at = f" (line {line})" if line else ""
+    return ConfigError(f"{path}{at}: {message}", hint=hint or f"fix the value in {path}")
+
+
+def _check_table(
+    table: Mapping[str, Any],
+    schema: Mapping[str, Check],
+    prefix: tuple[str, ...],
+    path: Path,
+    text: str,
+    *,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Each key's value checked (type, range, finite); an unknown key is a mistake."""
+    out: dict[str, Any] = {}
     for key, value in table.items():
+        keys = (*prefix, key)
+        what = ".".join(keys)
         if key not in schema:
-            line = _line_of(text, rf"{re.escape(key)}\s*=|\[.*{re.escape(key)}\]")
-            at = f" (line {line})" if line else ""
-            raise ConfigError(
-                f"{path}{at}: unknown setting '{where}{key}'",
-                hint=_did_you_mean(key, list(schema)) or f"known: {', '.join(sorted(schema))}",
-            )
-        expected = schema[key]
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            line = _line_of(text, rf"{re.escape(key)}\s*=")
-            at = f" (line {line})" if line else ""
-            names = expected.__name__ if isinstance(expected, type) else "number"
-            raise ConfigError(
-                f"{path}{at}: '{where}{key}' must be a {names}, got {value!r}",
-                hint=f"fix the value in {path}",
-            )
+            if strict:
+                raise _located(
+                    path,
+                    text,
+                    keys,
+                    f"unknown setting '{what}'",
+                    _did_you_mean(key, list(schema)) or f"known: {', '.join(sorted(schema))}",
+                )
+            out[key] = value
+            continue
+        try:
+            out[key] = schema[key](value, what)
+        except ConfigError as exc:
+            raise _located(path, text, keys, exc.message, exc.hint) from None
+    return out
 
 
 def load(config_path: Path | None = None) -> Settings:
-    """Read config.toml (absent file = defaults); any mistake is a one-line ConfigError."""
+    """Read config.toml (absent file = defaults); any mistake is a one-line ConfigError
+    naming the file and the line."""
     data_dir, config_dir = home_dirs()
     path = config_path or config_dir / "config.toml"
     raw: dict[str, Any] = {}
     text = ""
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a parent is not a directory we may enter
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}", hint=f"check {path.parent}"
+        ) from None
+    if exists:
+        if path.is_dir():
+            raise ConfigError(
+                f"{path} is a directory, not a config file",
+                hint=f"move it aside; gpuctl reads its settings from the file {path}",
+            )
         try:
             text = path.read_text(encoding="utf-8")
             raw = tomllib.loads(text)
@@ -196,32 +392,36 @@ def load(config_path: Path | None = None) -> Settings:
                 hint=f"fix that line, or move {path} away to start from defaults",
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}", hint="check the file") from None
-    _check_keys(raw, TOP_LEVEL_KEYS, "", path, text)
-    budget_raw = raw.get("budget", {})
-    _check_keys(budget_raw, BUDGET_KEYS, "budget.", path, text)
-    tui_raw = raw.get("tui", {})
-    _check_keys(tui_raw, TUI_KEYS, "tui.", path, text)
-    defaults_raw = raw.get("defaults", {})
-    _check_keys(defaults_raw, DEFAULTS_KEYS, "defaults.", path, text)
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read {path}: {reason}", hint="check the file") from None
+    top = _check_table(raw, TOP_LEVEL_KEYS, (), path, text)
+    budget_raw = _check_table(top.get("budget", {}), BUDGET_KEYS, ("budget",), path, text)
+    tui_raw = _check_table(top.get("tui", {}), TUI_KEYS, ("tui",), path, text)
+    defaults_raw = _check_table(top.get("defaults", {}), DEFAULTS_KEYS, ("defaults",), path, text)
 
-    profiles = _profiles(raw.get("profiles", {}), path)
-    default_provider = raw.get("default_provider", "local")
+    profiles = _profiles(top.get("profiles", {}), path, text)
+    default_provider = top.get("default_provider", "local")
     if default_provider not in profiles:
-        raise ConfigError(
-            f"{path}: default_provider '{default_provider}' is not a known profile",
-            hint=_did_you_mean(default_provider, profiles)
+        raise _located(
+            path,
+            text,
+            ("default_provider",),
+            f"default_provider '{default_provider}' is not a known profile",
+            _did_you_mean(default_provider, profiles)
             or f"choose one of: {', '.join(sorted(profiles))}",
         )
-    providers = tuple(raw.get("providers", [default_provider]))
+    providers = tuple(top.get("providers", [default_provider]))
     for name in providers:
         if name not in profiles:
-            raise ConfigError(
-                f"{path}: providers lists unknown profile '{name}'",
-                hint=_did_you_mean(name, profiles) or f"known: {', '.join(sorted(profiles))}",
+            raise _located(
+                path,
+                text,
+                ("providers",),
+                f"providers lists unknown profile '{name}'",
+                _did_you_mean(name, profiles) or f"known: {', '.join(sorted(profiles))}",
             )
-    budget = _budget(budget_raw, path)
-    results = raw.get("results_dir")
+    budget = _budget(budget_raw)
+    results = top.get("results_dir")
     return Settings(
         home=data_dir,
         config_path=path,
@@ -237,20 +437,34 @@ def load(config_path: Path | None = None) -> Settings:
     )
 
 
-def _profiles(raw: Mapping[str, Any], path: Path) -> dict[str, Profile]:
+def _profiles(raw: Mapping[str, Any], path: Path, text: str) -> dict[str, Profile]:
+    from gpuctl.providers.base import kinds
+
     merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PROFILES.items()}
     for name, options in raw.items():
+        keys = ("profiles", name)
         if not isinstance(options, dict):
-            raise ConfigError(
-                f"{path}: [profiles.{name}] must be a table", hint="see README: Configuration"
+            raise _located(
+                path, text, keys, f"[profiles.{name}] must be a table", "see README: Configuration"
             )
+        options = _check_table(options, PROFILE_KEYS, keys, path, text, strict=False)
         base = merged.get(name, {})
         combined = {**base, **options}
         if "provider" not in combined:
-            raise ConfigError(
-                f'{path}: profile \'{name}\' needs provider = "aws" | "digitalocean" | '
-                '"ssh" | "local"',
-                hint=f"add provider = ... under [profiles.{name}]",
+            raise _located(
+                path,
+                text,
+                keys,
+                f'profile \'{name}\' needs provider = "aws" | "digitalocean" | "ssh" | "local"',
+                f"add provider = ... under [profiles.{name}]",
+            )
+        if combined["provider"] not in kinds():
+            raise _located(
+                path,
+                text,
+                (*keys, "provider"),
+                f"profile '{name}': unknown provider '{combined['provider']}'",
+                _did_you_mean(combined["provider"], kinds()) or f"known: {', '.join(kinds())}",
             )
         merged[name] = combined
     return {
@@ -259,42 +473,12 @@ def _profiles(raw: Mapping[str, Any], path: Path) -> dict[str, Profile]:
     }
 
 
-def _budget(raw: Mapping[str, Any], path: Path) -> Budget:
+def _budget(raw: Mapping[str, Any]) -> Budget:
+    """Values already checked by BUDGET_KEYS; defaults filled in."""
     monthly = raw.get("monthly")
-    if monthly is not None and monthly <= 0:
-        raise ConfigError(
-            f"{path}: budget.monthly must be positive, got {monthly}",
-            hint="remove it for no monthly budget",
-        )
-    currency = raw.get("currency", "USD")
-    if currency.upper() != "USD":
-        raise ConfigError(
-            f"{path}: unknown currency '{currency}'",
-            hint='cloud prices are in USD; set currency = "USD" or remove it',
-        )
-    on_exceed = raw.get("on_exceed", "terminate")
-    if on_exceed not in ("terminate", "stop"):
-        raise ConfigError(
-            f"{path}: budget.on_exceed must be 'terminate' or 'stop', got '{on_exceed}'",
-            hint="terminate ends billing; stop keeps the disk (still billed)",
-        )
-    per_provider = {}
-    for name, value in raw.get("per_provider", {}).items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(
-                f"{path}: budget.per_provider.{name} must be a positive number, got {value!r}",
-                hint="amounts are in USD",
-            )
-        per_provider[name] = float(value)
-    warn = float(raw.get("warn_fraction", 0.8))
-    if not 0 < warn < 1:
-        raise ConfigError(
-            f"{path}: budget.warn_fraction must be between 0 and 1, got {warn}",
-            hint="0.8 warns at 80%",
-        )
     return Budget(
         monthly=float(monthly) if monthly is not None else None,
-        per_provider=per_provider,
-        warn_fraction=warn,
-        on_exceed=on_exceed,
+        per_provider=raw.get("per_provider", {}),
+        warn_fraction=float(raw.get("warn_fraction", 0.8)),
+        on_exceed=raw.get("on_exceed", "terminate"),
     )

@@ -12,7 +12,10 @@ refused, never overwritten.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -138,8 +141,16 @@ class Store:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir():
+                raise StateError(
+                    f"{self.path} is a directory, not gpuctl's state database",
+                    hint="move it aside, or set GPUCTL_HOME to another directory",
+                )
+            existed = self.path.exists() and self.path.stat().st_size > 0
+        except OSError as exc:
+            raise _place_error(self.path, exc) from None
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -152,6 +163,13 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            # Say what is wrong with the place before blaming the file: a database in a
+            # read-only or full directory is fine, and moving it aside loses all history.
+            place = _unwritable(self.path.parent)
+            if place is not None:
+                raise _place_error(self.path, place) from None
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _write_error(self.path, exc) from None
             raise StateError(
                 f"{self.path} is not a usable gpuctl state database ({exc})",
                 hint="move it aside (gpuctl will start a new one) or set GPUCTL_HOME",
@@ -206,19 +224,32 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; the write lock is taken up front (no upgrade deadlock)."""
+        """One write transaction; the write lock is taken up front (no upgrade deadlock).
+
+        A disk that filled up or went read-only since opening is one StateError, not a
+        traceback; the transaction is rolled back, so no row is torn.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise _write_error(self.path, exc) from None
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise _write_error(self.path, exc) from None
 
     # -- runs ------------------------------------------------------------------------
 
@@ -571,6 +602,75 @@ class Store:
                 "DO UPDATE SET value = excluded.value, stored_at = excluded.stored_at",
                 [key, json.dumps(value, default=str), time.time()],
             )
+
+
+def _unwritable(directory: Path) -> OSError | None:
+    """Why nothing can be created in `directory` (read-only, full, not a directory), if so.
+
+    Asked by trying: as root, permission bits say nothing, and only a real write tells
+    a full disk apart.
+    """
+    probe = directory / f".gpuctl-probe-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc
+    try:
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return None
+
+
+def _place_error(path: Path, exc: OSError) -> StateError:
+    """The directory that should hold state.db cannot: say which and why, keep the data."""
+    where = path.parent
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StateError(
+            f"{where} is not writable ({exc.strerror}): gpuctl keeps its state there",
+            hint=f"make {where} writable, or set GPUCTL_HOME to a writable directory "
+            "(the state already there is kept)",
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StateError(
+            f"no space left on the disk of {where}",
+            hint="free some space there; gpuctl's state is kept",
+        )
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in (where, *where.parents) if p.is_file()), where)
+        return StateError(
+            f"{blocker} is a file, not a directory: gpuctl keeps its state in {where}",
+            hint="move that file aside, or set GPUCTL_HOME to a directory",
+        )
+    return StateError(
+        f"cannot use {where} for gpuctl's state: {exc.strerror or exc}",
+        hint="set GPUCTL_HOME to a writable directory",
+    )
+
+
+def _write_error(path: Path, exc: sqlite3.OperationalError) -> StateError:
+    place = _unwritable(path.parent)
+    if place is not None:
+        return _place_error(path, place)
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StateError(
+            f"{path} stayed locked by another gpuctl process ({text})",
+            hint="try again; if it persists, look for a hung gpuctl (`ps`)",
+        )
+    if "readonly" in text or "read-only" in text:
+        return StateError(
+            f"{path} is read-only ({text})",
+            hint=f"make {path} (and its -wal and -shm files) writable; its history is kept",
+        )
+    return StateError(
+        f"cannot use {path}: {text}", hint="check the disk and the file; gpuctl's state is kept"
+    )
 
 
 def _split_sql(script: str) -> list[str]:

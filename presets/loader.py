@@ -16,6 +16,7 @@ from typing import Any
 
 from gpuctl.errors import ConfigError
 from gpuctl.models import frozen_map
+from gpuctl.numbers import finite_positive
 from gpuctl.trainer import config as train_config
 
 BUNDLED_DIR = Path(__file__).resolve().parent
@@ -84,8 +85,9 @@ def _build(name: str, raw: Mapping[str, Any], source: Path, base: Preset | None)
                 f"preset {source}: unknown [run] key '{key}'",
                 hint=f"known: {', '.join(sorted(RUN_KEYS))}",
             )
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"preset {source}: [run] {key} must be a positive number")
+        finite_positive(value, f"preset {source}: [run] {key}", hint=f"fix [run] in {source}")
+        if RUN_KEYS[key] is int and not isinstance(value, int):
+            raise ConfigError(f"preset {source}: [run] {key} must be a whole number, got {value}")
     defaults = base or Preset(name, "", {})
     return Preset(
         name=name,
@@ -117,28 +119,48 @@ def load_all(user_dir: Path | None = None) -> dict[str, Preset]:
     return out
 
 
+def _unknown(name: str, choices: list[str], what: str = "preset") -> ConfigError:
+    """Never suggests the very name that was typed: only a different, close one."""
+    import difflib
+
+    others = [c for c in choices if c != name]
+    close = difflib.get_close_matches(name, others, n=1)
+    return ConfigError(
+        f"unknown {what} '{name}'",
+        hint=(f"did you mean '{close[0]}'? " if close else "")
+        + f"presets: {', '.join(choices)} (`gpuctl presets` describes them)",
+    )
+
+
 def load(
-    name: str, user_dir: Path | None = None, *, _files_cache: dict[str, Path] | None = None
+    name: str,
+    user_dir: Path | None = None,
+    *,
+    _files_cache: dict[str, Path] | None = None,
+    _chain: tuple[str, ...] = (),
 ) -> Preset:
     files = _files_cache or _files(user_dir)
     if name not in files:
-        import difflib
-
-        choices = sorted([*files, CUSTOM])
-        close = difflib.get_close_matches(name, choices, n=1)
-        raise ConfigError(
-            f"unknown preset '{name}'",
-            hint=(f"did you mean '{close[0]}'? " if close else "")
-            + f"presets: {', '.join(choices)} (`gpuctl presets` describes them)",
-        )
+        if _chain:
+            raise ConfigError(
+                f"preset {files[_chain[-1]]}: base '{name}' is not a preset",
+                hint=_unknown(name, sorted(files)).hint,
+            )
+        raise _unknown(name, sorted([*files, CUSTOM]))
     path = files[name]
+    if name in _chain:
+        cycle = " -> ".join([*_chain[_chain.index(name) :], name])
+        raise ConfigError(
+            f"presets inherit from each other in a circle: {cycle}",
+            hint=f"change base = ... in one of them (files in {path.parent})",
+        )
     raw = _read(path)
     base = None
     if "base" in raw:
-        base_name = str(raw["base"])
-        if base_name == name:
-            raise ConfigError(f"preset {path}: base cannot be itself")
-        base = load(base_name, user_dir, _files_cache=files)
+        base_name = raw["base"]
+        if not isinstance(base_name, str) or not base_name:
+            raise ConfigError(f"preset {path}: base must be a preset name, got {base_name!r}")
+        base = load(base_name, user_dir, _files_cache=files, _chain=(*_chain, name))
     return _build(name, raw, path, base)
 
 
@@ -170,6 +192,12 @@ def resolve(
 ) -> Preset:
     """A preset with overrides applied; `custom` starts from `base` (default validate)."""
     if name == CUSTOM:
+        if base == CUSTOM:
+            files = sorted(_files(user_dir))
+            raise ConfigError(
+                "--base takes the preset a custom run starts from, not 'custom' itself",
+                hint=f"e.g. --base validate; presets: {', '.join(files)}",
+            )
         preset = load(base or "validate", user_dir)
         preset = replace(preset, name=CUSTOM, description=f"{preset.name} with overrides")
     else:

@@ -56,7 +56,7 @@ from .aws_errors import (
     quota_hint,
     quota_name,
 )
-from .base import SHUTDOWN_POWEROFF, Billing, Listing
+from .base import FLAGS, SHUTDOWN_POWEROFF, Billing, Listing
 
 if TYPE_CHECKING:
     from gpuctl.host import Host
@@ -131,6 +131,7 @@ class AwsProvider:
     billing: ClassVar[Billing] = Billing(
         per_second=True, minimum_seconds=60, billed_when_stopped=False, storage_gb_month=0.08
     )
+    launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS) - {"host", "identity"}
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -53,12 +53,33 @@ SHUTDOWN_POWEROFF = "poweroff"  # `shutdown -h now` (AWS with shutdown behaviour
 SHUTDOWN_DESTROY = "destroy"  # DigitalOcean: destroy own droplet via API (opt-in token)
 
 
+# Launch flags by LaunchSpec field (or launch option) -> what the user typed. A driver's
+# `launch_flags` names the ones it honours; the lifecycle refuses the others before
+# anything is created, instead of ignoring them while the estimate prices them.
+FLAGS: dict[str, str] = {
+    "spot": "--spot",
+    "instance_type": "--type",
+    "region": "--region",
+    "regions": "--regions",
+    "max_price": "--max-price",
+    "fallback": "--fallback",
+    "image": "--image",
+    "disk_gb": "--disk",
+    "host": "--host",
+    "identity": "--identity",
+    "key_name": "--key-name",
+    "aws_profile": "--aws-profile",
+    "checkpoint_bucket": "--checkpoint-bucket",
+}
+
+
 @runtime_checkable
 class Provider(Protocol):
     """What the lifecycle needs from a cloud; implementations live beside this file."""
 
     kind: ClassVar[str]  # "local" | "ssh" | "aws" | "digitalocean"
     billing: ClassVar[Billing]
+    launch_flags: ClassVar[frozenset[str]]  # keys of FLAGS this driver honours
     name: str  # profile name ("aws", "amd", "aws-emulator"...)
 
     def check(self) -> None:
@@ -139,6 +160,19 @@ def provider_class(kind: str) -> type:
             hint="reinstall gpuctl with its dependencies (make run does this)",
         ) from None
     return getattr(module, cls_name)
+
+
+def kinds_honouring(flag: str) -> list[str]:
+    """Built-in kinds whose driver honours a launch flag (for a hint; imports drivers)."""
+    out = []
+    for kind in kinds():
+        try:
+            honoured = getattr(provider_class(kind), "launch_flags", frozenset(FLAGS))
+        except ConfigError:
+            continue
+        if flag in honoured:
+            out.append(kind)
+    return out
 
 
 def get_provider(profile: Profile, settings: Settings) -> Provider:

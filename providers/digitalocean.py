@@ -132,6 +132,9 @@ class DigitalOceanProvider:
     billing: ClassVar[Billing] = Billing(
         per_second=True, minimum_seconds=300, billed_when_stopped=True
     )
+    launch_flags: ClassVar[frozenset[str]] = frozenset(
+        {"spot", "fallback", "instance_type", "region", "regions", "max_price", "image"}
+    )
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

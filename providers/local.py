@@ -32,6 +32,7 @@ PREFIX = "local-"
 class LocalProvider:
     kind: ClassVar[str] = "local"
     billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=0.0)
+    launch_flags: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

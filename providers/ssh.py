@@ -40,6 +40,7 @@ def instance_id(target: SshTarget) -> str:
 class SshProvider:
     kind: ClassVar[str] = "ssh"
     billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=0.0)
+    launch_flags: ClassVar[frozenset[str]] = frozenset({"host", "identity"})
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -75,3 +75,37 @@ def test_broken_user_preset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         loader.load("bad", tmp_path)
     assert "bad.toml" in str(info.value) and "not valid TOML" in str(info.value)
+
+
+def test_a_base_cycle_is_one_error_naming_the_cycle(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('base = "b"\ndescription = "a"\n')
+    (tmp_path / "b.toml").write_text('base = "c"\ndescription = "b"\n')
+    (tmp_path / "c.toml").write_text('base = "a"\ndescription = "c"\n')
+    for load in (lambda: loader.load_all(tmp_path), lambda: loader.load("b", tmp_path)):
+        with pytest.raises(ConfigError) as info:
+            load()
+        assert "in a circle" in info.value.message
+        assert all(name in info.value.message for name in ("a", "b", "c"))
+    (tmp_path / "self.toml").write_text('base = "self"\n')
+    with pytest.raises(ConfigError, match="self -> self"):
+        loader.load("self", tmp_path)
+
+
+def test_base_custom_is_refused_without_suggesting_itself(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        loader.resolve("custom", base="custom")
+    assert "did you mean 'custom'" not in info.value.hint
+    assert "validate" in info.value.hint
+    (tmp_path / "mine.toml").write_text('base = "custom"\n')
+    with pytest.raises(ConfigError) as info:
+        loader.load("mine", tmp_path)
+    assert "base 'custom' is not a preset" in info.value.message
+    assert "did you mean 'custom'" not in info.value.hint
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-2"])
+def test_preset_limits_must_be_finite_and_positive(tmp_path: Path, value: str) -> None:
+    (tmp_path / "mine.toml").write_text(f"[run]\nmax_hours = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        loader.load("mine", tmp_path)
+    assert "max_hours" in info.value.message and str(tmp_path / "mine.toml") in info.value.message

@@ -56,7 +56,7 @@ per_provider = { aws-east = 100 }
         ("[budget]\nmonthly = -5\n", "budget.monthly must be positive"),
         ('[budget]\ncurrency = "EUR"\n', "unknown currency 'EUR'"),
         ('colour = "red"\n', "unknown setting 'colour'"),
-        ('[tui]\nrefresh_seconds = "often"\n', "'tui.refresh_seconds' must be a number"),
+        ('[tui]\nrefresh_seconds = "often"\n', "tui.refresh_seconds must be a number"),
         ('default_provider = "awz"\n', "default_provider 'awz'"),
         ("[profiles.mine]\nregions = []\n", "profile 'mine' needs provider"),
     ],
@@ -80,3 +80,59 @@ def test_unknown_provider_profile_suggests(gpuctl_home: Path) -> None:
     with pytest.raises(ConfigError) as info:
         settings.load().profile("digitalocen")
     assert "did you mean 'digitalocean'" in info.value.hint
+
+
+# Every value is checked when the file is read: type, range, finite; the error names the
+# file and the line of the key, in its own table (the same key may sit in several).
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        ("[budget]\nmonthly = 5\n[defaults]\nmax_hours = 0\n", 4, "defaults.max_hours"),
+        ("[defaults]\nteardown = 'keep'\nmax_hours = -3\n", 3, "must be a positive number"),
+        ("[defaults]\n\nidle_minutes = -1\n", 3, "defaults.idle_minutes must be at least 0"),
+        ("[defaults]\nidle_minutes = nan\n", 2, "must be a finite number"),
+        ("[defaults]\nmax_hours = inf\n", 2, "must be a finite number"),
+        ("[defaults]\nteardown = 'destroy'\n", 2, "defaults.teardown must be"),
+        ("[tui]\nrefresh_seconds = 0\n", 2, "tui.refresh_seconds must be at least 1"),
+        ("# budget\n[budget]\nmonthly = nan\n", 3, "budget.monthly must be a finite number"),
+        ("[budget]\nmonthly = inf\n", 2, "budget.monthly must be a finite number"),
+        ("[budget]\nwarn_fraction = 1.5\n", 2, "budget.warn_fraction must be less than 1"),
+        ("[budget]\nper_provider = { aws = nan }\n", 2, "budget.per_provider.aws"),
+        ('[profiles.local]\nprice_per_hour = "free"\n', 2, "price_per_hour must be a number"),
+        ("[profiles.local]\nprice_per_hour = nan\n", 2, "must be a finite number"),
+        ("[profiles.local]\nprice_per_hour = -1\n", 2, "must be zero or more"),
+        ('[profiles.aws]\nregions = "us-east-1"\n', 2, "profiles.aws.regions must be a list"),
+        ('[profiles.mine]\nprovider = "awz"\n', 2, "unknown provider 'awz'"),
+        ("[profiles.aws]\nssh_port = 0\n", 2, "profiles.aws.ssh_port"),
+        ('\nproviders = "local"\n', 2, "providers must be a list"),
+        ("results_dir = 3\n", 1, "results_dir must be a non-empty string"),
+        ("[defaults]\nmax_hours = 2\n[tui]\nmax_hours = 2\n", 4, "unknown setting 'tui.max_hours'"),
+    ],
+)
+def test_every_value_is_checked_with_file_and_line(
+    gpuctl_home: Path, text: str, line: int, needle: str
+) -> None:
+    path = write(gpuctl_home, text)
+    with pytest.raises(ConfigError) as info:
+        settings.load()
+    message = str(info.value)
+    assert needle in message
+    assert message.startswith(f"{path} (line {line}): ")
+
+
+def test_valid_values_are_kept(gpuctl_home: Path) -> None:
+    write(
+        gpuctl_home,
+        "[defaults]\nmax_hours = 2\nidle_minutes = 0\n[tui]\nrefresh_seconds = 5\n"
+        '[budget]\ncurrency = "usd"\nmonthly = 10\n',
+    )
+    s = settings.load()
+    assert (s.max_hours, s.idle_minutes, s.refresh_seconds) == (2.0, 0.0, 5.0)
+    assert s.budget.monthly == 10.0
+
+
+def test_config_path_that_is_a_directory_is_one_line(gpuctl_home: Path) -> None:
+    (gpuctl_home / "config.toml").mkdir()
+    with pytest.raises(ConfigError) as info:
+        settings.load()
+    assert "is a directory, not a config file" in str(info.value)

@@ -64,6 +64,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         self.errors: dict[str, str] = {}
         self.estimate: Any = None  # gpuctl.estimate.Estimate
         self.refusal: GpuctlError | None = None
+        self.presets_error = ""
 
     @property
     def gpuctl(self) -> GpuctlApp:
@@ -73,9 +74,9 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         settings = self.gpuctl.engine.settings
         try:
             self.presets = loader.load_all(settings.presets_dir)
-        except GpuctlError as exc:
+        except GpuctlError as exc:  # a broken user preset: say which, do not crash
             self.presets = {}
-            self.errors["preset"] = exc.message
+            self.errors["preset"] = self.presets_error = exc.message
         names = list(self.presets)
         providers = list(settings.providers)
         default_provider = (
@@ -283,7 +284,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
     def _resolved_preset(self) -> tuple[loader.Preset | None, str]:
         name = self.preset_name
         if name is None:
-            return None, "choose a preset"
+            return None, self.presets_error or "choose a preset"
         try:
             overrides = shlex.split(self.query_one("#overrides", Input).value)
         except ValueError as exc:
