@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from gpuctl.console import plural
 from gpuctl.errors import GpuctlError
 from gpuctl.models import LaunchSpec, Offer
 from gpuctl.presets import loader
@@ -225,7 +226,9 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 Text(o.region or ",".join(o.regions[:2]) or "-"),
             )
         table.border_subtitle = (
-            f"{len(self.offers)} offers from {provider}" if self.offers else (error or "no offers")
+            f"{plural(len(self.offers), 'offer')} from {provider}"
+            if self.offers
+            else (error or "no offers")
         )
         self._offer_changed()
 
@@ -408,7 +411,12 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 engine.store, engine.settings, spec, engine.provider(self.provider), offer=offer
             )
             self.refusal = cost.launch_refusal(
-                engine.store, engine.settings, spec, est.cost, now=self.gpuctl.now()
+                engine.store,
+                engine.settings,
+                spec,
+                est.cost,
+                price_per_hour=est.price_per_hour,
+                now=self.gpuctl.now(),
             )
         except GpuctlError as exc:
             box.update(Text(f"Estimate unavailable: {exc.message}", style="yellow"))
@@ -443,7 +451,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             out.append(self.refusal.message, style="red")
         elif values["budget"] and est.price_per_hour:
             buys = duration(values["budget"] / est.price_per_hour * 3600)
-            out.append(f"\nbudget ${values['budget']:g} buys {buys}", style="dim")
+            out.append(f"\nbudget {money(values['budget'])} buys {buys}", style="dim")
         box.update(out)
 
     # -- confirm -----------------------------------------------------------------------------------
