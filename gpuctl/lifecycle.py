@@ -174,10 +174,10 @@ class Engine:
             image=image,
             disk_gb=disk_gb or chosen.disk_gb,
             budget=budget,
-            max_hours=max_hours or self._capped("max_hours", chosen.max_hours),
+            max_hours=max_hours or self.capped("max_hours", chosen.max_hours),
             idle_minutes=idle_minutes
             if idle_minutes is not None
-            else self._capped("idle_minutes", chosen.idle_minutes),
+            else self.capped("idle_minutes", chosen.idle_minutes),
             workdir=workdir_path,
             excludes=tuple(excludes),
             include_secrets=tuple(include_secrets),
@@ -190,7 +190,7 @@ class Engine:
             options=options or {},
         )
 
-    def _capped(self, key: str, preset_value: float | None) -> float | None:
+    def capped(self, key: str, preset_value: float | None) -> float | None:
         """A preset's limit under config.toml's [defaults] cap, the smaller winning (a
         flag given on the command line is the user's explicit choice and is not capped).
         A cap of 0 or less caps nothing; a preset without a limit gets the cap."""

@@ -279,7 +279,9 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         if preset is not None and not self.max_hours_edited:
             box = self.query_one("#max-hours", Input)
             with box.prevent(Input.Changed):
-                box.value = f"{preset.max_hours:g}"
+                # the preset's limit under config.toml's [defaults] cap, as a launch gets it
+                hours = self.gpuctl.engine.capped("max_hours", preset.max_hours)
+                box.value = f"{hours:g}"
         self._preset_info()
         self._revalidate()
 
@@ -308,7 +310,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 f"{preset.epochs} epochs · {preset.image_size} px images · "
                 f"{preset.train.get('train_samples', '?')} samples/epoch · "
                 f"batch {preset.train.get('batch_size', '?')} · idle stop "
-                f"{preset.idle_minutes:g} min",
+                f"{self.gpuctl.engine.capped('idle_minutes', preset.idle_minutes) or 0:g} min",
                 style="dim",
             )
         self.query_one("#preset-info", Static).update(out)
