@@ -465,6 +465,7 @@ def ls(
     include_unmanaged: bool, refresh: bool, cached: bool, show_runs: bool, as_json: bool
 ) -> None:
     """Instances you pay for across providers (from the cache first, refreshed if stale)."""
+    from . import cost
     from .models import InstanceState
 
     eng = engine()
@@ -502,6 +503,7 @@ def ls(
         and (include_unmanaged or i.managed)
     ]
     statuses = eng.store.provider_statuses()
+    metered = cost.instance_money(eng.store, eng.settings, instances, now=now)  # as `cost`
     if as_json:
         for inst in instances:
             run = runs.get(inst.run_id or "")
@@ -511,6 +513,9 @@ def ls(
                     "uptime_seconds": inst.uptime(now),
                     "run_status": run.status.value if run else None,
                     "orphan": is_orphan(inst, run),
+                    "burn_per_hour": metered[inst.key].burn_per_hour,
+                    "metered": metered[inst.key].metered,
+                    "meter_note": metered[inst.key].note,
                 }
             )
         for name in names:
@@ -534,8 +539,9 @@ def ls(
                 (f"{inst.gpu_count}x {inst.gpu_name}" if inst.gpu_count else "-"),
                 state,
                 duration(inst.uptime(now)),
-                money(inst.price_per_hour, 3),
+                money(metered[inst.key].burn_per_hour, 3),
                 run.status.value if run else "-",
+                metered[inst.key].note,
             ]
         )
     if rows:
@@ -553,6 +559,7 @@ def ls(
                     "UP",
                     "$/H",
                     "RUN STATE",
+                    "METER",
                 ],
             )
         )
@@ -596,6 +603,7 @@ def _print_runs(eng: Any, out: Out) -> None:
 def status(run_id: str, as_json: bool) -> None:
     """One run: status, progress, cost, where it runs, watchdog limits."""
     from . import cost
+    from .estimate import fmt_hours
     from .rundir import RunDir
 
     eng = engine()
@@ -637,7 +645,9 @@ def status(run_id: str, as_json: bool) -> None:
         ),
         "estimate  "
         + (
-            f"~{estimate['hours']:.2f} h, ~{money(estimate.get('cost'))} before launch "
+            f"~{fmt_hours(estimate['hours'])}, ~{money(estimate.get('cost'))}"
+            + (f" ({estimate['minimum_note']})" if estimate.get("minimum_note") else "")
+            + " before launch "
             f"({'from past runs' if estimate.get('basis') == 'history' else 'rough, table'})"
             if estimate
             else "-"

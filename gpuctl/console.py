@@ -18,6 +18,11 @@ from .numbers import finite_number
 log = logging.getLogger("gpuctl")
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 offer', '2 offers', '0 offers': the count and its word, agreeing."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
 def echo(text: str, *, err: bool = False) -> None:
     """Print, surviving a reader that went away (`gpuctl run ... | head`).
 

@@ -455,6 +455,7 @@ class BudgetState:
     budget: float
     spent: float
     warn_fraction: float = 0.8
+    margin: float = 0.0  # dollars the stop itself costs (checkpoint, download, teardown)
 
     @property
     def fraction(self) -> float:
@@ -465,11 +466,24 @@ class BudgetState:
         return self.budget - self.spent
 
     @property
+    def stop_at(self) -> float:
+        """Spent at which the run is stopped: early by what stopping costs at this burn,
+        so the final bill stays within the budget."""
+        return max(0.0, self.budget - self.margin)
+
+    @property
+    def warn_at(self) -> float:
+        """The warning line: warn_fraction of the budget, or of the stop line when the
+        stop comes before it (a small budget on an expensive machine)."""
+        line = self.warn_fraction * self.budget
+        return line if line < self.stop_at else self.warn_fraction * self.stop_at
+
+    @property
     def level(self) -> str:
-        """ok | warn | exceeded"""
-        if self.fraction >= 1.0:
+        """ok | warn | exceeded (the stop line is reached)"""
+        if self.budget <= 0 or self.spent >= self.stop_at:
             return "exceeded"
-        return "warn" if self.fraction >= self.warn_fraction else "ok"
+        return "warn" if self.spent >= self.warn_at else "ok"
 
     @property
     def label(self) -> str:
@@ -487,6 +501,7 @@ class BudgetState:
             "spent": round(self.spent, 6),
             "fraction": round(self.fraction, 6),
             "remaining": round(self.remaining, 6),
+            "stop_at": round(self.stop_at, 6),
             "level": self.level,
         }
 
@@ -702,23 +717,78 @@ def budget_states(
     owed = owed if owed is not None else charges(segments, _billing_lookup(settings), now)
     warn = settings.budget.warn_fraction
     month = month_start(now)
+    live = [s for s in segments if s.end is None and s.start <= now]
+
+    def margin(keep: Callable[[PriceSegment], bool]) -> float:
+        return stop_margin(settings, [s for s in live if keep(s)])
+
     out: list[BudgetState] = []
     if settings.budget.monthly:
         spent_month = sum(c.within(month, math.inf) for c in owed)
-        out.append(BudgetState("month", month_key(now), settings.budget.monthly, spent_month, warn))
+        out.append(
+            BudgetState(
+                "month",
+                month_key(now),
+                settings.budget.monthly,
+                spent_month,
+                warn,
+                margin(lambda s: True),
+            )
+        )
     for name, amount in sorted(settings.budget.per_provider.items()):
         if only_provider is not None and name != only_provider:
             continue
         spent_p = sum(c.within(month, math.inf) for c in owed if c.segment.provider == name)
-        out.append(BudgetState("provider", name, amount, spent_p, warn))
+        out.append(
+            BudgetState(
+                "provider", name, amount, spent_p, warn, margin(lambda s, n=name: s.provider == n)
+            )
+        )
     for run in runs:
         if not run.budget or (only_run is not None and run.id != only_run):
             continue
         if only_run is None and not run.status.active:
             continue
         spent_r = sum(c.amount for c in owed if c.segment.run_id == run.id)
-        out.append(BudgetState("run", run.id, run.budget, spent_r, warn))
+        out.append(
+            BudgetState(
+                "run",
+                run.id,
+                run.budget,
+                spent_r,
+                warn,
+                margin(lambda s, r=run.id: s.run_id == r),
+            )
+        )
     return tuple(out)
+
+
+# Seconds from a budget stop until the bill ends: the trainer checkpoints, the results come
+# down, the machine goes. A stop is triggered this much early at the current burn (and the
+# agent's time limit is this much shorter), so the final cost stays within the budget. A
+# profile's `stop_margin_seconds` replaces the default of its provider kind.
+STOP_MARGIN_SECONDS: dict[str, float] = {
+    "local": 10.0,
+    "ssh": 30.0,
+    "aws": 120.0,
+    "digitalocean": 120.0,
+}
+STOP_MARGIN_DEFAULT = 120.0
+
+
+def stop_margin_seconds(settings: Settings, provider: str) -> float:
+    """Seconds a budget stop takes to end the bill on this profile (see STOP_MARGIN_SECONDS)."""
+    profile = settings.profiles.get(provider)
+    raw = profile.get("stop_margin_seconds") if profile is not None else None
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+        return max(0.0, float(raw))
+    kind = profile.provider if profile is not None else provider
+    return STOP_MARGIN_SECONDS.get(kind, STOP_MARGIN_DEFAULT)
+
+
+def stop_margin(settings: Settings, live: Iterable[PriceSegment]) -> float:
+    """Dollars the stop of what these open segments bill will cost: margin x burn."""
+    return sum(s.rate_per_hour * stop_margin_seconds(settings, s.provider) / 3600.0 for s in live)
 
 
 def _relevant_segments(store: Store, now: float, run_id: str | None) -> list[PriceSegment]:
@@ -795,7 +865,7 @@ def seconds_to_threshold(states: Iterable[BudgetState], burn_per_hour: float) ->
         return None
     best = None
     for st in states:
-        for line in (st.warn_fraction * st.budget, st.budget):
+        for line in (st.warn_at, st.stop_at):
             if line > st.spent:
                 left = (line - st.spent) / burn_per_hour * 3600.0
                 best = left if best is None else min(best, left)
@@ -820,19 +890,102 @@ def remaining_for(
     if run_budget is not None:
         used = sum(c.amount for c in owed if run_id and c.segment.run_id == run_id)
         options.append((run_budget - used, f"the run budget of ${run_budget:.2f}"))
+    if not settings.budget.monthly and not settings.budget.per_provider.get(provider):
+        return min(options) if options else None
+    held = committed(store, settings, exclude=run_id, now=now)
+
+    def after(amount: float, runs: int) -> str:
+        if runs == 0:
+            return ""
+        return f" after ${amount:.2f} held for {runs} active run{'s' if runs != 1 else ''}"
+
     if settings.budget.monthly:
         used = sum(c.within(month, math.inf) for c in owed)
+        amount = sum(h.amount for h in held)
         options.append(
             (
-                settings.budget.monthly - used,
-                f"what is left of the monthly budget (${settings.budget.monthly:.2f})",
+                settings.budget.monthly - used - amount,
+                f"what is left of the monthly budget (${settings.budget.monthly:.2f})"
+                + after(amount, len(held)),
             )
         )
     per = settings.budget.per_provider.get(provider)
     if per:
         used = sum(c.within(month, math.inf) for c in owed if c.segment.provider == provider)
-        options.append((per - used, f"what is left of the {provider} budget (${per:.2f}/month)"))
+        mine = [h for h in held if h.provider == provider]
+        amount = sum(h.amount for h in mine)
+        options.append(
+            (
+                per - used - amount,
+                f"what is left of the {provider} budget (${per:.2f}/month)"
+                + after(amount, len(mine)),
+            )
+        )
     return min(options) if options else None
+
+
+@dataclass(frozen=True)
+class Held:
+    """Money an active run may still spend before its own limits stop it."""
+
+    run_id: str
+    provider: str
+    amount: float
+    seconds: float  # until its earliest limit (max hours, budget), margin included
+
+
+def _month_end(now: float) -> float:
+    return month_start(month_start(now) + 32 * 86400.0)
+
+
+def _seconds_left(store: Store, run: Run, segs: Sequence[PriceSegment], now: float) -> float:
+    """Seconds until the run's earliest limit on its machine: the agent's max hours and
+    budget limits as started (the last `limits` event), else the spec's max hours from the
+    start of billing, else the end of the month (the monthly budget's period)."""
+    events = store.events(run.id, kinds=["limits"])
+    if events:
+        ev = events[-1]
+        ends = [
+            float(ev["time"]) + float(v)
+            for v in (ev.get("max_seconds"), ev.get("budget_seconds"))
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        if ends:
+            return max(0.0, min(ends) - now)
+    hours = run.spec.get("max_hours")
+    if isinstance(hours, int | float) and hours > 0 and segs:
+        return max(0.0, min(s.start for s in segs) + float(hours) * 3600.0 - now)
+    return max(0.0, _month_end(now) - now)
+
+
+def committed(
+    store: Store, settings: Settings, *, exclude: str | None = None, now: float | None = None
+) -> list[Held]:
+    """What every other active run may still spend: its burn now until its earliest limit,
+    plus what its own stop costs, at most what is left of its own run budget.
+
+    Each launch and each agent's budget limit count this as spent, so runs started one
+    after another share the monthly and provider budgets: the limits handed to their
+    agents add up to no more than the budget, with gpuctl closed.
+    """
+    now = time.time() if now is None else now
+    out = []
+    billing = _billing_lookup(settings)
+    for run in store.list_runs(active=True):
+        if run.id == exclude or not run.status.active:
+            continue
+        segs = store.segments(run_id=run.id)
+        live = [s for s in segs if s.end is None and s.start <= now]
+        burn = sum(s.rate_per_hour for s in live)
+        if burn <= 0:
+            continue
+        seconds = _seconds_left(store, run, live, now) + stop_margin_seconds(settings, run.provider)
+        amount = burn * seconds / 3600.0
+        if run.budget:
+            spent_r = sum(c.amount for c in charges(segs, billing, now))
+            amount = min(amount, max(0.0, run.budget - spent_r))
+        out.append(Held(run.id, run.provider, amount, seconds))
+    return out
 
 
 def launch_refusal(
@@ -841,13 +994,16 @@ def launch_refusal(
     spec: LaunchSpec,
     estimate_cost: float | None,
     *,
+    price_per_hour: float | None = None,
     now: float | None = None,
 ) -> BudgetExceeded | None:
-    """Why a launch must not go ahead (its estimate exceeds what is left), or None.
+    """Why a launch must not go ahead, or None: what is left of a budget (after what the
+    active runs may still spend) is used up, below the provider's minimum charge, below
+    the estimate, or the price is unknown so the budget cannot be checked.
 
-    A budget already used up refuses even without an estimate. `--force` is the caller's.
+    `--force` is the caller's.
     """
-    left = remaining_for(store, settings, spec.provider, spec.budget, now=now)
+    left = remaining_for(store, settings, spec.provider, spec.budget, run_id=spec.run_id, now=now)
     if left is None:
         return None
     amount, which = left
@@ -857,7 +1013,25 @@ def launch_refusal(
     )
     if amount <= 0:
         return BudgetExceeded(f"{which} is used up (${-amount:.2f} over)", hint=hint)
-    if estimate_cost is not None and estimate_cost > amount:
+    if estimate_cost is None:
+        return BudgetExceeded(
+            f"the price of this machine is unknown, so {which} cannot be checked",
+            hint="name an instance type with a known price, or add --force to launch "
+            "anyway (the meter cannot count a machine without a price)",
+        )
+    billing = billing_for(settings, spec.provider)
+    if price_per_hour and billing.minimum_seconds > 0:
+        minimum = price_per_hour * billing.minimum_seconds / 3600.0
+        if minimum > amount:
+            return BudgetExceeded(
+                f"{which}"
+                + (f" (${amount:.2f} left)" if "left" in which else "")
+                + " is below the provider's minimum charge: "
+                f"${minimum:.2f} ({billing.minimum_seconds:.0f} s at ${price_per_hour:.3f}/h)",
+                hint=f"raise the budget to more than ${minimum:.2f}, or choose a cheaper "
+                "offer; a budget stop cannot bill less than the minimum",
+            )
+    if estimate_cost > amount:
         return BudgetExceeded(
             f"estimated ${estimate_cost:.2f} exceeds {which}"
             + (f": ${amount:.2f} left" if "left" in which else ""),
@@ -876,9 +1050,11 @@ def agent_budget_seconds(
 ) -> float | None:
     """The run's budget as a time limit for the agent on the machine: remaining / price.
 
-    The tightest of the run, monthly and provider budgets, at this instance's rate (compute
-    plus its disk). It holds with gpuctl closed; the agent measures it on its own monotonic
-    clock, so a machine clock that disagrees with ours does not matter.
+    The tightest of the run, monthly and provider budgets (the latter two less what the
+    other active runs may still spend, see `committed`), at this instance's rate (compute
+    plus its disk), less the time a stop takes to end the bill (`stop_margin_seconds`).
+    It holds with gpuctl closed; the agent measures it on its own monotonic clock, so a
+    machine clock that disagrees with ours does not matter.
     """
     if not instance.price_per_hour:
         return None
@@ -888,7 +1064,68 @@ def agent_budget_seconds(
     rate = float(instance.price_per_hour) + (
         storage_rate(billing_for(settings, instance.provider), instance.disk_gb) or 0.0
     )
-    return max(0.0, left[0]) / rate * 3600.0
+    margin = stop_margin_seconds(settings, instance.provider)
+    return max(0.0, max(0.0, left[0]) / rate * 3600.0 - margin)
+
+
+# -- what one instance costs now: one answer for `ls`, `cost` and the TUI ----------------------
+
+
+@dataclass(frozen=True)
+class InstanceMoney:
+    """What the meter bills for one listed instance right now, and why when nothing.
+
+    `burn_per_hour` is the sum of its open ledger segments (what `gpuctl cost` adds up),
+    None when the ledger does not meter it at all; `note` says why in words.
+    """
+
+    burn_per_hour: float | None
+    note: str = ""
+
+    @property
+    def metered(self) -> bool:
+        return self.burn_per_hour is not None
+
+
+def instance_money(
+    store: Store,
+    settings: Settings,
+    instances: Iterable[Instance],
+    *,
+    now: float | None = None,
+) -> dict[tuple[str, str], InstanceMoney]:
+    """The meter's view of each instance, keyed by (provider, id), from the ledger alone."""
+    now = time.time() if now is None else now
+    known_runs = {r.id for r in store.list_runs()}
+    out: dict[tuple[str, str], InstanceMoney] = {}
+    for inst in instances:
+        segs = store.segments(provider=inst.provider, instance_id=inst.id)
+        live = [s for s in segs if s.end is None and s.start <= now]
+        listed = "" if inst.price_per_hour is None else f"; listed at ${inst.price_per_hour:.3f}/h"
+        if live:
+            burn = sum(s.rate_per_hour for s in live)
+            kinds = {s.kind for s in live}
+            note = ""
+            if inst.state == InstanceState.STOPPED:
+                note = "off, still billing" if COMPUTE in kinds else "stopped: its disk bills"
+            out[inst.key] = InstanceMoney(burn, note)
+        elif segs:
+            out[inst.key] = InstanceMoney(0.0, f"{inst.state.value}: not billing")
+        elif not inst.managed:
+            out[inst.key] = InstanceMoney(None, f"not metered: not created by gpuctl{listed}")
+        elif inst.run_id and inst.run_id not in known_runs:
+            out[inst.key] = InstanceMoney(
+                None, f"not metered: another gpuctl's run ({inst.run_id}){listed}"
+            )
+        elif inst.price_per_hour is None:
+            out[inst.key] = InstanceMoney(None, "not metered: price unknown")
+        elif inst.state in (InstanceState.STOPPED, InstanceState.TERMINATED):
+            out[inst.key] = InstanceMoney(0.0, f"{inst.state.value}: not billing")
+        else:
+            out[inst.key] = InstanceMoney(
+                None, f"not metered yet: `gpuctl cost --refresh` meters it{listed}"
+            )
+    return out
 
 
 # -- reconciliation with what the providers report -------------------------------------------------
@@ -992,6 +1229,9 @@ def reconcile(
             if STORAGE not in open_kinds:
                 open_storage(store, settings, inst, inst.run_id, start, now=now, source="reconcile")
         elif not _compute_billed(inst, billing) and COMPUTE in open_kinds:
+            if inst.stopped_at is not None:  # the provider knows when it stopped: bill to then
+                begun = min(s.start for s in segs if s.end is None)
+                seen = max(begun, min(now, float(inst.stopped_at)))
             store.close_segments(provider, inst.id, seen, kind=COMPUTE)
             out.append(
                 Reconciled(

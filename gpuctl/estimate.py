@@ -267,16 +267,28 @@ class Estimate:
     basis: str  # "table" | "history"
     runs_used: int = 0
     max_hours: float | None = None
+    minimum_seconds: float = 0.0  # the provider's minimum charge per start
 
     @property
     def capped(self) -> bool:
         """The run would hit its max-hours limit (the agent stops it there)."""
         return bool(self.max_hours and self.hours > self.max_hours)
 
+    @property
+    def minimum_note(self) -> str:
+        """'60 s minimum' when the cost is the provider's minimum charge, not the run time."""
+        if self.cost is None or self.minimum_seconds <= 0:
+            return ""
+        if self.hours * 3600.0 >= self.minimum_seconds:
+            return ""
+        return f"{fmt_hours(self.minimum_seconds / 3600.0)} minimum"
+
     def text(self) -> str:
         where = self.instance_type or self.gpu_class
         price = "" if self.price_per_hour is None else f", ${self.price_per_hour:.3f}/h"
         cost = "price unknown" if self.cost is None else f"~${self.cost:.2f}"
+        if self.minimum_note:
+            cost += f" ({self.minimum_note})"
         source = (
             f"from {self.runs_used} past run{'s' if self.runs_used != 1 else ''} on this machine"
             if self.basis == "history"
@@ -284,16 +296,17 @@ class Estimate:
         )
         cap = f"; stops at its {self.max_hours:g} h limit" if self.capped else ""
         return (
-            f"rough estimate: ~{_fmt_hours(self.hours)}, {cost} on {where} "
+            f"rough estimate: ~{fmt_hours(self.hours)}, {cost} on {where} "
             f"({self.gpu_class}{price}), {source}{cap}"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "capped": self.capped}
+        return {**self.__dict__, "capped": self.capped, "minimum_note": self.minimum_note}
 
 
-def _fmt_hours(hours: float) -> str:
-    if hours < 1 / 60:
+def fmt_hours(hours: float) -> str:
+    """A duration for people: '15 s', '3 min', '2.5 h' (never '0.00 h')."""
+    if hours < 2 / 60:
         return f"{hours * 3600:.0f} s"
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
 
@@ -359,6 +372,7 @@ def estimate(
         basis="history" if past else "table",
         runs_used=len(past),
         max_hours=max_hours,
+        minimum_seconds=minimum_seconds if price_per_hour else 0.0,
     )
 
 

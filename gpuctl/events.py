@@ -41,13 +41,18 @@ class Resolved(Event):
     estimate_hours: float | None = None
     estimate_cost: float | None = None
     offer: str = ""
+    estimate_note: str = ""  # "60 s minimum": the cost is the provider's minimum charge
 
     def text(self) -> str:
+        from .estimate import fmt_hours
+
         est = ""
         if self.estimate_hours is not None:
-            est = f", estimate {self.estimate_hours:.2f} h"
+            est = f", estimate ~{fmt_hours(self.estimate_hours)}"
             if self.estimate_cost is not None:
                 est += f" / ${self.estimate_cost:.2f}"
+            if self.estimate_note:
+                est += f" ({self.estimate_note})"
         return f"run {self.run_id}: preset {self.preset} on {self.provider}{est}"
 
 

@@ -221,8 +221,10 @@ class Engine:
             image=image,
             disk_gb=disk_gb or chosen.disk_gb,
             budget=budget,
-            max_hours=max_hours or chosen.max_hours or self.settings.max_hours,
-            idle_minutes=idle_minutes if idle_minutes is not None else chosen.idle_minutes,
+            max_hours=max_hours or self.capped("max_hours", chosen.max_hours),
+            idle_minutes=idle_minutes
+            if idle_minutes is not None
+            else self.capped("idle_minutes", chosen.idle_minutes),
             workdir=workdir_path,
             excludes=tuple(excludes),
             include_secrets=tuple(include_secrets),
@@ -235,12 +237,27 @@ class Engine:
             options=options or {},
         )
 
+    def capped(self, key: str, preset_value: float | None) -> float | None:
+        """A preset's limit under config.toml's [defaults] cap, the smaller winning (a
+        flag given on the command line is the user's explicit choice and is not capped).
+        A cap of 0 or less caps nothing; a preset without a limit gets the cap."""
+        cap = getattr(self.settings, key) if key in self.settings.defaults_given else None
+        if cap is None or cap <= 0:
+            return (preset_value or self.settings.max_hours) if key == "max_hours" else preset_value
+        return cap if not preset_value or preset_value <= 0 else min(cap, preset_value)
+
     # -- launch ------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> Events:
         """Provision (or reuse), reach, sync and start; ends with TrainerStarted or Failed."""
         est = self.estimate(spec)
-        refusal = cost.launch_refusal(self.store, self.settings, spec, est.cost if est else None)
+        refusal = cost.launch_refusal(
+            self.store,
+            self.settings,
+            spec,
+            est.cost if est else None,
+            price_per_hour=est.price_per_hour if est else None,
+        )
         if refusal is not None and not spec.options.get("force"):
             yield self._resolved(spec, est)
             yield Failed(spec.run_id, refusal.message, refusal.hint, refusal.exit_code)
@@ -267,6 +284,13 @@ class Engine:
             yield Notice(spec.run_id, est.text())
         if refusal is not None:
             yield Notice(spec.run_id, f"launching anyway (--force): {refusal.message}", "warning")
+        elif est is None or est.cost is None:  # unknown is not $0: say the meter is blind
+            yield Notice(
+                spec.run_id,
+                "the price of this machine is unknown: its cost cannot be estimated and is "
+                "not metered until a price is known",
+                "warning",
+            )
         instance: Instance | None = None
         created = False
         try:
@@ -358,6 +382,7 @@ class Engine:
             estimate_hours=round(est.hours, 4) if est else None,
             estimate_cost=round(est.cost, 4) if est and est.cost is not None else None,
             offer=(est.instance_type if est else "") or spec.instance_type or "",
+            estimate_note=est.minimum_note if est else "",
         )
 
     def _abandon_launch(self, spec: LaunchSpec, instance: Instance | None, created: bool) -> None:
@@ -453,9 +478,14 @@ class Engine:
         budget_seconds = cost.agent_budget_seconds(self.store, self.settings, spec, instance)
         if budget_seconds is not None:
             budget_seconds *= scale
+        max_seconds = spec.max_hours * 3600 * scale if spec.max_hours else None
+        # What this run may still spend, for the budgets it shares with later launches.
+        self._event(
+            spec.run_id, "limits", {"max_seconds": max_seconds, "budget_seconds": budget_seconds}
+        )
         return {
             "nproc": nproc,
-            "max_seconds": spec.max_hours * 3600 * scale if spec.max_hours else None,
+            "max_seconds": max_seconds,
             "budget_seconds": budget_seconds,
             "idle_seconds": spec.idle_minutes * 60 * scale if spec.idle_minutes else None,
             "shutdown": shutdown,
@@ -516,7 +546,9 @@ class Engine:
                 if now >= next_cost:
                     yield from self._cost_tick(run_id, warned)
                     due = self._cost_next.get(run_id)  # sooner when a threshold is near
-                    next_cost = now + min(self.cost_seconds, max(1.0, due or self.cost_seconds))
+                    next_cost = now + min(
+                        self.cost_seconds, max(self.poll_seconds, due or self.cost_seconds)
+                    )
                 if now >= next_status:
                     next_status = now + self.status_seconds
                     status = rd.status()
@@ -674,6 +706,11 @@ class Engine:
                 yield from self.teardown(run_id, instance, policy)
             except GpuctlError as exc:
                 yield Notice(run_id, f"teardown failed: {exc.one_line()}", "error")
+        # The last stretch (trainer exit, download, teardown) may cross a budget line
+        # between two ticks: report it now, from the closed ledger.
+        for event in self._cost_tick(run_id, {"stop"}):
+            if isinstance(event, Notice):
+                yield event
         spent, _ = cost.spent(self.store, self.settings, run_id=run_id)
         run = self.store.get_run(run_id)
         if status in (RunStatus.FAILED, RunStatus.LOST):
@@ -736,6 +773,8 @@ class Engine:
     def teardown(self, run_id: str | None, instance: Instance, policy: str) -> Events:
         """Stop or terminate an instance, close its ledger, say so (callers confirm first)."""
         provider = self.provider(instance.provider)
+        ended = getattr(provider, "billing_ended_at", None)  # local: when the trainer exited
+        end = ended(instance) if ended is not None else None
         if policy == "stop":
             provider.stop(instance)
             action = "stopped"
@@ -747,12 +786,12 @@ class Engine:
                     "warning",
                 )
             else:
-                cost.stop_instance(self.store, self.settings, instance)
+                cost.stop_instance(self.store, self.settings, instance, end)
         else:
             provider.terminate(instance, wait=True)
             # An ssh box is the user's own machine: gpuctl only lets go of it.
             action = "released" if provider.kind == "ssh" else "terminated"
-            cost.close_instance(self.store, instance)
+            cost.close_instance(self.store, instance, end)
             self.store.mark_instance_gone(instance.provider, instance.id)
         self._event(run_id, "teardown", {"instance": instance.id, "action": action})
         yield TornDown(run_id or "", instance.id, action)

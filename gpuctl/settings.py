@@ -243,6 +243,9 @@ class Settings:
     max_hours: float = 12.0
     idle_minutes: float = 30.0
     teardown: str = "terminate"
+    # The [defaults] keys config.toml sets: max_hours and idle_minutes given there cap
+    # every preset's (the smaller wins); left out, each preset keeps its own.
+    defaults_given: frozenset[str] = frozenset()
 
     @property
     def state_path(self) -> Path:
@@ -434,6 +437,7 @@ def load(config_path: Path | None = None) -> Settings:
         max_hours=float(defaults_raw.get("max_hours", 12.0)),
         idle_minutes=float(defaults_raw.get("idle_minutes", 30.0)),
         teardown=str(defaults_raw.get("teardown", "terminate")),
+        defaults_given=frozenset(defaults_raw),
     )
 
 

@@ -555,7 +555,7 @@ class AwsProvider:
         itype = str(item.get("InstanceType", ""))
         market = Market.SPOT if item.get("InstanceLifecycle") == "spot" else Market.ON_DEMAND
         price: float | None = _float(tags.get(TAG_PRICE))
-        if price is None and market == Market.ON_DEMAND:
+        if price is None:  # a spot price not known yet is billed at most on-demand: not $0
             known = on_demand_price(region, itype, self._cache_get(f"pricing:{region}"))
             price = known.per_hour if known else None
         facts = catalog_facts(itype) or next(
@@ -1002,9 +1002,8 @@ class AwsProvider:
             hint += ", or --fallback on-demand"
         if "quota" in kinds:
             hint += f"; a quota also blocked it: {quota_hint(None, itype, spec.spot)}"
-        return CapacityError(
-            f"could not launch {itype} after {len(failures)} tries: {tried}", hint=hint
-        )
+        tries = "1 try" if len(failures) == 1 else f"{len(failures)} tries"
+        return CapacityError(f"could not launch {itype} after {tries}: {tried}", hint=hint)
 
     # -- lifecycle verbs --------------------------------------------------------------------
 

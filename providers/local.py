@@ -103,7 +103,20 @@ class LocalProvider:
             managed=True,
             raw_state=str(status.get("state", "")),
             tags={"gpuctl:run": run_id},
+            stopped_at=_ended_at(status)
+            if state == InstanceState.STOPPED and status.get("state") == "exited"
+            else None,
         )
+
+    def billing_ended_at(self, instance: Instance) -> float | None:
+        """When this "machine" stopped billing: the moment its trainer and agent exited
+        (None while they run). The ledger closes there, not when gpuctl next looks."""
+        try:
+            path = self._run_dir(instance.id.removeprefix(PREFIX)) / "agent_status.json"
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return _ended_at(status) if status.get("state") == "exited" else None
 
     def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
         runs = self.root / "runs"
@@ -173,3 +186,8 @@ class LocalProvider:
 
     def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
         return {"action": SHUTDOWN_NONE}
+
+
+def _ended_at(status: dict[str, Any]) -> float | None:
+    value = status.get("ended_at")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

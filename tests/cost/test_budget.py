@@ -122,9 +122,10 @@ def test_agent_time_limit_is_remaining_budget_over_price(store: Store, gpuctl_ho
     settings = settings_with(gpuctl_home)
     machine = inst("aws", "i-1", price=2.0, run_id="new-run", launched_at=T0)
     cost.open_compute(store, machine, "new-run", now=T0)
-    # $10 budget, 30 minutes at $2/h already spent: $9 left = 4.5 h.
+    # $10 budget, 30 minutes at $2/h already spent: $9 left = 4.5 h, less the time a stop
+    # takes to end the bill on AWS.
     seconds = cost.agent_budget_seconds(store, settings, spec(budget=10.0), machine, now=T0 + 1800)
-    assert seconds == pytest.approx(4.5 * 3600)
+    assert seconds == pytest.approx(4.5 * 3600 - cost.STOP_MARGIN_SECONDS["aws"])
     assert cost.agent_budget_seconds(store, settings, spec(), machine, now=T0) is None
     free = machine.evolve(price_per_hour=0.0)
     assert cost.agent_budget_seconds(store, settings, spec(budget=10.0), free, now=T0) is None
@@ -136,7 +137,8 @@ def test_agent_time_limit_counts_the_disk_and_the_tightest_budget(
     settings = settings_with(gpuctl_home, "[budget]\nmonthly = 3\n")
     machine = inst("aws", "i-1", price=0.92, disk_gb=730.0, run_id="new-run")  # +$0.08/h disk
     seconds = cost.agent_budget_seconds(store, settings, spec(budget=50.0), machine, now=T0)
-    assert seconds == pytest.approx(3 * 3600)  # the month's $3 at $1.00/h
+    # The month's $3 at $1.00/h, less the stop margin.
+    assert seconds == pytest.approx(3 * 3600 - cost.STOP_MARGIN_SECONDS["aws"])
     spend(store, "local", "l-1", "other", 3.5, T0 - 100)
     assert cost.agent_budget_seconds(store, settings, spec(budget=50.0), machine, now=T0) == 0.0
 

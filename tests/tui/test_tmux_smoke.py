@@ -73,7 +73,7 @@ def tmux(gpuctl_home: Path, tmp_path: Path) -> Iterator[Tmux]:
 def test_open_launch_validate_watch_it_finish_and_quit(tmux: Tmux, tmp_path: Path) -> None:
     tmux.wait(lambda s: "providers" in s and "Launch" in s, "the main screen", timeout=30)
     tmux.keys("l")
-    tmux.wait(lambda s: "Launch a run" in s and "offers from local" in s, "the launch modal")
+    tmux.wait(lambda s: "Launch a run" in s and "offer from local" in s, "the launch modal")
     tmux.keys("C-s")
     screen = tmux.wait(lambda s: "validate-" in s and "Launch a run" not in s, "the new row")
     assert any(w in screen for w in ("provisioning", "syncing", "up ", "training"))

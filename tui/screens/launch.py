@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from gpuctl.console import plural
 from gpuctl.errors import GpuctlError
 from gpuctl.models import LaunchSpec, Offer
 from gpuctl.presets import loader
@@ -226,7 +227,9 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 Text(o.region or ",".join(o.regions[:2]) or "-"),
             )
         table.border_subtitle = (
-            f"{len(self.offers)} offers from {provider}" if self.offers else (error or "no offers")
+            f"{plural(len(self.offers), 'offer')} from {provider}"
+            if self.offers
+            else (error or "no offers")
         )
         self._offer_changed()
 
@@ -277,7 +280,9 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         if preset is not None and not self.max_hours_edited:
             box = self.query_one("#max-hours", Input)
             with box.prevent(Input.Changed):
-                box.value = f"{preset.max_hours:g}"
+                # the preset's limit under config.toml's [defaults] cap, as a launch gets it
+                hours = self.gpuctl.engine.capped("max_hours", preset.max_hours)
+                box.value = f"{hours:g}"
         self._preset_info()
         self._revalidate()
 
@@ -306,7 +311,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 f"{preset.epochs} epochs · {preset.image_size} px images · "
                 f"{preset.train.get('train_samples', '?')} samples/epoch · "
                 f"batch {preset.train.get('batch_size', '?')} · idle stop "
-                f"{preset.idle_minutes:g} min",
+                f"{self.gpuctl.engine.capped('idle_minutes', preset.idle_minutes) or 0:g} min",
                 style="dim",
             )
         self.query_one("#preset-info", Static).update(out)
@@ -409,7 +414,12 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 engine.store, engine.settings, spec, engine.provider(self.provider), offer=offer
             )
             self.refusal = cost.launch_refusal(
-                engine.store, engine.settings, spec, est.cost, now=self.gpuctl.now()
+                engine.store,
+                engine.settings,
+                spec,
+                est.cost,
+                price_per_hour=est.price_per_hour,
+                now=self.gpuctl.now(),
             )
         except GpuctlError as exc:
             box.update(Text(f"Estimate unavailable: {exc.message}", style="yellow"))
@@ -444,7 +454,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             out.append(self.refusal.message, style="red")
         elif values["budget"] and est.price_per_hour:
             buys = duration(values["budget"] / est.price_per_hour * 3600)
-            out.append(f"\nbudget ${values['budget']:g} buys {buys}", style="dim")
+            out.append(f"\nbudget {money(values['budget'])} buys {buys}", style="dim")
         box.update(out)
 
     # -- confirm -----------------------------------------------------------------------------------
