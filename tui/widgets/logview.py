@@ -82,9 +82,14 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
 
     def _to_end(self) -> None:
-        """Scroll to the last line now and again after layout (a new scrollbar moves it)."""
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
-        self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+        """Scroll to the last row now and again after layout (a new scrollbar moves it).
+
+        `force`: before layout has shown the scrollbar, Textual's scroll methods ignore a
+        widget that cannot scroll yet, and follow mode would stay at the top."""
+        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
+        self.call_after_refresh(
+            self.scroll_end, animate=False, immediate=True, x_axis=False, force=True
+        )
 
     def replace(self, lines: Iterable[str]) -> None:
         self.lines = []
