@@ -67,3 +67,8 @@ async def wait_for(
 def notifications(app: GpuctlApp, severity: str | None = None) -> list[str]:
     """Every notification shown so far, as 'title: message'."""
     return [f"{t}: {m}" for s, t, m in app.notice_log if severity in (None, s)]
+
+
+def screen_text(app: GpuctlApp) -> list[str]:
+    """The active screen as a user sees it, one string a terminal line."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]

@@ -43,7 +43,7 @@ async def test_first_paint_comes_from_the_cache_without_the_network(gpuctl_home,
 
 async def test_rows_show_runs_and_instances_with_states_in_words(seeded, make_app):
     app = make_app(live=False, clock=lambda: demo.NOW)
-    async with app.run_test(size=(140, 30)) as pilot:
+    async with app.run_test(size=(150, 30)) as pilot:
         await pilot.pause()
         rows = {r.key: r for r in app.main.snapshot.rows}
         training = rows[f"run:{demo.TRAINING}"]

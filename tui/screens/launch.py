@@ -27,6 +27,7 @@ from gpuctl.presets import loader
 
 from ..messages import OffersLoaded
 from ..model import duration, money
+from ..widgets.tickbox import TickBox
 
 if TYPE_CHECKING:
     from ..app import GpuctlApp
@@ -66,6 +67,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         self.estimate: Any = None  # gpuctl.estimate.Estimate
         self.refusal: GpuctlError | None = None
         self.presets_error = ""
+        self.launch_tried = False
 
     @property
     def gpuctl(self) -> GpuctlApp:
@@ -106,7 +108,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             table: DataTable[Text] = DataTable(cursor_type="row", id="offers")
             yield table
             with Horizontal(classes="row"):
-                yield Checkbox("Spot", compact=True, id="spot")
+                yield TickBox("Spot", compact=True, id="spot")
                 yield Label("Budget $", classes="label")
                 yield Input(placeholder="no limit", compact=True, id="budget")
                 yield Label("Max hours", classes="label")
@@ -130,6 +132,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 )
             yield Static("", id="errors")
             yield Static("", id="estimate")
+            yield TickBox("Launch anyway, over budget", compact=True, id="force")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel (esc)", compact=True, id="cancel")
                 yield Button("Launch (ctrl+s)", variant="success", compact=True, id="go")
@@ -359,17 +362,26 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         self.errors = values["errors"]
         for field in ("budget", "max-hours"):
             self.query_one(f"#{field}", Input).set_class(field in self.errors, "-invalid")
+        self._show_estimate(values)
+        shown = list(self.errors.values())
+        if self.launch_tried and self.refusal is not None and not self._forced():
+            shown.append(
+                f"{self.refusal.message} (raise the budget, choose a smaller preset or a "
+                "cheaper offer, or tick 'Launch anyway, over budget')"
+            )
         errors = Text()
-        for message in self.errors.values():
+        for message in shown:
             if errors:
                 errors.append("\n")
             errors.append("✗ ", style="bold red")
             errors.append(message, style="red")
         box = self.query_one("#errors", Static)
         box.update(errors)
-        box.display = bool(self.errors)
+        box.display = bool(shown)
         self.query_one("#go", Button).disabled = bool(self.errors)
-        self._show_estimate(values)
+
+    def _forced(self) -> bool:
+        return bool(self.query_one("#force", Checkbox).value)
 
     def _spec(self, values: dict[str, Any]) -> LaunchSpec:
         """The engine's own resolve: the same checks and defaults as `gpuctl launch`."""
@@ -386,6 +398,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             region=(offer.region or None) if offer and cloud else None,
             spot=bool(self.query_one("#spot", Checkbox).value),
             teardown=str(self.query_one("#teardown", Select).value),
+            options={"force": True} if self._forced() else None,
         )
 
     def _show_estimate(self, values: dict[str, Any]) -> None:
@@ -393,6 +406,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         box = self.query_one("#estimate", Static)
         self.estimate = None
         self.refusal = None
+        self.query_one("#force", Checkbox).display = False
         offer = self.offer
         if values["errors"] or offer is None:
             box.update(
@@ -428,6 +442,10 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             box.update(Text(f"Estimate unavailable: {type(exc).__name__}", style="dim"))
             return
         self.estimate = est
+        if self.refusal is None:  # an override ticked for another choice must not carry over
+            force = self.query_one("#force", Checkbox)
+            with force.prevent(Checkbox.Changed):
+                force.value = False
         out = Text(no_wrap=False)
         out.append("Estimate ", style="bold")
         out.append(f"~{duration(est.hours * 3600)}", style="bold")
@@ -452,6 +470,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         if self.refusal is not None:
             out.append("\n✗ budget: ", style="bold red")
             out.append(self.refusal.message, style="red")
+            self.query_one("#force", Checkbox).display = True
         elif values["budget"] and est.price_per_hour:
             buys = duration(values["budget"] / est.price_per_hour * 3600)
             out.append(f"\nbudget {money(values['budget'])} buys {buys}", style="dim")
@@ -477,14 +496,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             box.update(Text.assemble(("✗ ", "bold red"), (self.errors["resolve"], "red")))
             box.display = True
             return
-        if self.refusal is not None:
-            box = self.query_one("#errors", Static)
-            box.update(
-                Text.assemble(
-                    ("✗ ", "bold red"),
-                    (f"{self.refusal.message} ({self.refusal.hint})", "red"),
-                )
-            )
-            box.display = True
+        if self.refusal is not None and not self._forced():
+            self.launch_tried = True  # from now on the form shows why it will not launch
+            self._revalidate()
             return
         self.dismiss(spec)

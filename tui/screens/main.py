@@ -47,7 +47,9 @@ class MainScreen(RowActions, Screen[None]):
         yield CostMeter(id="meter")
         yield ProviderChips(id="chips")
         yield InstancesTable(id="instances")
-        yield Input(placeholder="filter: words that must all appear (esc clears)", id="filter")
+        yield Input(
+            placeholder="filter: words that must all appear (esc clears)", compact=True, id="filter"
+        )
         yield Static("", id="status")
         yield Footer(show_command_palette=False)
 

@@ -104,7 +104,11 @@ class RunScreen(RunView):
         with Horizontal(id="run-body"):
             with Vertical(id="log-pane"):
                 yield LogView(id="log")
-                yield Input(placeholder="search the log (enter: find, esc: close)", id="search")
+                yield Input(
+                    placeholder="search the log (enter: find, esc: close)",
+                    compact=True,
+                    id="search",
+                )
             with Vertical(id="side"):
                 yield EpochProgress(id="progress")
                 yield LossChart(id="loss")

@@ -27,6 +27,8 @@ from ..model import Row
 
 @dataclass(frozen=True)
 class Column:
+    """A table column; `width` leaves room for the label and the sort arrow (" ▲")."""
+
     key: str
     label: str
     width: int
@@ -35,15 +37,15 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("provider", "PROVIDER", 8, 80),
+    Column("provider", "PROVIDER", 10, 80),
     Column("region", "REGION", 9, 20),
     Column("name", "NAME / RUN", 20, 99),
     Column("type", "TYPE", 11, 40),
     Column("gpus", "GPUS", 8, 30),
-    Column("state", "STATE", 13, 99),
+    Column("state", "STATE", 21, 99),  # "interrupted, stopping": an ended run, machine up
     Column("uptime", "UP", 6, 50),
     Column("price", "$/H", 6, 90, numeric=True),
-    Column("cost", "COST $", 7, 95, numeric=True),
+    Column("cost", "COST $", 8, 95, numeric=True),
     Column("preset", "PRESET", 8, 10),
     Column("epoch", "EPOCH", 11, 98),
 )
@@ -145,6 +147,7 @@ class InstancesTable(DataTable[Text]):
             self.sort_column = column
             self.sort_reverse = bool(reverse)
         self._sync()
+        self._relabel()  # the order may not change (equal values), the arrow must move
         self.post_message(self.SortChanged(self.sort_column, self.sort_reverse))
 
     @property
@@ -322,11 +325,7 @@ class InstancesTable(DataTable[Text]):
         if force_columns or [c.key for c in columns] != [c.key for c in self._columns]:
             self.clear(columns=True)
             for col in columns:
-                arrow = ""
-                if col.key == self.sort_column:
-                    arrow = " ▼" if self.sort_reverse else " ▲"
-                label = Text(col.label + arrow, justify="right" if col.numeric else "left")
-                self.add_column(label, key=col.key, width=col.width)
+                self.add_column(self._label(col), key=col.key, width=col.width)
             self._columns = columns
         else:
             self.clear()
@@ -356,11 +355,21 @@ class InstancesTable(DataTable[Text]):
         if not self.scroll_y <= self.cursor_row < self.scroll_y + height:
             self.move_cursor(row=self.cursor_row, scroll=True)
 
+    def _label(self, col: Column) -> Text:
+        arrow = ""
+        if col.key == self.sort_column:
+            arrow = " ▼" if self.sort_reverse else " ▲"
+        return Text(col.label + arrow, justify="right" if col.numeric else "left")
+
     def _relabel(self) -> None:
         for col in self._columns:
-            arrow = ""
-            if col.key == self.sort_column:
-                arrow = " ▼" if self.sort_reverse else " ▲"
             column = self.columns.get(col.key)  # type: ignore[call-overload]
             if column is not None:
-                column.label = Text(col.label + arrow, justify="right" if col.numeric else "left")
+                column.label = self._label(col)
+        self._update_count += 1
+        self._strips.clear()
+        self.refresh()
+
+    def header_labels(self) -> dict[str, str]:
+        """Column key -> header text as drawn (tests read the sort arrow here)."""
+        return {str(k.value): c.label.plain for k, c in self.columns.items()}

@@ -2,7 +2,9 @@
 
 Tens of thousands of lines cost nothing until they are scrolled into view (toolong's
 approach). Follow keeps the end in view; scrolling up turns it off, End turns it back
-on. Search highlights every hit and n / N jump between matching lines.
+on. Search highlights every hit and n / N jump between matching lines. Long lines wrap
+to the pane's width (a narrow terminal shows all of a traceback); `w` turns wrapping off
+and the view scrolls sideways instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
+from rich.cells import get_character_cell_size
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -35,9 +38,11 @@ class LogView(ScrollView, can_focus=True):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("end", "follow_on", "Follow", show=False),
         Binding("home", "top", "Top", show=False),
+        Binding("w", "toggle_wrap", "Wrap", show=False),
     ]
 
     follow: reactive[bool] = reactive(True)
+    wrap: reactive[bool] = reactive(True)
 
     class StateChanged(Message):
         """Follow or search state changed (for the title bar)."""
@@ -46,6 +51,11 @@ class LogView(ScrollView, can_focus=True):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.lines: list[str] = []
         self._width = 0
+        # What is drawn: one (line index, start, end) per screen row, and each line's first
+        # row. Without wrapping a row is a whole line; with it, a line spans several rows.
+        self._rows: list[tuple[int, int, int]] = []
+        self._first_row: list[int] = []
+        self._wrap_width = 0
         self.pattern: re.Pattern[str] | None = None
         self.term = ""
         self.matches: list[int] = []
@@ -65,24 +75,74 @@ class LogView(ScrollView, can_focus=True):
             self.matches.extend(
                 start + i for i, line in enumerate(new) if self.pattern.search(line)
             )
-        self.virtual_size = Size(self._width, len(self.lines))
+        self._add_rows(start)
+        self._set_virtual_size()
         if self.follow:
             self._to_end()
         self.refresh()
 
     def _to_end(self) -> None:
-        """Scroll to the last line now and again after layout (a new scrollbar moves it)."""
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
-        self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+        """Scroll to the last row now and again after layout (a new scrollbar moves it).
+
+        `force`: before layout has shown the scrollbar, Textual's scroll methods ignore a
+        widget that cannot scroll yet, and follow mode would stay at the top."""
+        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
+        self.call_after_refresh(
+            self.scroll_end, animate=False, immediate=True, x_axis=False, force=True
+        )
 
     def replace(self, lines: Iterable[str]) -> None:
         self.lines = []
         self._width = 0
+        self._rows = []
+        self._first_row = []
         self.matches = []
         self.extend(lines)
         if not self.lines:
             self.virtual_size = Size(0, 0)
             self.refresh()
+
+    # -- wrapping ----------------------------------------------------------------------------------
+
+    def _add_rows(self, start: int) -> None:
+        width = self._wrap_width if self.wrap else 0
+        for index in range(start, len(self.lines)):
+            self._first_row.append(len(self._rows))
+            self._rows.extend((index, a, b) for a, b in _chunks(self.lines[index], width))
+
+    def _rewrap(self) -> None:
+        """Lay the rows out again for a new width (or wrap turned on or off)."""
+        top_line = self._rows[int(self.scroll_y)][0] if self._rows[int(self.scroll_y) :] else 0
+        self._wrap_width = self._fit_width()
+        self._rows = []
+        self._first_row = []
+        self._add_rows(0)
+        self._set_virtual_size()
+        if self.follow:
+            self._to_end()
+        elif self._first_row:
+            self.scroll_to(y=self._first_row[top_line], animate=False, immediate=True)
+        self.refresh()
+
+    def _set_virtual_size(self) -> None:
+        width = self._wrap_width if self.wrap and self._wrap_width else self._width
+        self.virtual_size = Size(width, len(self._rows))
+
+    def _fit_width(self) -> int:
+        """The pane's width less the vertical scrollbar's, shown or not: the rows must not
+        change when a growing log brings the scrollbar in."""
+        return max(1, self.content_region.width - self.styles.scrollbar_size_vertical)
+
+    def on_resize(self) -> None:
+        if self._fit_width() != self._wrap_width:
+            self._rewrap()
+
+    def watch_wrap(self, _wrap: bool) -> None:
+        if self.is_mounted:
+            self._rewrap()
+
+    def action_toggle_wrap(self) -> None:
+        self.wrap = not self.wrap
 
     # -- search ----------------------------------------------------------------------------------
 
@@ -117,7 +177,8 @@ class LogView(ScrollView, can_focus=True):
         line = self.matches[index]
         self.follow = False
         height = max(1, self.scrollable_content_region.height)
-        self.scroll_to(y=max(0, line - height // 2), animate=False, immediate=True)
+        row = self._first_row[line] if line < len(self._first_row) else line
+        self.scroll_to(y=max(0, row - height // 2), animate=False, immediate=True)
         self.refresh()
         self.post_message(self.StateChanged())
 
@@ -158,11 +219,12 @@ class LogView(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
-        index = scroll_y + y
+        row = scroll_y + y
         width = self.scrollable_content_region.width
         base = self.rich_style
-        if index >= len(self.lines):
+        if row >= len(self._rows):
             return Strip.blank(width, base)
+        index, start, end = self._rows[row]
         line = self.lines[index]
         text = Text(line, no_wrap=True, end="")
         if line.startswith("── "):
@@ -173,12 +235,32 @@ class LogView(ScrollView, can_focus=True):
             current = 0 <= self.match_index < len(self.matches)
             if current and self.matches[self.match_index] == index:
                 text.stylize(CURRENT)
+        if (start, end) != (0, len(line)):
+            text = text[start:end]
         segments = list(text.render(self.app.console))
         strip = Strip(segments, text.cell_len)
         strip = strip.crop_extend(scroll_x, scroll_x + width, base)
         return strip.apply_style(base)
 
     def render_lines_plain(self) -> list[str]:
-        """What is on screen, as text (tests and the tmux smoke test read this)."""
+        """What is on screen, one entry a screen row (tests and the tmux smoke test)."""
         top = int(self.scroll_y)
-        return self.lines[top : top + self.size.height]
+        rows = self._rows[top : top + self.size.height]
+        return [self.lines[i][a:b] for i, a, b in rows]
+
+
+def _chunks(line: str, width: int) -> list[tuple[int, int]]:
+    """(start, end) character spans of at most `width` cells; width 0: the whole line."""
+    if width <= 0 or (len(line) <= width and line.isascii()):
+        return [(0, len(line))]
+    if line.isascii():
+        return [(a, min(a + width, len(line))) for a in range(0, len(line), width)]
+    spans, start, cells = [], 0, 0
+    for i, char in enumerate(line):
+        size = get_character_cell_size(char)
+        if cells + size > width and i > start:
+            spans.append((start, i))
+            start, cells = i, 0
+        cells += size
+    spans.append((start, len(line)))
+    return spans
