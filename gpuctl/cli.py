@@ -178,7 +178,10 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--require-gpu", is_flag=True, help="Refuse a machine without a GPU."),
         click.option("--key-name", help="AWS: use this existing key pair."),
-        click.option("--ssh-cidr", help="AWS: allow SSH from this CIDR (default your IP/32)."),
+        click.option("--ssh-cidr", help="Allow SSH from this CIDR (default your IP/32)."),
+        click.option(
+            "--allow-open-ssh", is_flag=True, help="Accept an --ssh-cidr wider than a /24."
+        ),
         click.option("--aws-profile", help="AWS: named profile from ~/.aws/config."),
         click.option("--checkpoint-bucket", help="S3 bucket for spot checkpoints."),
         click.option("--force", is_flag=True, help="Launch even if the estimate exceeds budget."),
@@ -215,6 +218,7 @@ LAUNCH_KEYS = (
     "require_gpu",
     "key_name",
     "ssh_cidr",
+    "allow_open_ssh",
     "aws_profile",
     "checkpoint_bucket",
     "force",
@@ -224,7 +228,7 @@ LAUNCH_KEYS = (
 def build_spec(eng: Any, preset: str, opts: dict[str, Any]):  # -> LaunchSpec
     options = {
         k: opts[k]
-        for k in ("key_name", "ssh_cidr", "aws_profile", "checkpoint_bucket")
+        for k in ("key_name", "ssh_cidr", "allow_open_ssh", "aws_profile", "checkpoint_bucket")
         if opts.get(k)
     }
     if opts.get("force"):

@@ -9,7 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fixtures.sshd"]  # `sshd` / `private_sshd`: a real OpenSSH server
+# `sshd` / `private_sshd`: a real OpenSSH server; `checkip`: the caller-address service
+pytest_plugins = ["tests.fixtures.sshd", "tests.fakes.checkip"]
 
 
 @pytest.fixture(autouse=True)
