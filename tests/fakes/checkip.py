@@ -20,7 +20,7 @@ class CheckIp:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 outer.hits += 1
                 body = (outer.address + "\n").encode()
                 self.send_response(200)
