@@ -128,9 +128,13 @@ def _copy_tree(
                 continue
         except FileNotFoundError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(
+            mode=0o700 if direction == "down" else 0o777, parents=True, exist_ok=True
+        )
         try:
             shutil.copy2(src / entry.rel, target)
+            if direction == "down":
+                os.chmod(target, 0o600)  # results are the user's only, like every download
         except OSError as exc:
             raise RemoteError(
                 f"copying {entry.rel} failed: {exc.strerror or exc}",
