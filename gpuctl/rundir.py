@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RemoteError
-from .events import Event, Synced
+from .events import Event, Notice, Synced
 from .files import FileEntry, walk_tree
 from .host import Host, SyncStats
 
@@ -110,7 +110,13 @@ class RunDir:
     def upload_workdir(
         self, workdir: Path, excludes: Sequence[str] = (), include_secrets: Sequence[str] = ()
     ) -> Generator[Event, None, SyncStats]:
-        files = walk_tree(workdir, excludes, include_secrets)
+        refused: list[str] = []
+        files = walk_tree(workdir, excludes, include_secrets, refused)
+        if refused:
+            shown = ", ".join(refused[:5]) + (
+                f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+            )
+            yield Notice(self.run_id, f"not uploaded: symlink {shown}", "warning")
         stats = yield from self.host.put_tree(self.run_id, workdir, files, self.work)
         yield Synced(
             self.run_id, stats.files, stats.bytes, stats.seconds, stats.skipped, stats.method

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import shlex
 import stat
 import subprocess
@@ -54,6 +55,7 @@ SMALL_CHANGE_FILES = 32
 SMALL_CHANGE_BYTES = 8 << 20
 RSYNC_IO_TIMEOUT = 120  # seconds without I/O before rsync gives up
 RSYNC_IO_ERRORS = (11, 12, 23)  # file I/O, protocol stream, partial transfer
+RSYNC_PARTIAL = (23, 24)  # some files not sent (errors, vanished): the rest went
 RESULT_MODE = 0o600  # downloaded results: the user's only, whatever the machine said
 
 
@@ -386,6 +388,7 @@ def _rsync_upload(
     sent: dict[str, Record],
 ) -> Generator[Event, None, None]:
     by_rel = {e.rel: e for e in entries}
+    confirmed: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="gpuctl-rsync-") as tmp:
         list_path = Path(tmp) / "files"
         list_path.write_bytes(b"".join(e.rel.encode() + b"\0" for e in entries))
@@ -394,9 +397,16 @@ def _rsync_upload(
             *argv[:-1],
             "--times",
             "--perms",
+            # The file list vetted every symlink in it (inside the tree, no secret):
+            # send what it names, as a file.
+            "--copy-links",
+            # Remote names travel in the protocol, never through the remote shell (a
+            # run dir with spaces or `$(...)` in it stays one path); since rsync 3.0.
+            "-s",
             f"--timeout={RSYNC_IO_TIMEOUT}",  # a stalled link fails instead of hanging
             "--from0",
             f"--files-from={list_path}",
+            "--info=name2",  # name unchanged files too: every line is a file that is there
             "--out-format=%n",
             f"{local_root}/",
             argv[-1] + remote_dir.rstrip("/") + "/",
@@ -410,8 +420,9 @@ def _rsync_upload(
                 for raw in proc.stdout:
                     rel = raw.decode("utf-8", "replace").rstrip("\n")
                     entry = by_rel.get(rel)
-                    if entry is None:
+                    if entry is None or rel in confirmed:
                         continue  # a directory line
+                    confirmed.add(rel)
                     progress.files += 1
                     progress.bytes += entry.size
                     event = progress.event()
@@ -431,9 +442,31 @@ def _rsync_upload(
             err = write_error(session, remote_dir, "files", OSError(stderr or last), largest)
             if err.message.startswith("disk full"):
                 raise err
-        raise _RsyncUnusable(last)
-    for entry in entries:
-        sent[entry.rel] = Record(entry.size, entry.mtime, entry.mode, None)
+        if rc not in RSYNC_PARTIAL or not confirmed:
+            raise _RsyncUnusable(last)
+    # Only what rsync named, and did not complain about, is recorded as there; the rest
+    # (vanished, unreadable, skipped) is sent again by the next sync.
+    quoted = {_rel_of(q, local_root) for q in re.findall(r'"([^"]+)"', stderr)}
+    for rel in confirmed - quoted:
+        entry = by_rel[rel]
+        sent[rel] = Record(entry.size, entry.mtime, entry.mode, None)
+    missing = sorted(set(by_rel) - set(sent))
+    if missing:
+        log.warning("rsync to %s did not send %s: %s", session.label, missing, stderr)
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        yield Notice(
+            progress.run_id,
+            f"{len(missing)} file(s) not uploaded (vanished or unreadable): {shown}; "
+            "the next sync tries them again",
+            "warning",
+        )
+
+
+def _rel_of(path: str, local_root: Path) -> str:
+    prefix = f"{local_root}/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 # -- download -------------------------------------------------------------------------------
