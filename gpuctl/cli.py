@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -98,15 +99,17 @@ def engine():  # -> lifecycle.Engine
 
 def _setup_logging() -> None:
     """Internal details go to GPUCTL_HOME/gpuctl.log, never to the terminal."""
-    from .settings import home_dirs
+    from .settings import PRIVATE_UMASK, home_dirs, private_dir, private_file
 
     root = logging.getLogger("gpuctl")
     if root.handlers:
         return
+    # Everything gpuctl (and a local run's agent and trainer) writes is the user's only.
+    os.umask(PRIVATE_UMASK)
     data_dir, _ = home_dirs()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(data_dir / "gpuctl.log")
+        private_dir(data_dir)
+        handler: logging.Handler = logging.FileHandler(private_file(data_dir / "gpuctl.log"))
     except OSError:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

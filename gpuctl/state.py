@@ -138,8 +138,15 @@ class Store:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from .settings import private_dir, private_file
+
+        private_dir(self.path.parent)
         existed = self.path.exists() and self.path.stat().st_size > 0
+        # sqlite gives -wal and -shm the database file's mode: 0600 makes all three private.
+        for suffix in ("", "-wal", "-shm"):
+            name = self.path.with_name(self.path.name + suffix)
+            if not suffix or name.exists():
+                private_file(name)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
