@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -109,15 +110,17 @@ def engine():  # -> lifecycle.Engine
 
 def _setup_logging() -> None:
     """Internal details go to GPUCTL_HOME/gpuctl.log, never to the terminal."""
-    from .settings import home_dirs
+    from .settings import PRIVATE_UMASK, home_dirs, private_dir, private_file
 
     root = logging.getLogger("gpuctl")
     if root.handlers:
         return
+    # Everything gpuctl (and a local run's agent and trainer) writes is the user's only.
+    os.umask(PRIVATE_UMASK)
     data_dir, _ = home_dirs()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(data_dir / "gpuctl.log")
+        private_dir(data_dir)
+        handler: logging.Handler = logging.FileHandler(private_file(data_dir / "gpuctl.log"))
     except OSError:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -195,7 +198,10 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--require-gpu", is_flag=True, help="Refuse a machine without a GPU."),
         click.option("--key-name", help="AWS: use this existing key pair."),
-        click.option("--ssh-cidr", help="AWS: allow SSH from this CIDR (default your IP/32)."),
+        click.option("--ssh-cidr", help="Allow SSH from this CIDR (default your IP/32)."),
+        click.option(
+            "--allow-open-ssh", is_flag=True, help="Accept an --ssh-cidr wider than a /24."
+        ),
         click.option("--aws-profile", help="AWS: named profile from ~/.aws/config."),
         click.option("--checkpoint-bucket", help="S3 bucket for spot checkpoints."),
         click.option("--force", is_flag=True, help="Launch even if the estimate exceeds budget."),
@@ -232,6 +238,7 @@ LAUNCH_KEYS = (
     "require_gpu",
     "key_name",
     "ssh_cidr",
+    "allow_open_ssh",
     "aws_profile",
     "checkpoint_bucket",
     "force",
@@ -241,7 +248,7 @@ LAUNCH_KEYS = (
 def build_spec(eng: Any, preset: str, opts: dict[str, Any]):  # -> LaunchSpec
     options = {
         k: opts[k]
-        for k in ("key_name", "ssh_cidr", "aws_profile", "checkpoint_bucket")
+        for k in ("key_name", "ssh_cidr", "allow_open_ssh", "aws_profile", "checkpoint_bucket")
         if opts.get(k)
     }
     if opts.get("force"):

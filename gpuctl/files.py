@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,13 +139,30 @@ def is_secret(rel: str, include: Sequence[str] = ()) -> bool:
     return any(fnmatch.fnmatchcase(part, pat) for part in rel.split("/") for pat in SECRET_PATTERNS)
 
 
+def _link_problem(real_root: str, path: str, include: Sequence[str]) -> str | None:
+    """Why a symlink in the tree must not travel (None: it may, as the file it names)."""
+    real = os.path.realpath(path)
+    if real != real_root and os.path.commonpath([real_root, real]) != real_root:
+        return "points outside the work dir"
+    if is_secret(os.path.relpath(real, real_root).replace(os.sep, "/"), include):
+        return "points to a secret"
+    return None
+
+
 def walk_tree(
     root: Path,
     excludes: Sequence[str] = (),
     include_secrets: Sequence[str] = (),
+    skipped: list[str] | None = None,
 ) -> list[FileEntry]:
-    """Files to ship from root, sorted; symlinks to files are followed, to dirs skipped."""
+    """Files to ship from root, sorted; symlinks to files are followed, to dirs skipped.
+
+    A symlink that resolves outside root or to a secret never travels (a link named
+    data.txt may point at ~/.aws/credentials); `skipped` collects "name (why)" for it.
+    Only regular files travel: a FIFO or socket would hang the upload.
+    """
     root = Path(root)
+    real_root = os.path.realpath(root)
     rules = parse_ignore(excludes)
     out: list[FileEntry] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -161,7 +179,12 @@ def walk_tree(
         keep = []
         for d in sorted(dirnames):
             rel = f"{rel_dir}/{d}" if rel_dir else d
-            if d in ALWAYS_SKIPPED or os.path.islink(os.path.join(dirpath, d)):
+            if d in ALWAYS_SKIPPED:
+                continue
+            if os.path.islink(os.path.join(dirpath, d)):
+                problem = _link_problem(real_root, os.path.join(dirpath, d), include_secrets)
+                if problem and skipped is not None and not _ignored(rules, rel, True):
+                    skipped.append(f"{rel} ({problem})")
                 continue
             if _ignored(rules, rel, True) or is_secret(rel, include_secrets):
                 continue
@@ -173,9 +196,18 @@ def walk_tree(
                 continue
             if is_secret(rel, include_secrets):
                 continue
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                problem = _link_problem(real_root, path, include_secrets)
+                if problem:
+                    if skipped is not None:
+                        skipped.append(f"{rel} ({problem})")
+                    continue
             try:
-                st = os.stat(os.path.join(dirpath, name))
+                st = os.stat(path)
             except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             out.append(FileEntry(rel, st.st_size, st.st_mtime, st.st_mode & 0o777))
     return sorted(out, key=lambda e: e.rel)

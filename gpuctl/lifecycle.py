@@ -9,6 +9,7 @@ carrying the one-line message, fix hint and exit code.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import sys
@@ -536,7 +537,8 @@ class Engine:
                 if lines:
                     yield LogLines(run_id, tuple(lines))
                 for ev in events_tail.poll_json():
-                    yield from self._trainer_event(run_id, ev, seen_epochs)
+                    yield from self._trainer_event(run_id, ev, seen_epochs, events_tail)
+                yield from _malformed_notice(run_id, events_tail, warned)
                 now = time.monotonic()
                 if now >= next_gpu:
                     next_gpu = now + self.gpu_seconds
@@ -559,7 +561,8 @@ class Engine:
                             if line_batch:
                                 yield LogLines(run_id, tuple(line_batch))
                         for ev in events_tail.poll_json():
-                            yield from self._trainer_event(run_id, ev, seen_epochs)
+                            yield from self._trainer_event(run_id, ev, seen_epochs, events_tail)
+                        yield from _malformed_notice(run_id, events_tail, warned)
                         final = status
                         break
                 if link_down_since is not None:
@@ -587,13 +590,21 @@ class Engine:
         status = self._final_status(run_id, final)
         return status
 
-    def _trainer_event(self, run_id: str, ev: dict[str, Any], seen: EpochClock) -> Iterator[Event]:
+    def _trainer_event(
+        self, run_id: str, ev: dict[str, Any], seen: EpochClock, tail: Tail | None = None
+    ) -> Iterator[Event]:
         if ev.get("event") != "epoch_end":
             return
-        epoch = int(ev.get("epoch", 0))
+        try:
+            epoch, epochs = _count(ev.get("epoch", 0)), _count(ev.get("epochs", 0))
+        except ValueError:
+            if tail is not None:  # a line from the machine that is not what it says
+                tail.malformed += 1
+                tail.last_malformed = json.dumps(ev)[:80]
+            return
+        ev = {k: (v if k not in _EPOCH_NUMBERS or _number(v) else None) for k, v in ev.items()}
         if not seen.add(epoch, ev):
             return
-        epochs = int(ev.get("epochs", 0))
         eta = seen.eta(epoch, epochs)
         self.store.update_run(
             run_id, epoch=epoch, epochs=epochs, metric=ev.get("val_metric"), eta_seconds=eta
@@ -953,3 +964,36 @@ def exit_code_for(status: RunStatus | None) -> int:
     if status == RunStatus.BUDGET:
         return EXIT_BUDGET
     return EXIT_RUN_FAILED
+
+
+# -- lines from the machine ------------------------------------------------------------------
+
+_EPOCH_NUMBERS = ("train_loss", "val_loss", "val_metric", "epoch_seconds", "samples_per_second")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> int:
+    """An epoch number from the machine: a non-negative int, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise ValueError(f"not an epoch count: {value!r}")
+    return int(value)
+
+
+def _malformed_notice(run_id: str, tail: Tail, warned: set[str]) -> Iterator[Event]:
+    """Warn once per follow that lines were skipped; every skip goes to the log."""
+    key = f"malformed:{tail.path}"
+    if tail.malformed and key not in warned:
+        warned.add(key)
+        name = tail.path.rsplit("/", 1)[-1]
+        yield Notice(
+            run_id,
+            f"skipped a malformed line in {name} from the machine ({tail.last_malformed!r}); "
+            "the run goes on",
+            "warning",
+        )
+    if tail.malformed:
+        log.warning("%s: %d malformed line(s) in %s so far", run_id, tail.malformed, tail.path)
+        tail.malformed = 0

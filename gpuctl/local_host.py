@@ -17,6 +17,7 @@ from .errors import RemoteError
 from .events import Event, SyncProgress
 from .files import FileEntry
 from .host import ExecResult, SyncStats
+from .settings import private_dir
 
 
 class LocalHost:
@@ -26,7 +27,7 @@ class LocalHost:
         self._base = Path(base).resolve()
 
     def base_dir(self) -> str:
-        self._base.mkdir(parents=True, exist_ok=True)
+        private_dir(self._base)  # local runs live in the data dir: the user's only
         return str(self._base)
 
     def exec(
@@ -69,8 +70,9 @@ class LocalHost:
             return None
 
     def write_bytes(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        mode &= 0o700
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -128,9 +130,12 @@ def _copy_tree(
                 continue
         except FileNotFoundError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         try:
             shutil.copy2(src / entry.rel, target)
+            # Results are the user's only, like every download; a local run's copy of the
+            # work dir keeps the owner's bits only (it lives in the data dir).
+            os.chmod(target, 0o600 if direction == "down" else entry.mode & 0o700)
         except OSError as exc:
             raise RemoteError(
                 f"copying {entry.rel} failed: {exc.strerror or exc}",

@@ -600,8 +600,13 @@ def _position(engine: Engine, run: Run) -> tuple[int, int]:
         status = json.loads((root / "status.json").read_text())
     except (OSError, ValueError):
         status = {}
+    if not isinstance(status, dict):  # written by the machine: trust nothing of its shape
+        status = {}
     if status.get("phase") == "interrupted" and status.get("epoch"):
-        return int(status["epoch"]), int(status.get("step") or 0)
+        try:
+            return int(status["epoch"]), int(status.get("step") or 0)
+        except (TypeError, ValueError, OverflowError):
+            pass
     try:
         done = max(int(h["epoch"]) for h in json.loads((root / "history.json").read_text()))
     except (OSError, ValueError, KeyError, TypeError):

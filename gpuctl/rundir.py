@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shlex
 import shutil
 from collections.abc import Generator, Mapping, Sequence
@@ -21,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RemoteError
-from .events import Event, Synced
+from .events import Event, Notice, Synced
 from .files import FileEntry, walk_tree
 from .host import Host, SyncStats
+from .settings import private_dir
+
+log = logging.getLogger(__name__)
 
 # What `download` brings home by default: small, and everything needed to resume or report.
 RESULT_FILES: tuple[str, ...] = (
@@ -72,8 +77,9 @@ def code_bundle(cache_dir: Path) -> tuple[Path, list[FileEntry], str]:
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         for rel, path in entries:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            private_dir((tmp / rel).parent)
             shutil.copy2(path, tmp / rel)
+            os.chmod(tmp / rel, 0o600)  # the cache is in the data dir: the user's only
         (tmp / ".complete").write_text(code_hash)
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
@@ -110,7 +116,13 @@ class RunDir:
     def upload_workdir(
         self, workdir: Path, excludes: Sequence[str] = (), include_secrets: Sequence[str] = ()
     ) -> Generator[Event, None, SyncStats]:
-        files = walk_tree(workdir, excludes, include_secrets)
+        refused: list[str] = []
+        files = walk_tree(workdir, excludes, include_secrets, refused)
+        if refused:
+            shown = ", ".join(refused[:5]) + (
+                f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+            )
+            yield Notice(self.run_id, f"not uploaded: symlink {shown}", "warning")
         stats = yield from self.host.put_tree(self.run_id, workdir, files, self.work)
         yield Synced(
             self.run_id, stats.files, stats.bytes, stats.seconds, stats.skipped, stats.method
@@ -120,7 +132,7 @@ class RunDir:
     def download(
         self, local_dir: Path, names: Sequence[str] | None = RESULT_FILES
     ) -> Generator[Event, None, SyncStats]:
-        local_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(local_dir)
         stats = yield from self.host.get_tree(self.run_id, self.path, local_dir, names)
         return stats
 
@@ -158,12 +170,17 @@ class RunDir:
         argv = [python, agent, command, "--run-dir", self.path, *extra]
         result = self.host.exec(shlex.join(argv), timeout=180, env=env)
         result.check(f"agent {command}")
-        lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
-        if not lines:
-            raise RemoteError(
-                f"agent {command} gave no answer", hint="see agent.log in the run dir"
-            )
-        return json.loads(lines[-1])
+        for line in reversed([ln for ln in result.stdout.splitlines() if ln.startswith("{")]):
+            try:
+                answer = json.loads(line)
+            except (ValueError, RecursionError):
+                log.warning("agent %s: skipped a malformed answer line %r", command, line[:200])
+                continue
+            if isinstance(answer, dict):
+                return answer
+        raise RemoteError(
+            f"agent {command} gave no readable answer", hint="see agent.log in the run dir"
+        )
 
     def start(
         self,

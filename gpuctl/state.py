@@ -141,14 +141,21 @@ class Store:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        from .settings import private_dir, private_file
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             if self.path.is_dir():
                 raise StateError(
                     f"{self.path} is a directory, not gpuctl's state database",
                     hint="move it aside, or set GPUCTL_HOME to another directory",
                 )
             existed = self.path.exists() and self.path.stat().st_size > 0
+            # sqlite gives -wal and -shm the database file's mode: 0600 makes all three private.
+            for suffix in ("", "-wal", "-shm"):
+                name = self.path.with_name(self.path.name + suffix)
+                if not suffix or name.exists():
+                    private_file(name)
         except OSError as exc:
             raise _place_error(self.path, exc) from None
         try:

@@ -23,6 +23,8 @@ class Tail:
         self.path = path
         self.offset = offset
         self._partial = b""
+        self.malformed = 0  # lines poll_json skipped: not a JSON object
+        self.last_malformed = ""
 
     def poll(self) -> list[str]:
         """Complete new lines since the last poll (a trailing partial line waits)."""
@@ -50,6 +52,11 @@ class Tail:
         return lines
 
     def poll_json(self) -> list[dict[str, Any]]:
+        """New lines that are JSON objects; anything else is counted in `malformed`.
+
+        The file comes from a machine gpuctl does not control: one bad line must never
+        end the follow (and with it the download and teardown after it).
+        """
         out = []
         for line in self.poll():
             line = line.strip()
@@ -57,10 +64,13 @@ class Tail:
                 continue
             try:
                 value = json.loads(line)
-            except ValueError:
-                continue
+            except (ValueError, RecursionError):
+                value = None
             if isinstance(value, dict):
                 out.append(value)
+            else:
+                self.malformed += 1
+                self.last_malformed = line[:80]
         return out
 
 

@@ -33,7 +33,7 @@ from gpuctl.errors import (
     ProviderError,
     QuotaError,
 )
-from gpuctl.events import Attempt, Event, Provisioning
+from gpuctl.events import Attempt, Event, Notice, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
 
 from . import aws_setup
@@ -95,7 +95,6 @@ SPOT_MAX_AGE = 300.0  # spot prices move; "cached briefly"
 LAUNCH_SPOT_MAX_AGE = 60.0
 PRICING_MAX_AGE = 7 * 24 * 3600.0
 PRICING_RETRY_AFTER = 24 * 3600.0
-CALLER_IP_MAX_AGE = 300.0
 
 
 @dataclass
@@ -641,7 +640,11 @@ class AwsProvider:
             provider=self.name,
             detail=f"{itype} {'spot' if spec.spot else 'on-demand'} in {', '.join(regions)}",
         )
-        cidr = self._ssh_cidr(spec)
+        cidr, detected = self._ssh_cidr(spec)
+        allow_open = bool(spec.options.get("allow_open_ssh") or self.profile.get("allow_open_ssh"))
+        open_warning = aws_setup.check_ssh_cidr(cidr, allow_open=allow_open)
+        if open_warning:
+            yield Notice(run_id, open_warning, level="warning")
         key_name = spec.options.get("key_name") or None
         key = None if key_name else aws_setup.local_key(self.settings.keys_dir)
         token = uuid.uuid4().hex[:12]  # one per launch call: botocore retries reuse it
@@ -652,7 +655,7 @@ class AwsProvider:
                 if region not in plans:
                     try:
                         plans[region] = yield from self._prepare(
-                            spec, region, cidr, key, key_name, aws_profile
+                            spec, region, cidr, key, key_name, aws_profile, detected=detected
                         )
                     except _RegionFailed as exc:
                         plans[region] = None
@@ -673,16 +676,25 @@ class AwsProvider:
                     return instance
         raise self._launch_failed(spec, failures)
 
-    def _ssh_cidr(self, spec: LaunchSpec) -> str:
+    def _ssh_cidr(self, spec: LaunchSpec) -> tuple[str, bool]:
+        """(SSH source, detected): --ssh-cidr / the profile, else the caller's /32.
+
+        Detected afresh on every launch: a laptop that changed networks must not open
+        SSH to the address it had a few minutes ago.
+        """
         explicit = spec.options.get("ssh_cidr") or self.profile.get("ssh_cidr")
         if explicit:
-            return aws_setup.normalise_cidr(str(explicit))
-        cached = self._cache_get("caller-cidr", CALLER_IP_MAX_AGE)
-        if cached:
-            return str(cached)
-        cidr = aws_setup.caller_cidr()
-        self._cache_put("caller-cidr", cidr)
-        return cidr
+            return aws_setup.normalise_cidr(str(explicit)), False
+        url = str(self.profile.get("checkip_url") or aws_setup.CHECKIP_URL)
+        return aws_setup.caller_cidr(url=url), True
+
+    def _caller_rules(self, ec2: Any, region: str, group: str, cidr: str) -> None:
+        """Revoke the caller rules this installation added from addresses it no longer has."""
+        key = f"caller-rules:{region}:{group}"
+        stale = [str(c) for c in self._cache_get(key) or [] if c != cidr]
+        for dropped in aws_setup.revoke_ssh_rules(ec2, group, stale):
+            log.info("%s: revoked SSH from %s (no longer this machine's address)", region, dropped)
+        self._cache_put(key, [cidr])
 
     def _prepare(
         self,
@@ -692,6 +704,8 @@ class AwsProvider:
         key: aws_setup.LocalKey | None,
         key_name: str | None,
         aws_profile: str | None,
+        *,
+        detected: bool = False,
     ) -> Generator[Event, None, _Plan]:
         """Type, zones, image, key pair and firewall for one region; _RegionFailed if unusable."""
         itype = str(spec.instance_type)
@@ -725,6 +739,8 @@ class AwsProvider:
             vpc = aws_setup.default_vpc(ec2, region)
             subnets = aws_setup.default_subnets(ec2, vpc)
             group = aws_setup.ensure_security_group(ec2, vpc, cidr)
+            if detected:
+                self._caller_rules(ec2, region, group, cidr)
             yield Provisioning(
                 spec.run_id,
                 self.name,
@@ -883,7 +899,12 @@ class AwsProvider:
             "BlockDeviceMappings": [
                 {
                     "DeviceName": plan.image.root_device,
-                    "Ebs": {"VolumeSize": disk, "VolumeType": "gp3", "DeleteOnTermination": True},
+                    "Ebs": {
+                        "VolumeSize": disk,
+                        "VolumeType": "gp3",
+                        "DeleteOnTermination": True,
+                        "Encrypted": True,  # the account's default EBS key
+                    },
                 }
             ],
             "TagSpecifications": [

@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,17 +267,40 @@ def normalise_cidr(value: str) -> str:
         ) from None
 
 
-def caller_cidr(timeout: float = 3.0) -> str:
-    """This machine's public IPv4 as a /32, from checkip.amazonaws.com."""
+# Narrower than this is "one site"; wider opens SSH to much of the internet.
+OPEN_PREFIX = {4: 24, 6: 48}
+
+
+def wide_cidr(cidr: str) -> bool:
+    """True for blocks wider than one site (0.0.0.0/0, ::/0, a /16...)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return net.prefixlen < OPEN_PREFIX[net.version]
+
+
+def check_ssh_cidr(cidr: str, *, allow_open: bool) -> str | None:
+    """Refuse an SSH source wider than one site unless allowed; the warning to show if so."""
+    if not wide_cidr(cidr):
+        return None
+    if not allow_open:
+        raise ConfigError(
+            f"--ssh-cidr {cidr} opens SSH to a large part of the internet",
+            hint="use your own address (e.g. 203.0.113.7/32), or pass --allow-open-ssh "
+            "if you really mean it",
+        )
+    return f"SSH is open to {cidr}: anyone there can try to log in (keys only)"
+
+
+def caller_cidr(timeout: float = 3.0, url: str = CHECKIP_URL) -> str:
+    """This machine's public IPv4 as a /32, from checkip.amazonaws.com (or `url`)."""
     import urllib.request
 
     try:
-        with urllib.request.urlopen(CHECKIP_URL, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read(64).decode("ascii", "replace").strip()
         return str(ipaddress.ip_network(f"{ipaddress.ip_address(text)}", strict=False))
     except (OSError, ValueError):
         raise ConfigError(
-            f"could not detect your public IP address ({CHECKIP_URL} did not answer)",
+            f"could not detect your public IP address ({url} did not answer)",
             hint="pass --ssh-cidr YOUR.PUBLIC.IP/32 (or set ssh_cidr in the profile) so SSH "
             "is opened to you only",
         ) from None
@@ -345,6 +369,36 @@ def ensure_security_group(ec2: Any, vpc_id: str, cidr: str, *, retry: bool = Tru
             if exc.response.get("Error", {}).get("Code") != "InvalidPermission.Duplicate":
                 raise
     return group_id
+
+
+def revoke_ssh_rules(ec2: Any, group_id: str, cidrs: Sequence[str]) -> list[str]:
+    """Drop the SSH rules for `cidrs` that the group still has; returns those dropped.
+
+    For the caller's earlier addresses: one it no longer holds may be someone else's now.
+    """
+    from botocore.exceptions import ClientError
+
+    if not cidrs:
+        return []
+    groups = ec2.describe_security_groups(GroupIds=[group_id]).get("SecurityGroups", [])
+    permissions = groups[0].get("IpPermissions", []) if groups else []
+    dropped = []
+    for cidr in cidrs:
+        if not _has_ssh_rule(permissions, cidr):
+            continue
+        key, field = ("Ipv6Ranges", "CidrIpv6") if ":" in cidr else ("IpRanges", "CidrIp")
+        try:
+            ec2.revoke_security_group_ingress(
+                GroupId=group_id,
+                IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, key: [{field: cidr}]}
+                ],
+            )
+            dropped.append(cidr)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidPermission.NotFound":
+                raise
+    return dropped
 
 
 def _has_ssh_rule(permissions: list[dict[str, Any]], cidr: str) -> bool:

@@ -731,6 +731,9 @@ class DigitalOceanProvider:
         regions = self._regions_to_try(spec, size)
         offered = list(size.get("regions") or [])
         key_id = self._ensure_account_key()
+        from . import do_firewall
+
+        firewall_tag = yield from do_firewall.ensure_firewall(self, spec)  # before any droplet
         name, tag = droplet_name(rid), run_tag(rid)
         tried: list[str] = []
         droplet: dict[str, Any] | None = None
@@ -769,6 +772,8 @@ class DigitalOceanProvider:
                 "user_data": user_data,
                 "monitoring": True,
             }
+            if firewall_tag:
+                body["tags"].append(firewall_tag)  # the firewall covers it from its first boot
             try:
                 droplet = self._create(body, tag, f"create droplet {name} ({slug}) in {region}")
             except CapacityError as exc:

@@ -9,7 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fixtures.sshd"]  # `sshd` / `private_sshd`: a real OpenSSH server
+# `sshd` / `private_sshd`: a real OpenSSH server; `checkip`: the caller-address service;
+# `hostile_sftp`: an SFTP server that lists names no disk holds
+pytest_plugins = ["tests.fixtures.sshd", "tests.fakes.checkip", "tests.fakes.sftp_server"]
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,12 @@ class Outputs:
         self.dir.mkdir(parents=True, exist_ok=True)
         mode = "w" if fresh else "a"
         self._log = open(self.dir / "train.log", mode, buffering=1, encoding="utf-8")  # noqa: SIM115
-        self._events = open(self.dir / "events.jsonl", mode, buffering=1, encoding="utf-8")  # noqa: SIM115
+        # Append mode (O_APPEND) even when fresh: another writer of the file (the failure
+        # path in cli.py) then adds whole lines instead of overwriting ours.
+        events = self.dir / "events.jsonl"
+        if fresh:
+            events.write_text("", encoding="utf-8")
+        self._events = open(events, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def log(self, message: str) -> None:
         """One human line to train.log and stdout."""

@@ -1,7 +1,7 @@
 """An interactive terminal over a paramiko channel, for machines without a system `ssh`.
 
-`gpuctl ssh RUN` normally execs the system client (full terminal support, agent
-forwarding, escape keys); this is the fallback so the command still works without one.
+`gpuctl ssh RUN` normally execs the system client (full terminal support, escape
+keys; never agent forwarding); this is the fallback so the command still works without one.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The system client must trust exactly what paramiko trusts: gpuctl's pin file through
 UserKnownHostsFile, looked up under the same `[host]:port` name (HostKeyAlias), with
-StrictHostKeyChecking=yes so it never adds or replaces a key on its own. Connections
-are multiplexed (ControlMaster) so repeated rsyncs skip the handshake.
+StrictHostKeyChecking=yes so it never adds or replaces a key on its own. The agent and
+X11 are never forwarded, whatever ~/.ssh/config says. Connections are multiplexed
+(ControlMaster) so repeated rsyncs skip the handshake.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def ssh_options(
         "ServerAliveInterval": "15",
         "ServerAliveCountMax": "4",
         "LogLevel": "ERROR",
+        # A rented machine is not trusted with this laptop's agent or display: root
+        # there could use a forwarded agent to log in wherever its keys open.
+        "ForwardAgent": "no",
+        "ForwardX11": "no",
+        "ForwardX11Trusted": "no",
     }
     if ep.key_files:
         settings["IdentitiesOnly"] = "yes"

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import shlex
 import stat
 import subprocess
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from gpuctl.errors import RemoteError
-from gpuctl.events import Event, SyncProgress
+from gpuctl.events import Event, Notice, SyncProgress
 from gpuctl.files import FileEntry, file_digest
 from gpuctl.host import SyncStats
 
@@ -54,6 +55,8 @@ SMALL_CHANGE_FILES = 32
 SMALL_CHANGE_BYTES = 8 << 20
 RSYNC_IO_TIMEOUT = 120  # seconds without I/O before rsync gives up
 RSYNC_IO_ERRORS = (11, 12, 23)  # file I/O, protocol stream, partial transfer
+RSYNC_PARTIAL = (23, 24)  # some files not sent (errors, vanished): the rest went
+RESULT_MODE = 0o600  # downloaded results: the user's only, whatever the machine said
 
 
 # -- manifest ---------------------------------------------------------------------------
@@ -385,6 +388,7 @@ def _rsync_upload(
     sent: dict[str, Record],
 ) -> Generator[Event, None, None]:
     by_rel = {e.rel: e for e in entries}
+    confirmed: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="gpuctl-rsync-") as tmp:
         list_path = Path(tmp) / "files"
         list_path.write_bytes(b"".join(e.rel.encode() + b"\0" for e in entries))
@@ -393,9 +397,16 @@ def _rsync_upload(
             *argv[:-1],
             "--times",
             "--perms",
+            # The file list vetted every symlink in it (inside the tree, no secret):
+            # send what it names, as a file.
+            "--copy-links",
+            # Remote names travel in the protocol, never through the remote shell (a
+            # run dir with spaces or `$(...)` in it stays one path); since rsync 3.0.
+            "-s",
             f"--timeout={RSYNC_IO_TIMEOUT}",  # a stalled link fails instead of hanging
             "--from0",
             f"--files-from={list_path}",
+            "--info=name2",  # name unchanged files too: every line is a file that is there
             "--out-format=%n",
             f"{local_root}/",
             argv[-1] + remote_dir.rstrip("/") + "/",
@@ -409,8 +420,9 @@ def _rsync_upload(
                 for raw in proc.stdout:
                     rel = raw.decode("utf-8", "replace").rstrip("\n")
                     entry = by_rel.get(rel)
-                    if entry is None:
+                    if entry is None or rel in confirmed:
                         continue  # a directory line
+                    confirmed.add(rel)
                     progress.files += 1
                     progress.bytes += entry.size
                     event = progress.event()
@@ -430,9 +442,31 @@ def _rsync_upload(
             err = write_error(session, remote_dir, "files", OSError(stderr or last), largest)
             if err.message.startswith("disk full"):
                 raise err
-        raise _RsyncUnusable(last)
-    for entry in entries:
-        sent[entry.rel] = Record(entry.size, entry.mtime, entry.mode, None)
+        if rc not in RSYNC_PARTIAL or not confirmed:
+            raise _RsyncUnusable(last)
+    # Only what rsync named, and did not complain about, is recorded as there; the rest
+    # (vanished, unreadable, skipped) is sent again by the next sync.
+    quoted = {_rel_of(q, local_root) for q in re.findall(r'"([^"]+)"', stderr)}
+    for rel in confirmed - quoted:
+        entry = by_rel[rel]
+        sent[rel] = Record(entry.size, entry.mtime, entry.mode, None)
+    missing = sorted(set(by_rel) - set(sent))
+    if missing:
+        log.warning("rsync to %s did not send %s: %s", session.label, missing, stderr)
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        yield Notice(
+            progress.run_id,
+            f"{len(missing)} file(s) not uploaded (vanished or unreadable): {shown}; "
+            "the next sync tries them again",
+            "warning",
+        )
+
+
+def _rel_of(path: str, local_root: Path) -> str:
+    prefix = f"{local_root}/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 # -- download -------------------------------------------------------------------------------
@@ -451,10 +485,22 @@ def _internal(name: str) -> bool:
     return name == MANIFEST or name.endswith(PART_SUFFIX)
 
 
+def unsafe_name(name: str) -> bool:
+    """A listing entry that is not one plain name: it could climb out of the results dir."""
+    return not name or name in (".", "..") or "/" in name or "\0" in name or "\\" in name
+
+
 def list_remote(
-    sftp: paramiko.SFTPClient, remote_dir: str, names: Sequence[str] | None
+    sftp: paramiko.SFTPClient,
+    remote_dir: str,
+    names: Sequence[str] | None,
+    refused: list[str] | None = None,
 ) -> list[RemoteFile]:
-    """Regular files under remote_dir (or under the given names); missing names are skipped."""
+    """Regular files under remote_dir (or under the given names); missing names are skipped.
+
+    Entries whose name is not one plain path component (`..`, `a/b`, a NUL: only a
+    hostile or broken server lists those) are left out and added to `refused`.
+    """
     out: list[RemoteFile] = []
 
     def walk(rel_dir: str) -> None:
@@ -464,6 +510,10 @@ def list_remote(
         except FileNotFoundError:
             return
         for attr in sorted(items, key=lambda a: a.filename):
+            if unsafe_name(attr.filename):
+                if refused is not None:
+                    refused.append(f"{rel_dir}/{attr.filename}" if rel_dir else attr.filename)
+                continue
             rel = f"{rel_dir}/{attr.filename}" if rel_dir else attr.filename
             mode = attr.st_mode or 0
             if stat.S_ISDIR(mode):
@@ -498,11 +548,29 @@ def get_tree(
     started = time.monotonic()
     local_dir = Path(local_dir)
 
+    refused: list[str] = []
+
     def listing() -> list[RemoteFile]:
+        refused.clear()
         with session.sftp_lock:
-            return list_remote(session.sftp(), remote_dir, names)
+            return list_remote(session.sftp(), remote_dir, names, refused)
 
     remote = session.call(listing, what=f"listing {remote_dir}")
+    local_dir.mkdir(parents=True, exist_ok=True)
+    for rf in remote:
+        if not inside(local_dir, rf.rel):
+            refused.append(rf.rel)
+    remote = [rf for rf in remote if rf.rel not in refused]
+    if refused:
+        shown = ", ".join(ascii(name) for name in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        log.warning("refused remote names from %s: %r", session.label, refused)
+        yield Notice(
+            run_id,
+            f"skipped {len(refused)} remote file name(s) that would land outside "
+            f"{local_dir}: {shown}{more}",
+            "warning",
+        )
     todo: list[RemoteFile] = []
     skipped = 0
     for rf in remote:
@@ -531,6 +599,33 @@ def get_tree(
         if event:
             yield event
     return SyncStats(len(todo), moved, skipped, time.monotonic() - started, "sftp")
+
+
+def inside(root: Path, rel: str) -> bool:
+    """Whether root/rel, with every symlink already there resolved, stays under root."""
+    parts = rel.split("/")
+    if any(unsafe_name(p) for p in parts):
+        return False
+    real_root = os.path.realpath(root)
+    target = os.path.join(real_root, *parts)
+    if os.path.islink(target):
+        return False  # a link in the results dir is never written through
+    real = os.path.realpath(target)
+    return real == target and os.path.commonpath([real_root, real]) == real_root
+
+
+def _mkdirs_private(root: Path, parent: Path) -> None:
+    """Create the directories between root and parent, each 0700."""
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = parent
+    while path != root and root in path.parents:
+        os.chmod(path, 0o700)
+        path = path.parent
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """Open 0600 and never through a symlink someone planted under the results dir."""
+    return os.open(path, flags | os.O_NOFOLLOW, RESULT_MODE)
 
 
 def _resume_offset(session: Session, remote_path: str, local: Path, remote_size: int) -> int:
@@ -583,7 +678,7 @@ def _download_one(
     remote_path = posixpath.join(remote_dir, rf.rel)
     final = local_dir / rf.rel
     part = final.with_name(final.name + PART_SUFFIX)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _mkdirs_private(local_dir, final.parent)
     # Resume from a partial download, or from an older shorter copy (a log that grew).
     offset = _resume_offset(session, remote_path, part, rf.size)
     if offset:
@@ -595,7 +690,7 @@ def _download_one(
             os.replace(final, part)
         target = part
     mode = "ab" if offset else "wb"
-    with open(target, mode) as out:
+    with open(target, mode, opener=_private_opener) as out:
         pos = offset
         while pos < rf.size:
             want = min(8 * CHUNK, rf.size - pos)
@@ -613,5 +708,5 @@ def _download_one(
             if event:
                 yield event
     os.utime(part, (rf.mtime, rf.mtime))
-    os.chmod(part, rf.mode or 0o644)
+    os.chmod(part, RESULT_MODE)  # never the remote's mode: no setuid, no exec bits
     os.replace(part, final)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gpuctl.errors import CapacityError, ConfigError, QuotaError
-from gpuctl.events import Attempt, Event, Provisioning
+from gpuctl.events import Attempt, Event, Notice, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market
 
 from .conftest import NEWEST_UBUNTU, register_ami
@@ -346,3 +346,71 @@ def test_lost_answer_adopts_the_created_instance(make_provider: Any, spot_prices
         Filters=[{"Name": "tag:gpuctl:run", "Values": ["r-abc123"]}]
     )["Reservations"]
     assert [i["InstanceId"] for r in made for i in r["Instances"]] == [instance.id]
+
+
+# -- network exposure -----------------------------------------------------------------------
+
+
+def ssh_sources(region: str = "us-east-1") -> set[str]:
+    (group,) = boto(region).describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["gpuctl-ssh"]}]
+    )["SecurityGroups"]
+    return {
+        r.get("CidrIp") or r.get("CidrIpv6")
+        for p in group["IpPermissions"]
+        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", [])]
+    }
+
+
+def test_root_volume_is_encrypted(make_provider: Any, spot_prices: Any) -> None:
+    instance, _ = drive(make_provider(regions=["us-east-1"]).launch(spec()))
+    (volume,) = boto("us-east-1").describe_volumes(
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance.id]}]
+    )["Volumes"]
+    assert volume["Encrypted"] is True
+
+
+def test_caller_address_change_revokes_the_old_rule_only(
+    make_provider: Any, spot_prices: Any, checkip: Any
+) -> None:
+    provider = make_provider(regions=["us-east-1"], ssh_cidr=None, checkip_url=checkip.url)
+    checkip.address = "198.51.100.1"
+    drive(provider.launch(spec(run_id="r-one")))
+    assert ssh_sources() == {"198.51.100.1/32"}
+    # A colleague on the same account opened the shared group to their own address.
+    ec2 = boto("us-east-1")
+    (group,) = ec2.describe_security_groups(GroupNames=["gpuctl-ssh"])["SecurityGroups"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group["GroupId"],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "192.0.2.50/32", "Description": "gpuctl caller"}],
+            }
+        ],
+    )
+    checkip.address = "198.51.100.2"  # the laptop moved to another network
+    drive(provider.launch(spec(run_id="r-two")))
+    assert ssh_sources() == {"198.51.100.2/32", "192.0.2.50/32"}
+    assert checkip.hits == 2  # detected afresh on each launch, not remembered
+
+
+@pytest.mark.parametrize("wide", ["0.0.0.0/0", "10.0.0.0/16", "::/0"])
+def test_open_ssh_cidr_needs_the_flag_and_warns(
+    make_provider: Any, spot_prices: Any, wide: str
+) -> None:
+    provider = make_provider(regions=["us-east-1"])
+    with pytest.raises(ConfigError) as info:
+        drive(provider.launch(spec(options={"ssh_cidr": wide})))
+    assert "--allow-open-ssh" in (info.value.hint or "")
+    assert boto("us-east-1").describe_instances()["Reservations"] == []
+
+    instance, events = drive(
+        provider.launch(spec(options={"ssh_cidr": wide, "allow_open_ssh": True}))
+    )
+    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
+    assert warnings == [f"SSH is open to {wide}: anyone there can try to log in (keys only)"]
+    assert wide in ssh_sources()
+    assert instance.state == InstanceState.RUNNING

@@ -12,7 +12,7 @@ from tests.fakes.do_api import FakeDigitalOcean
 def configure(home: Path, fake: FakeDigitalOcean, extra: str = "") -> dict[str, str]:
     (home / "config.toml").write_text(
         f'providers = ["amd"]\n\n[profiles.amd]\nendpoint = "{fake.url}"\n'
-        f"poll_interval = 0.05\n{extra}"
+        f'poll_interval = 0.05\nssh_cidr = "203.0.113.7/32"\n{extra}'
     )
     return {"AMD_DEVCLOUD_TOKEN": AMD_TOKEN}
 

@@ -36,6 +36,7 @@ def test_run_validate_on_amd(
 
 [profiles.amd]
 endpoint = "{fake.url}"
+ssh_cidr = "203.0.113.7/32"
 ssh_host = "{sshd.host}"
 ssh_port = {sshd.port}
 ssh_user = "{sshd.user}"

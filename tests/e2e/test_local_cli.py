@@ -245,3 +245,63 @@ def test_a_reader_going_away_does_not_abandon_the_run(gpuctl_home: Path) -> None
     assert [r["status"] for r in runs] == ["finished"]
     live = json_lines(gpuctl("ls", "--json").stdout)
     assert [i for i in live if i.get("state") != "terminated"] == []
+
+
+def test_the_data_dir_and_everything_in_it_is_the_users_only(gpuctl_home: Path) -> None:
+    home = gpuctl_home / "fresh"  # gpuctl creates it (pytest's own tmp dirs are 0700)
+    proc = gpuctl("run", "validate", "--json", env={"GPUCTL_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    results = Path(json_lines(proc.stdout)[-1]["results_dir"])
+    assert results.is_relative_to(home / "results") and (results / "best.pt").is_file()
+    seen = [home, *home.rglob("*")]
+    open_to_others = [
+        f"{p.relative_to(home)} {oct(p.lstat().st_mode & 0o777)}"
+        for p in seen
+        if not p.is_symlink() and p.lstat().st_mode & 0o077
+    ]
+    assert open_to_others == []
+    names = {p.name for p in seen}
+    assert {"state.db", "gpuctl.log", "best.pt", "history.json", "cache"} <= names
+
+
+def test_a_garbage_line_in_events_jsonl_is_skipped_with_one_warning(gpuctl_home: Path) -> None:
+    proc = subprocess.Popen(
+        [GPUCTL, "run", "validate", "--json", "--set", "epochs=4", *SLOW[2:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        runs = gpuctl_home / "local" / "runs"
+        wait_for(lambda: runs.is_dir() and any(runs.iterdir()), 90, "the run dir")
+        (run_dir,) = runs.iterdir()
+        events = run_dir / "events.jsonl"
+        wait_for(lambda: events.exists() and events.stat().st_size > 0, 120, "a first event")
+        with open(events, "a") as fh:  # what a broken or hostile machine could write
+            fh.write('garbage{"event": \n{"event": "epoch_end", "epoch": "two"}\n[1, 2]\n')
+        try:
+            out, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"gpuctl run did not end:\n{out[-3000:]}\n{err[-2000:]}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    events_out = json_lines(out)
+    final = events_out[-1]
+    assert final["event"] == "finished" and final["status"] == "finished"
+    assert (Path(final["results_dir"]) / "best.pt").is_file()  # downloaded
+    assert not run_dir.exists()  # torn down by the default policy
+    warnings = [
+        e["message"]
+        for e in events_out
+        if e["event"] == "notice" and e.get("level") == "warning" and "malformed" in e["message"]
+    ]
+    assert len(warnings) == 1, warnings
+    assert "events.jsonl" in warnings[0]
+    assert [e["epoch"] for e in events_out if e["event"] == "epoch"] == [1, 2, 3, 4]

@@ -2,20 +2,24 @@
 
 Only the endpoints gpuctl uses, shaped like the public OpenAPI spec: droplets (with
 tag filter and links/meta pagination), droplet actions, sizes, regions, images, account,
-account/keys and tags. Error bodies are `{"id": ..., "message": ..., "request_id": ...}`
+account/keys, tags and firewalls (applied by tag or droplet id, replaced whole by PUT).
+Error bodies are `{"id": ..., "message": ..., "request_id": ...}`
 with the real status codes, so pydo behaves exactly as against the real API (including
 returning some 404/400 bodies as plain dicts instead of raising).
 
 Knobs for tests: `token` (401 for anything else), `readonly_tokens` (403 on writes),
 `inject()` (429 with ratelimit-reset, 5xx, any status), `unavailable` (size, region)
 pairs that answer 422 like DO does when a region has no capacity, `max_per_page`,
-`active_after` (GETs before a new droplet is active), `destroy_lag`, `droplet_limit`.
+`active_after` (GETs before a new droplet is active), `destroy_lag`, `droplet_limit`,
+`firewalls_supported` (False: /v2/firewalls answers 404, as on a cloud without them).
+`ssh_sources(droplet_id)` says which addresses the firewalls let reach its port 22.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 import socket
@@ -31,6 +35,7 @@ JSON = dict[str, Any]
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9.-]+$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_:-]+$")
+FIREWALL_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,255}$")
 USER_DATA_LIMIT = 64 * 1024
 
 _CPU_REGIONS = ["nyc1", "nyc3", "sfo3", "ams3", "fra1", "tor1", "atl1"]
@@ -273,6 +278,8 @@ class FakeDigitalOcean:
         self.keys: dict[int, JSON] = {}
         self.tags: dict[str, JSON] = {}
         self.actions: dict[int, JSON] = {}
+        self.firewalls: dict[str, JSON] = {}
+        self.firewalls_supported = True
         self.requests: list[Request] = []
         self.injections: list[Injection] = []
         self.unavailable: set[tuple[str, str]] = set()
@@ -471,6 +478,8 @@ class FakeDigitalOcean:
             return self._tags(method, seg[1:], body)
         if seg and seg[0] == "droplets":
             return self._droplets(method, seg[1:], query, body, path)
+        if seg and seg[0] == "firewalls" and self.firewalls_supported:
+            return self._firewalls(method, seg[1:], query, body, path)
         if key == ("GET", "actions", 2):
             action = self._observe_action(int(seg[1]))
             return 200, {"action": action}
@@ -584,6 +593,124 @@ class FakeDigitalOcean:
                 raise ApiError(404, "The resource you were accessing could not be found.")
             return 200, {"tag": self.tags[rest[0]]}
         raise ApiError(404, "The resource you were accessing could not be found.")
+
+    # -- firewalls -------------------------------------------------------------------
+
+    def _firewall_body(self, body: Any, firewall_id: str, created_at: str) -> JSON:
+        """Validate a create/update body like DO does; returns the stored firewall."""
+        body = body if isinstance(body, dict) else {}
+        name = str(body.get("name") or "")
+        if not FIREWALL_NAME_RE.match(name):
+            raise ApiError(
+                422, "name must be made up of letters, numbers, dashes, underscores and periods"
+            )
+        inbound = list(body.get("inbound_rules") or [])
+        outbound = list(body.get("outbound_rules") or [])
+        if not inbound and not outbound:
+            raise ApiError(422, "a firewall must have at least one rule")
+        for rule, side in [(r, "sources") for r in inbound] + [
+            (r, "destinations") for r in outbound
+        ]:
+            if not isinstance(rule, dict) or rule.get("protocol") not in ("tcp", "udp", "icmp"):
+                raise ApiError(422, "protocol must be one of tcp, udp, icmp")
+            if rule["protocol"] != "icmp" and not str(rule.get("ports") or ""):
+                raise ApiError(422, "ports is required for tcp and udp rules")
+            where = rule.get(side)
+            if not isinstance(where, dict) or not any(where.values()):
+                raise ApiError(422, f"each rule needs {side}")
+            for address in where.get("addresses") or []:
+                try:
+                    ipaddress.ip_network(str(address), strict=False)
+                except ValueError:
+                    raise ApiError(422, f"invalid address {address}") from None
+        tags = [str(t) for t in body.get("tags") or []]
+        for tag in tags:
+            if tag not in self.tags:
+                raise ApiError(422, f"tag {tag} does not exist")
+        droplet_ids = [int(d) for d in body.get("droplet_ids") or []]
+        for droplet_id in droplet_ids:
+            if droplet_id not in self.droplets:
+                raise ApiError(422, f"droplet {droplet_id} does not exist")
+        return {
+            "id": firewall_id,
+            "name": name,
+            "status": "succeeded",
+            "inbound_rules": inbound,
+            "outbound_rules": outbound,
+            "created_at": created_at,
+            "droplet_ids": droplet_ids,
+            "tags": tags,
+            "pending_changes": [],
+        }
+
+    def _firewalls(
+        self, method: str, rest: list[str], query: dict[str, str], body: Any, path: str
+    ) -> Any:
+        if not rest and method == "GET":
+            items = sorted(self.firewalls.values(), key=lambda f: f["created_at"] + f["id"])
+            return 200, self._page("firewalls", items, query, path)
+        if not rest and method == "POST":
+            firewall_id = str(uuid.uuid4())
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            firewall = self._firewall_body(body, firewall_id, now)
+            firewall["status"] = "waiting"  # DO answers before the rules are applied
+            self.firewalls[firewall_id] = firewall
+            return 202, {"firewall": firewall}
+        firewall = self.firewalls.get(rest[0]) if rest else None
+        if firewall is None:
+            raise ApiError(404, "The resource you were accessing could not be found.")
+        if len(rest) == 1 and method == "GET":
+            firewall["status"] = "succeeded"
+            return 200, {"firewall": firewall}
+        if len(rest) == 1 and method == "PUT":
+            updated = self._firewall_body(body, firewall["id"], firewall["created_at"])
+            self.firewalls[firewall["id"]] = updated
+            return 200, {"firewall": updated}
+        if len(rest) == 1 and method == "DELETE":
+            del self.firewalls[firewall["id"]]
+            return 204, None
+        if len(rest) == 2 and rest[1] in ("tags", "droplets") and method in ("POST", "DELETE"):
+            field_name = "tags" if rest[1] == "tags" else "droplet_ids"
+            values = list((body or {}).get(field_name) or [])
+            if not values:
+                raise ApiError(400, f"{field_name} is required")
+            if field_name == "tags" and any(str(t) not in self.tags for t in values):
+                raise ApiError(422, "tag does not exist")
+            if field_name == "droplet_ids" and any(int(d) not in self.droplets for d in values):
+                raise ApiError(422, "droplet does not exist")
+            current = firewall[field_name]
+            if method == "POST":
+                current.extend(v for v in values if v not in current)
+            else:
+                firewall[field_name] = [v for v in current if v not in values]
+            return 204, None
+        raise ApiError(404, "The resource you were accessing could not be found.")
+
+    def firewalls_of(self, droplet_id: int) -> list[JSON]:
+        """The firewalls that apply to a droplet (by its id or one of its tags)."""
+        droplet = self.droplets[droplet_id]
+        return [
+            f
+            for f in self.firewalls.values()
+            if droplet_id in f["droplet_ids"] or set(f["tags"]) & set(droplet["tags"])
+        ]
+
+    def ssh_sources(self, droplet_id: int) -> set[str] | None:
+        """Addresses allowed to reach port 22 (None: no firewall, the whole internet)."""
+        firewalls = self.firewalls_of(droplet_id)
+        if not firewalls:
+            return None
+        allowed: set[str] = set()
+        for firewall in firewalls:
+            for rule in firewall["inbound_rules"]:
+                ports = str(rule.get("ports"))
+                low, _, high = ports.partition("-")
+                covers = ports in ("0", "all") or (
+                    low.isdigit() and int(low) <= 22 <= int(high or low)
+                )
+                if rule.get("protocol") == "tcp" and covers:
+                    allowed |= set(rule["sources"].get("addresses") or [])
+        return allowed
 
     # -- droplets --------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,3 +324,30 @@ def test_interactive_fallback_without_a_system_ssh(sshd: SshdServer, remote_base
         os.close(master)
     assert proc.wait(10) == 5, output.decode(errors="replace")
     assert f"IN={remote_base}".encode() in output
+
+
+def test_system_ssh_never_forwards_the_agent_or_x11(
+    sshd: SshdServer, settings: Settings, remote_base: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`gpuctl ssh` (and rsync's transport) keep the laptop's agent off the rented machine,
+    even when the user's ssh config forwards it everywhere."""
+    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True)
+    env = dict(
+        line.split(";")[0].split("=", 1) for line in agent.stdout.splitlines() if "=" in line
+    )
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n  ForwardAgent yes\n  ForwardX11 yes\n")
+    monkeypatch.setenv("GPUCTL_SSH_CONFIG", str(config))
+    monkeypatch.setenv("SSH_AUTH_SOCK", env["SSH_AUTH_SOCK"])
+    monkeypatch.setenv("DISPLAY", ":0")
+    host = SshHost(sshd.target(), settings, remote_base=str(remote_base))
+    try:
+        host.connect()
+        argv = host.shell_argv(str(remote_base))
+        assert argv is not None
+        script = 'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none}"\nexit\n'
+        res = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30)
+        assert "agent=none display=none" in res.stdout, res.stdout + res.stderr
+    finally:
+        host.close()
+        subprocess.run(["kill", env["SSH_AGENT_PID"]], check=False)

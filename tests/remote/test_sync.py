@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import subprocess
 import time
 from collections.abc import Iterator
@@ -253,3 +254,92 @@ def test_rsync_failure_falls_back_to_sftp(
     with pytest.raises(RemoteError, match=r"rsync to .* failed"):
         drive(forced.put_tree("r", src, walk_tree(src), str(remote_base / "b")))
     forced.close()
+
+
+# -- what travels, and what the manifest believes ----------------------------------------------
+
+
+def test_symlinks_out_of_the_tree_or_to_secrets_stay_home_and_are_reported(
+    engine_host: SshHost, tmp_path: Path, remote_base: Path
+) -> None:
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = s3cr3t\n")
+    (home / "datasets").mkdir()
+    (home / "datasets" / "train.csv").write_text("a,b\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text("print('hi')\n")
+    (src / ".env").write_text("TOKEN=s3cr3t\n")
+    (src / "config.yaml").write_text("lr: 0.1\n")
+    (src / "data.txt").symlink_to(home / ".aws" / "credentials")
+    (src / "settings.txt").symlink_to(src / ".env")
+    (src / "alias.yaml").symlink_to(src / "config.yaml")  # inside, not a secret: travels
+    (src / "datasets").symlink_to(home / "datasets")
+
+    skipped: list[str] = []
+    files = walk_tree(src, skipped=skipped)
+    assert sorted(skipped) == [
+        "data.txt (points outside the work dir)",
+        "datasets (points outside the work dir)",
+        "settings.txt (points to a secret)",
+    ]
+    dest = remote_base / "w"
+    drive(engine_host.put_tree("r", src, files, str(dest)))
+    assert remote_files(dest) == {"train.py", "config.yaml", "alias.yaml"}
+    assert (dest / "alias.yaml").read_text() == "lr: 0.1\n"  # sent as the file it names
+    for path in dest.rglob("*"):
+        assert "s3cr3t" not in path.read_text()
+
+
+def test_a_file_rsync_could_not_send_is_sent_by_the_next_sync(
+    sshd: SshdServer, settings: Settings, tmp_path: Path, remote_base: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 40)
+    files = walk_tree(src)
+    gone = src / "pkg0" / "sub0" / "m0.py"
+    text = gone.read_text()
+    gone.unlink()  # vanished between listing and sending (an editor's save, a build)
+    dest = remote_base / "w"
+    host = SshHost(sshd.target(), settings, sync_method="rsync")
+    try:
+        events, stats = drive(host.put_tree("r", src, files, str(dest)))
+        assert stats.method == "rsync"
+        (warning,) = [e.message for e in events if getattr(e, "level", "") == "warning"]
+        assert "1 file(s) not uploaded" in warning and "pkg0/sub0/m0.py" in warning
+        assert remote_files(dest) == {f.rel for f in files} - {"pkg0/sub0/m0.py"}
+
+        gone.write_text(text)
+        os.utime(gone, (files[0].mtime, next(f.mtime for f in files if f.rel == "pkg0/sub0/m0.py")))
+        _, again = drive(host.put_tree("r", src, walk_tree(src), str(dest)))
+        assert (dest / "pkg0" / "sub0" / "m0.py").read_text() == text
+        assert again.files == 1
+    finally:
+        host.close()
+
+
+def test_rsync_keeps_a_run_dir_with_spaces_and_shell_characters_whole(
+    sshd: SshdServer,
+    settings: Settings,
+    tmp_path: Path,
+    remote_base: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RSYNC_OLD_ARGS", "1")  # a user's rsync set to the pre-3.2.4 habit
+    src = tmp_path / "src"
+    make_tree(src, 40)
+    marker = f"PWNED-{os.getpid()}-{time.monotonic_ns()}"
+    dest = remote_base / f"my run $(touch {marker}) 'x'"
+    host = SshHost(sshd.target(), settings, sync_method="rsync")
+    try:
+        _, stats = drive(host.put_tree("r", src, walk_tree(src), str(dest)))
+    finally:
+        host.close()
+    assert stats.method == "rsync"
+    assert remote_files(dest) == {f.rel for f in walk_tree(src)}
+    home = Path(pwd.getpwnam(sshd.user).pw_dir)  # where the remote shell would run it
+    injected = (home / marker).exists()
+    (home / marker).unlink(missing_ok=True)
+    assert not injected
+    assert sorted(p.name for p in remote_base.iterdir()) == [dest.name]
