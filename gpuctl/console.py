@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,6 +13,40 @@ from typing import Any
 import click
 
 from .errors import GpuctlError
+
+log = logging.getLogger("gpuctl")
+
+
+def setup_logging() -> None:
+    """Internal details go to <data dir>/gpuctl.log, never to the terminal.
+
+    Called by every command before it does anything, so an error raised before the
+    engine exists (a bad config file, an unusable state directory) is logged too; a data
+    directory that cannot hold the log loses the details, never the command.
+    """
+    from .settings import home_dirs
+
+    if log.handlers:
+        return
+    handler: logging.Handler
+    try:
+        data_dir, _ = home_dirs()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(data_dir / "gpuctl.log")
+    except (OSError, GpuctlError):
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def log_path() -> str:
+    """Where the details are, for a hint (the data directory's gpuctl.log)."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return "gpuctl.log in the data directory"
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -57,12 +92,24 @@ def guarded(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            setup_logging()
             try:
                 return fn(*args, **kwargs)
             except GpuctlError as exc:
+                # The user sees one line; the log keeps where it came from.
+                log.info("%s: %s", fn.__name__, exc.one_line(), exc_info=True)
                 fail(exc, bool(kwargs.get("as_json")))
             except KeyboardInterrupt:
                 on_interrupt(kwargs)
+            except Exception as exc:  # a bug: the traceback goes to the log, not the screen
+                log.exception("%s failed", fn.__name__)
+                fail(
+                    GpuctlError(
+                        f"internal error: {type(exc).__name__}: {exc}",
+                        hint=f"details in {log_path()}",
+                    ),
+                    bool(kwargs.get("as_json")),
+                )
 
         return wrapper
 
