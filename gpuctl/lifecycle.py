@@ -507,6 +507,9 @@ class Engine:
                 if link_down_since is None:
                     link_down_since = time.monotonic()
                     yield Notice(run_id, f"link to {host.label} lost ({exc}); retrying", "warning")
+                recorded = self.store.get_run(run_id).status
+                if recorded.terminal and run.status.active:
+                    return recorded  # ended meanwhile (`gpuctl down`, a stop): that stands
                 gone = recovery.vanished(self, run)  # the provider says the machine is gone
                 if gone is not None:
                     yield Notice(run_id, gone, "warning")
