@@ -33,6 +33,14 @@ def trainer_status(home: Path, run_id: str) -> dict:
         return {}
 
 
+def epochs_in_history(home: Path, run_id: str) -> int:
+    """Epochs the trainer completed, from its history.json."""
+    try:
+        return len(json.loads((home / "local" / "runs" / run_id / "history.json").read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
 def agent_state(home: Path, run_id: str) -> str | None:
     path = home / "local" / "runs" / run_id / "agent_status.json"
     try:
@@ -54,7 +62,7 @@ def progress(status_text: str) -> tuple[int, int]:
 
 def test_status_follows_a_detached_run_and_its_end_is_recorded_once(gpuctl_home: Path) -> None:
     run_id = launch(*SLOW)
-    wait_for(lambda: trainer_status(gpuctl_home, run_id).get("epochs_done", 0) >= 2, 120, "2")
+    wait_for(lambda: epochs_in_history(gpuctl_home, run_id) >= 2, 120, "two epochs")
     # Nobody follows the run: the store's copy is what the launch left (epoch 0).
     with Store(gpuctl_home / "state.db") as store:
         assert store.get_run(run_id).epoch == 0
@@ -85,18 +93,10 @@ def test_status_follows_a_detached_run_and_its_end_is_recorded_once(gpuctl_home:
 def test_a_stopped_run_counts_completed_epochs(gpuctl_home: Path) -> None:
     """The CLI shows the epochs the trainer completed, as the control center does."""
     run_id = launch(*SLOW)
-    history = gpuctl_home / "local" / "runs" / run_id / "history.json"
-
-    def epochs_in_history() -> int:
-        try:
-            return len(json.loads(history.read_text() or "[]"))
-        except (OSError, ValueError):
-            return 0
-
-    wait_for(lambda: epochs_in_history() >= 2, 120, "two epochs")
+    wait_for(lambda: epochs_in_history(gpuctl_home, run_id) >= 2, 120, "two epochs")
     stop = gpuctl("stop", run_id)
     assert stop.returncode == 0, stop.stderr
-    completed = epochs_in_history()
+    completed = epochs_in_history(gpuctl_home, run_id)
     assert trainer_status(gpuctl_home, run_id)["epoch"] == completed + 1  # the one it was in
     status = gpuctl("status", run_id)
     assert "status    stopped" in status.stdout
@@ -120,7 +120,7 @@ def test_down_while_another_gpuctl_follows_records_stopped_by_the_user(
         text=True,
     )
     try:
-        wait_for(lambda: trainer_status(gpuctl_home, run_id).get("epochs_done", 0) >= 1, 120, "1")
+        wait_for(lambda: epochs_in_history(gpuctl_home, run_id) >= 1, 120, "one epoch")
         down = gpuctl("down", run_id)
         assert down.returncode == 0, down.stderr
         assert "terminated" in down.stdout
