@@ -10,8 +10,6 @@ that need them, so `gpuctl --help` and a cached `gpuctl ls` start fast.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .console import Number, echo, fail, guarded
+from .console import Number, echo, fail, guarded, setup_logging
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
 
@@ -110,23 +108,7 @@ def engine():  # -> lifecycle.Engine
 
 def _setup_logging() -> None:
     """Internal details go to GPUCTL_HOME/gpuctl.log, never to the terminal."""
-    from .settings import PRIVATE_UMASK, home_dirs, private_dir, private_file
-
-    root = logging.getLogger("gpuctl")
-    if root.handlers:
-        return
-    # Everything gpuctl (and a local run's agent and trainer) writes is the user's only.
-    os.umask(PRIVATE_UMASK)
-    data_dir, _ = home_dirs()
-    try:
-        private_dir(data_dir)
-        handler: logging.Handler = logging.FileHandler(private_file(data_dir / "gpuctl.log"))
-    except OSError:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    setup_logging()
 
 
 def drive(out: Out, events: Any, *, err: bool = False) -> tuple[Any, Failed | None]:
@@ -314,6 +296,9 @@ def open_tui() -> None:
     try:
         run_app()
     except GpuctlError as exc:
+        from .console import log
+
+        log.info("control center: %s", exc.one_line(), exc_info=True)
         fail(exc, False)
 
 
@@ -384,14 +369,28 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
     eng = engine()
     names = [provider] if provider else list(eng.settings.providers)
     found = []
+    problems: list[tuple[str, GpuctlError]] = []
     for name in names:
-        found.extend(eng.provider(name).offers(gpu=gpu, region=region))
+        try:
+            found.extend(eng.provider(name).offers(gpu=gpu, region=region))
+        except GpuctlError as exc:
+            if provider:
+                raise  # the one provider asked for: its error is the answer
+            problems.append((name, exc))  # one failing provider never hides the others
     found.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0.0))
     out = Out(as_json)
     if as_json:
         for o in found:
             out.obj({**o.to_dict(), "spot_saving": o.spot_saving})
+        for name, exc in problems:
+            out.obj({"event": "provider_error", "provider": name, "error": exc.one_line()})
+        if len(problems) == len(names):
+            sys.exit(problems[0][1].exit_code)
         return
+    for name, exc in problems:
+        echo(f"warning: {name}: {exc.one_line()}", err=True)
+    if problems and len(problems) == len(names):
+        sys.exit(problems[0][1].exit_code)  # nothing to show: not a success
     rows = []
     for o in found:
         saving = "" if o.spot_saving is None else f"-{o.spot_saving:.0%}"
@@ -478,7 +477,7 @@ def ls(
     eng = engine()
     out = Out(as_json)
     if show_runs:
-        return _print_runs(eng, out)
+        return _print_runs(eng, out, cached)
     names = list(eng.settings.providers)
     # A listing (or a provider's error) from before config.toml last changed may describe
     # settings that are gone: stale, whatever its age.
@@ -578,8 +577,12 @@ def ls(
             click.echo(f"{name}: {message}", err=True)
 
 
-def _print_runs(eng: Any, out: Out) -> None:
+def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
+    from .runstate import epoch_text, sync_runs
+
     runs = eng.store.list_runs()
+    if not cached:
+        runs = sync_runs(eng, runs)  # running ones as their machines say
     if out.json:
         for r in runs:
             out.obj(r.to_dict())
@@ -589,7 +592,7 @@ def _print_runs(eng: Any, out: Out) -> None:
             r.id,
             r.provider,
             r.status.value,
-            f"{r.epoch}/{r.epochs}",
+            epoch_text(r.epoch, r.epochs),
             "-" if r.metric is None else f"{r.metric:.3f}",
             duration(r.eta_seconds),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
@@ -612,10 +615,10 @@ def status(run_id: str, as_json: bool) -> None:
     from . import cost
     from .estimate import fmt_hours
     from .rundir import RunDir
+    from .runstate import epoch_text, sync_run
 
     eng = engine()
     run = eng.store.get_run(run_id)
-    spent, burn = cost.spent(eng.store, eng.settings, run_id=run.id)
     agent: dict[str, Any] = {}
     if run.status.active and run.remote_dir:
         try:
@@ -623,6 +626,8 @@ def status(run_id: str, as_json: bool) -> None:
             agent = RunDir(host, run.id, run.remote_dir).status()
         except GpuctlError as exc:
             agent = {"error": exc.one_line()}
+        run = sync_run(eng, run, agent)  # what the machine says, not the store's last copy
+    spent, burn = cost.spent(eng.store, eng.settings, run_id=run.id)
     line = cost.run_line(eng.store, eng.settings, run.id)
     estimate = next(iter(eng.store.events(run.id, kinds=["estimate"])[-1:]), None)
     info = {
@@ -640,7 +645,7 @@ def status(run_id: str, as_json: bool) -> None:
     lines = [
         f"run       {run.id}  ({run.preset} on {run.provider})",
         f"status    {run.status.value}" + (f": {run.reason}" if run.reason else ""),
-        f"progress  epoch {run.epoch}/{run.epochs}"
+        f"progress  epoch {epoch_text(run.epoch, run.epochs)}"
         + ("" if run.metric is None else f", metric {run.metric:.4f}")
         + ("" if run.eta_seconds is None else f", eta {duration(run.eta_seconds)}"),
         f"cost      {money(spent)} spent, {money(burn, 3)}/h now"
@@ -693,6 +698,7 @@ def status(run_id: str, as_json: bool) -> None:
 def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
     """The training log of RUN (with -f, follow it; Ctrl-C leaves the run going)."""
     from .rundir import RunDir
+    from .runstate import sync_run
     from .tail import last_lines
 
     eng = engine()
@@ -713,6 +719,7 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
     try:
         _, host = eng.locate(run)
         text_lines, _ = last_lines(host, RunDir(host, run.id, run.remote_dir).p("train.log"), lines)
+        sync_run(eng, run)  # the log may say it ended: so does the store, from now on
     except NotFoundError:
         if not run.results_dir:
             raise

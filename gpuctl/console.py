@@ -15,12 +15,47 @@ import click
 from .errors import ConfigError, GpuctlError, from_os_error
 from .numbers import finite_number
 
-log = logging.getLogger("gpuctl")
-
 
 def plural(count: int, word: str, many: str | None = None) -> str:
     """'1 offer', '2 offers', '0 offers': the count and its word, agreeing."""
     return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+log = logging.getLogger("gpuctl")
+
+
+def setup_logging() -> None:
+    """Internal details go to <data dir>/gpuctl.log, never to the terminal.
+
+    Called by every command before it does anything, so an error raised before the
+    engine exists (a bad config file, an unusable state directory) is logged too; a data
+    directory that cannot hold the log loses the details, never the command.
+    """
+    from .settings import PRIVATE_UMASK, home_dirs, private_dir, private_file
+
+    if log.handlers:
+        return
+    handler: logging.Handler
+    try:
+        data_dir, _ = home_dirs()
+        # Everything gpuctl (and a local run's agent and trainer) writes is the user's only.
+        os.umask(PRIVATE_UMASK)
+        private_dir(data_dir)
+        handler = logging.FileHandler(private_file(data_dir / "gpuctl.log"))
+    except (OSError, GpuctlError):
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def log_path() -> str:
+    """Where the details are, for a hint (the data directory's gpuctl.log)."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return "gpuctl.log in the data directory"
 
 
 def echo(text: str, *, err: bool = False) -> None:
@@ -66,10 +101,13 @@ def guarded(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            setup_logging()
             as_json = bool(kwargs.get("as_json"))
             try:
                 return fn(*args, **kwargs)
             except GpuctlError as exc:
+                # The user sees one line; the log keeps where it came from.
+                log.info("%s: %s", fn.__name__, exc.one_line(), exc_info=True)
                 fail(exc, as_json)
             except KeyboardInterrupt:
                 on_interrupt(kwargs)
@@ -83,7 +121,7 @@ def guarded(
                 fail(
                     GpuctlError(
                         f"internal error: {type(exc).__name__}: {exc}",
-                        hint="details in gpuctl.log in the data directory; please report it",
+                        hint=f"details in {log_path()}; please report it",
                     ),
                     as_json,
                 )

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import cost, reconcile, recovery
+from . import cost, reconcile, recovery, runstate
 from .errors import (
     EXIT_BUDGET,
     EXIT_RUN_FAILED,
@@ -200,6 +200,10 @@ class Engine:
                     f"work directory {workdir} does not exist", hint="pass an existing directory"
                 )
             workdir_path = str(wd.resolve())
+        if host:  # a typo in --host fails here, before any run is recorded
+            from gpuctl.remote.endpoint import parse_host_spec
+
+            parse_host_spec(host)
         if profile.provider == "ssh" and not (host or profile.get("host")):
             raise ConfigError(
                 "the ssh provider needs --host user@ip[:port]",
@@ -250,7 +254,12 @@ class Engine:
     # -- launch ------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> Events:
-        """Provision (or reuse), reach, sync and start; ends with TrainerStarted or Failed."""
+        """Provision (or reuse), reach, sync and start; ends with TrainerStarted or Failed.
+
+        Credentials and a named --instance are checked first: a mistake there raises its
+        GpuctlError before any run is recorded or any event says "run X".
+        """
+        given = self._preflight(spec)
         est = self.estimate(spec)
         refusal = cost.launch_refusal(
             self.store,
@@ -295,15 +304,8 @@ class Engine:
         instance: Instance | None = None
         created = False
         try:
-            provider = self.provider(spec.provider)
-            provider.check()
-            if spec.instance_id:
-                instance = provider.get_instance(spec.instance_id)
-                if instance is None:
-                    raise NotFoundError(
-                        f"instance {spec.instance_id} not found on {spec.provider}",
-                        hint="`gpuctl ls` lists the instances gpuctl can see",
-                    )
+            if given is not None:
+                instance = given
             else:
                 instance = yield from self.create_instance(spec)
                 created = True
@@ -340,6 +342,21 @@ class Engine:
                 ),
             )
         return None
+
+    def _preflight(self, spec: LaunchSpec) -> Instance | None:
+        """What can fail before anything exists: the provider's credentials, and the
+        machine named with --instance (returned)."""
+        provider = self.provider(spec.provider)
+        provider.check()
+        if not spec.instance_id:
+            return None
+        instance = provider.get_instance(spec.instance_id)
+        if instance is None:
+            raise NotFoundError(
+                f"instance {spec.instance_id} not found on {spec.provider}",
+                hint="`gpuctl ls --all` lists the instances gpuctl can see",
+            )
+        return instance
 
     def create_instance(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
         """A new machine for spec, its address freed of any old host-key pin.
@@ -573,6 +590,9 @@ class Engine:
                 if link_down_since is None:
                     link_down_since = time.monotonic()
                     yield Notice(run_id, f"link to {host.label} lost ({exc}); retrying", "warning")
+                recorded = self.store.get_run(run_id).status
+                if recorded.terminal and run.status.active:
+                    return recorded  # ended meanwhile (`gpuctl down`, a stop): that stands
                 gone = recovery.vanished(self, run)  # the provider says the machine is gone
                 if gone is not None:
                     yield Notice(run_id, gone, "warning")
@@ -658,31 +678,8 @@ class Engine:
                 yield Notice(run_id, f"budget stop failed: {exc.one_line()}", "error")
 
     def _final_status(self, run_id: str, agent: dict[str, Any]) -> RunStatus:
-        trainer = agent.get("trainer") or {}
-        phase = trainer.get("phase")
-        reason = str(agent.get("reason") or trainer.get("reason") or "")
-        run = self.store.get_run(run_id)
-        if run.reason == "budget" or reason.startswith("budget"):
-            status = RunStatus.BUDGET
-        elif phase == "finished":
-            status = RunStatus.FINISHED
-        elif phase == "interrupted":
-            status = RunStatus.STOPPED if "user" in reason else RunStatus.INTERRUPTED
-        elif agent.get("state") == "lost":
-            status = RunStatus.LOST
-        else:
-            status = RunStatus.FAILED
-            reason = str(trainer.get("reason") or reason or f"exit code {agent.get('exit_code')}")
-        self.store.update_run(
-            run_id,
-            status=status,
-            reason=reason,
-            epoch=int(trainer.get("epoch") or run.epoch or 0),
-            metric=trainer.get("best_metric", run.metric),
-            eta_seconds=None,
-        )
-        self._event(run_id, "ended", {"status": status.value, "reason": reason})
-        return status
+        """The run's status once its trainer ended; recorded once, by whoever saw it first."""
+        return runstate.record_end(self, run_id, agent)[0]
 
     # -- run (attached) -----------------------------------------------------------------------
 
@@ -770,14 +767,23 @@ class Engine:
         run = self.store.get_run(run_id)
         if not run.remote_dir:
             raise NotFoundError(f"run {run.id} never started", hint="nothing to stop")
+        run = runstate.sync_run(self, run)  # a run that already ended is not stopped again
+        if run.status.terminal:
+            yield Notice(run.id, f"run {run.id} already {run.status.value}: nothing to stop")
+            return run.status
         _instance, host = self.locate(run)
         self.store.update_run(run.id, status=RunStatus.STOPPING)
         yield Notice(run.id, f"stopping {run.id}: the trainer finishes its step and checkpoints")
         answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason)
         status = self._final_status(run.id, answer.get("status") or {})
-        if status == RunStatus.INTERRUPTED:
-            status = RunStatus.STOPPED
-            self.store.update_run(run.id, status=status)
+        if status.active:
+            yield Notice(
+                run.id,
+                f"the trainer of {run.id} has not exited yet; it stops after its current "
+                f"step (`gpuctl status {run.id}` says when)",
+                "warning",
+            )
+            return status
         yield Finished(run.id, status.value, None, self.store.get_run(run.id).metric)
         return status
 
@@ -814,17 +820,25 @@ class Engine:
         if instance is None or instance.state == InstanceState.TERMINATED:
             yield Notice(run.id, f"run {run.id} has no live instance; nothing to remove")
             return None
+        run = runstate.sync_run(self, run)  # a run that already ended keeps its status
         if run.status.active:
+            reason = "stopped by user: instance removed"
             try:
                 _, host = self.locate(run)
-                RunDir(host, run.id, run.remote_dir).stop(reason="instance removed", timeout=30)
-                self._final_status(run.id, RunDir(host, run.id, run.remote_dir).status())
+                answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason, timeout=30)
+                self._final_status(run.id, answer.get("status") or {})
             except GpuctlError:
                 pass
+            # Recorded before the machine goes, so that a follower that then finds the run
+            # directory gone cannot call the run failed: it was stopped, by the user.
+            self.store.end_run(
+                run.id,
+                RunStatus.STOPPED,
+                {"status": RunStatus.STOPPED.value, "reason": reason},
+                reason=reason,
+                eta_seconds=None,
+            )
         yield from self.teardown(run.id, instance, "terminate")
-        run = self.store.get_run(run.id)
-        if run.status.active:
-            self.store.update_run(run.id, status=RunStatus.STOPPED, reason="instance removed")
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:
@@ -845,7 +859,7 @@ class Engine:
 
     def resume(self, run_id: str) -> Events:
         """Continue a stopped/interrupted/failed run from its last checkpoint, attached."""
-        run = self.store.get_run(run_id)
+        run = runstate.sync_run(self, self.store.get_run(run_id))  # the machine's word
         if run.status.active:
             raise ConfigError(
                 f"run {run.id} is {run.status.value}", hint="it is still going; `gpuctl logs -f`"

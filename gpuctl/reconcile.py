@@ -11,7 +11,8 @@ by `gpuctl ls`. Each difference is fixed in the store, recorded in the run's his
 - a tagged machine whose run the store never knew (another laptop, a lost state file):
   adopted as an orphan; cost.reconcile meters it from the provider's launch time;
 - a running run nobody follows whose trainer ended: its final status, and `failed` with
-  the last log lines when the trainer or the agent died.
+  the last log lines when the trainer or the agent died (runstate.sync_run, which every
+  command uses too).
 
 Nothing here terminates anything: `gpuctl down --orphans` does, for gpuctl's own only.
 """
@@ -25,11 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import recovery
+from . import recovery, runstate
 from .errors import GpuctlError
 from .models import Instance, InstanceState, Market, Run, RunStatus
 from .rundir import RunDir
-from .tail import last_lines
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -41,7 +41,6 @@ PRE_START = frozenset(
 )
 STALE_SECONDS = 3600.0  # a launch with no known owner, untouched this long, is dead
 AGENT_CHECK_SECONDS = 60.0  # how often one run's agent is asked over SSH, at most
-LOG_LINES = 5
 EVENT = "run_reconciled"  # in the run's history (the ledger's own kind is "reconciled")
 
 
@@ -223,26 +222,13 @@ def _check_agent(engine: Engine, run: Run) -> Finding | None:
         return None
     store.cache_put(key, time.time())
     try:
-        _instance, host = engine.locate(run)
-    except GpuctlError:
+        fresh, ended_here = runstate.check(engine, run)
+    finally:  # checks run in a pool, one connection each: let go of it now
+        for key, host in list(engine._hosts.items()):
+            if key[:2] == (run.provider, run.instance_id):
+                host.close()
+    if not ended_here:
         return None
-    try:
-        rd = RunDir(host, run.id, run.remote_dir)
-        status = rd.status()
-        if status.get("state") not in ("exited", "lost"):
-            return None
-        final = engine._final_status(run.id, status)
-        message = store.get_run(run.id).reason
-        if final in (RunStatus.FAILED, RunStatus.LOST):
-            lines, _ = last_lines(host, rd.p("train.log"), LOG_LINES)
-            said = " | ".join(ln.strip() for ln in lines if ln.strip())
-            what = "the agent died" if status.get("state") == "lost" else "the trainer died"
-            message = f"{what} ({message})" + (f"; last log: {said}" if said else "")
-            store.update_run(run.id, status=RunStatus.FAILED, reason=message[:2000])
-            final = RunStatus.FAILED
-        return Finding(run.id, run.instance_id, "ended", f"run {run.id} {final.value}: {message}")
-    except GpuctlError as exc:
-        log.info("agent of %s not reachable: %s", run.id, exc.one_line())
-        return None
-    finally:
-        host.close()
+    return Finding(
+        run.id, run.instance_id, "ended", f"run {run.id} {fresh.status.value}: {fresh.reason}"
+    )

@@ -228,6 +228,9 @@ def train(
     history: list[dict[str, Any]] = []
     best_metric: float | None = None
     partial_epoch = _no_progress()
+    # Wall time and attempts of the whole run: a resumed run reports all of it, not the
+    # last attempt only.
+    elapsed_before, attempts = 0.0, 1
     if ckpt is None:
         random.seed(cfg.seed + rank)
         torch.manual_seed(cfg.seed + rank)
@@ -240,6 +243,8 @@ def train(
         start_epoch, start_step = int(ckpt["epoch"]), int(ckpt["step"])
         history, best_metric = list(ckpt["history"]), ckpt["best_metric"]
         partial_epoch = dict(ckpt["partial_epoch"])
+        elapsed_before = float(ckpt.get("elapsed_seconds") or 0.0)
+        attempts = int(ckpt.get("attempts") or 1) + 1
         if start_step and int(ckpt["world_size"]) != ws:
             out.log(
                 f"warning: world size changed ({ckpt['world_size']} -> {ws}); "
@@ -278,6 +283,7 @@ def train(
     out.status(
         phase="warmup",
         epoch=min(start_epoch + 1, cfg.epochs),
+        epochs_done=start_epoch,
         step=start_step,
         steps_per_epoch=steps_per_epoch,
         best_metric=best_metric,
@@ -303,6 +309,8 @@ def train(
             "world_size": ws,
             "rng": distributed.gather(checkpoint.rng_state(device), info, device),
             "sampler": {"seed": cfg.seed, "epoch": epochs_done},
+            "elapsed_seconds": elapsed_before + time.monotonic() - t_start,
+            "attempts": attempts,
         }
 
     # -------- the loop
@@ -442,6 +450,7 @@ def train(
         out.status(
             phase="training",
             epoch=epoch + 1,
+            epochs_done=epoch + 1,
             step=steps_per_epoch,
             eta_seconds=eta,
             best_metric=best_metric,
@@ -460,10 +469,17 @@ def train(
             out.log(f"interrupted ({reason}) after epoch {epoch + 1}; continue with --resume")
             return 0
 
-    seconds = round(time.monotonic() - t_start, 3)
+    seconds = round(elapsed_before + time.monotonic() - t_start, 3)
     out.event("finished", epochs=cfg.epochs, best_metric=best_metric, seconds=seconds)
-    out.status(phase="finished", epoch=cfg.epochs, eta_seconds=0.0, best_metric=best_metric)
-    out.log(f"finished {cfg.epochs} epochs in {seconds:.1f}s; best val_metric {best_metric}")
+    out.status(
+        phase="finished",
+        epoch=cfg.epochs,
+        epochs_done=cfg.epochs,
+        eta_seconds=0.0,
+        best_metric=best_metric,
+    )
+    over = f" over {attempts} attempts" if attempts > 1 else ""
+    out.log(f"finished {cfg.epochs} epochs in {seconds:.1f}s{over}; best val_metric {best_metric}")
     return 0
 
 

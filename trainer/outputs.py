@@ -37,6 +37,7 @@ class Outputs:
         self.status_fields: dict[str, Any] = {
             "phase": "starting",
             "epoch": 0,
+            "epochs_done": 0,
             "epochs": None,
             "step": 0,
             "steps_per_epoch": None,

@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
+from gpuctl import runstate
 from gpuctl.errors import GpuctlError
 from gpuctl.events import (
     Downloaded,
@@ -210,15 +211,25 @@ class GpuctlApp(App[None]):
                 return
             self.refreshing = True
             self.main.refreshing = True
-        self._refresh_worker(network)
+        self._refresh_worker(network, frozenset(self.following))
 
     @work(thread=True, group="refresh", exit_on_error=False)
-    def _refresh_worker(self, network: bool) -> None:
+    def _refresh_worker(self, network: bool, followed: frozenset[str] = frozenset()) -> None:
         try:
             if network:
                 # Every machine on the account, not only gpuctl's: forgotten ones cost too
                 # (they show as "ext"; terminating one asks for its name).
                 self.engine.refresh(include_unmanaged=True)
+                # Runs nobody here follows: their state as their machines say it now.
+                names = self.engine.settings.providers
+                runstate.sync_runs(
+                    self.engine,
+                    [
+                        r
+                        for r in self.engine.store.list_runs(active=True)
+                        if r.id not in followed and r.provider in names
+                    ],
+                )
             snapshot = build_snapshot(self.engine.store, self.engine.settings, self.now())
         except GpuctlError as exc:
             self.post_message(ActionFailed("refresh failed", exc.message, exc.hint))
@@ -333,6 +344,12 @@ class GpuctlApp(App[None]):
             self.main.refreshing = False
             self._announce_provider_problems(message.snapshot)
         self.main.snapshot = self.display_snapshot()
+        for screen in self.screen_stack:  # an open run's header, meters and cost too
+            if isinstance(screen, RunView):
+                screen.apply({"phase"})
+        for run_id in message.snapshot.active_runs:  # started elsewhere since: follow it
+            if run_id not in self.following:
+                self.follow_run(run_id)
 
     def _announce_provider_problems(self, snapshot: Snapshot) -> None:
         for chip in snapshot.chips:

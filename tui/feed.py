@@ -187,7 +187,7 @@ class RunFeed:
     def live(self) -> Live:
         last = self.last_epoch
         return Live(
-            phase="" if self.final else self.phase,
+            phase=self.final or self.phase,  # the end, as soon as the stream says it
             epoch=last.epoch if last else None,
             epochs=self.total_epochs,
             eta_seconds=self.eta_seconds,

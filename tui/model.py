@@ -15,6 +15,7 @@ from typing import Any
 
 from gpuctl import cost
 from gpuctl.models import Instance, InstanceState, Run, RunStatus
+from gpuctl.runstate import epoch_text
 from gpuctl.settings import Settings
 from gpuctl.state import Store
 
@@ -128,9 +129,10 @@ class Row:
         return self.price_per_hour * up / 3600.0, True
 
     def epoch_text(self) -> str:
+        """Completed epochs (the CLI's words), a warm-up or ETA note while training."""
         if not self.epochs:
             return "-"
-        text = f"{self.epoch}/{self.epochs}"
+        text = epoch_text(self.epoch, self.epochs)
         if self.warmup and self.epoch <= 1 and self.state == "training":
             return text + " warm-up"
         if self.eta_seconds and self.state == "training":
@@ -190,7 +192,7 @@ class Row:
         if live is None:
             return self
         changes: dict[str, Any] = {}
-        if live.phase and self.state not in _TERMINAL_STATES:
+        if live.phase and self.state.split(",")[0] not in _TERMINAL_STATES:
             changes["state"] = live.phase
             changes["tone"] = _tone(live.phase)
         if live.epochs:
@@ -357,6 +359,7 @@ class Snapshot:
     meter: Meter = field(default_factory=Meter)
     chips: tuple[Chip, ...] = ()
     taken_at: float = 0.0
+    active_runs: tuple[str, ...] = ()  # runs whose trainer may be going: followed live
 
     @cached_property
     def _index(self) -> dict[str, Row]:
@@ -422,4 +425,5 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
     chips = tuple(chip_for(n, statuses.get(n)) for n in names)
     for row in rows:
         row.cells(now)  # formatted here, in the worker, not on the UI thread
-    return Snapshot(rows=tuple(rows), meter=meter, chips=chips, taken_at=now)
+    active = tuple(r.id for r in runs if r.status.active and r.provider in names)
+    return Snapshot(rows=tuple(rows), meter=meter, chips=chips, taken_at=now, active_runs=active)

@@ -62,7 +62,7 @@ def config_has_host(name: str, config: Any | None = None) -> bool:
 
 def parse_host_spec(spec: str) -> tuple[str | None, str, int | None]:
     """`user@host:port`, `host`, `user@[::1]:2222` -> (user, host, port); None when absent."""
-    spec = spec.strip()
+    whole = spec = spec.strip()
     if not spec:
         raise ConfigError("empty host", hint="use --host user@ip[:port]")
     user: str | None = None
@@ -74,16 +74,19 @@ def parse_host_spec(spec: str) -> tuple[str | None, str, int | None]:
     if spec.startswith("["):
         end = spec.find("]")
         if end < 0:
-            raise ConfigError(f"bad host '{spec}'", hint="IPv6 looks like user@[::1]:22")
+            raise ConfigError(f"bad host '{whole}'", hint="IPv6 looks like user@[::1]:22")
         host = spec[1:end]
         rest = spec[end + 1 :]
         if rest.startswith(":"):
-            port = _port(rest[1:], spec)
+            port = _port(rest[1:], whole)
     elif spec.count(":") == 1:
         host, _, port_text = spec.partition(":")
-        port = _port(port_text, spec)
+        port = _port(port_text, whole)
     if not host:
-        raise ConfigError(f"bad host '{spec}'", hint="use --host user@ip[:port]")
+        raise ConfigError(
+            f"bad host '{whole}': no machine name" + (" after '@'" if "@" in whole else ""),
+            hint="use --host user@ip[:port]",
+        )
     return user, host, port
 
 

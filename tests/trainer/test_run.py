@@ -209,6 +209,26 @@ def test_stop_file_then_resume(tmp_path: Path, run_inprocess) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_a_resumed_run_reports_the_time_of_every_attempt(tmp_path: Path, run_inprocess) -> None:
+    """`finished N epochs in Xs` counts the whole run, not the last attempt alone."""
+    cfg = write_config(tmp_path)
+    (tmp_path / "STOP").touch()
+    assert run_inprocess(cfg).rc == 0
+    ckpt = load_ckpt(tmp_path / "last.pt")
+    assert ckpt["attempts"] == 1 and ckpt["elapsed_seconds"] > 0
+    ckpt["elapsed_seconds"] = 3600.0  # as if the first attempt had trained for an hour
+    torch.save(ckpt, tmp_path / "last.pt")
+    second = run_inprocess(cfg, "--resume")
+    assert second.rc == 0, second.stderr
+    finished = second.events()[-1]
+    assert finished["event"] == "finished" and finished["seconds"] > 3600.0
+    line = next(ln for ln in second.log().splitlines() if "finished 2 epochs in" in ln)
+    assert "in 36" in line and "over 2 attempts" in line
+    status = second.status()
+    assert (status["epoch"], status["epochs_done"]) == (2, 2)
+
+
+@pytest.mark.timeout(120)
 def test_resume_needs_a_checkpoint_unless_auto(tmp_path: Path, run_inprocess) -> None:
     cfg = write_config(tmp_path, epochs=1)
     run = run_inprocess(cfg, "--resume")

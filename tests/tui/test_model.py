@@ -105,8 +105,12 @@ def test_feed_folds_a_launch_into_phases_log_and_epochs() -> None:
     assert phases[:4] == ["provisioning", "up", "syncing 3/10", "training"]
     assert list(feed.lines) == ["a", "b"] and feed.live().warmup
     feed.apply(Finished("r1", "finished"))
-    assert feed.final == "finished" and feed.live().phase == ""
+    assert feed.final == "finished" and feed.live().phase == "finished"
     assert feed.lines[-1].startswith("── run r1 finished")
+    # The end shows at once, over a snapshot read while it still trained...
+    assert row(state="training").with_live(feed.live()).state == "finished"
+    # ...and a newer snapshot that knows more (its machine kept up) is not overwritten.
+    assert row(state="finished, running").with_live(feed.live()).state == "finished, running"
     other = RunFeed("r2")
     other.apply(Failed("r2", "boom", "try again", 1, ("last line",)))
     assert "last line" in other.lines and other.phase == "failed"

@@ -6,7 +6,7 @@ event (attributes down), so a screen never talks to the engine or to a thread.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from gpuctl.models import Run
+from gpuctl.models import Run, RunStatus
 
 from ..feed import RunFeed
 from ..model import Row
@@ -75,8 +75,17 @@ class RunView(RowActions, Screen[None]):
             out.append(f" · {extra}", style="dim")
         return out
 
+    def ended(self) -> bool:
+        """The run is over (its stream said so, or the store): no live meter is true."""
+        run = self.run()
+        return self.feed.final is not None or (run is not None and run.status.terminal)
+
+    def gpu_tracks(self) -> dict[int, Any]:
+        """The last GPU samples while the run goes; none once it ended (shown as N/A)."""
+        return {} if self.ended() else dict(self.feed.gpus)
+
     def apply(self, changed: set[str]) -> None:
-        """New events arrived for this run; redraw what they touched."""
+        """New events arrived for this run (or a new snapshot); redraw what they touched."""
 
     # actions shared by both views
     def action_back(self) -> None:
@@ -146,8 +155,8 @@ class RunScreen(RunView):
         if changed & {"epoch", "phase"}:
             self.query_one(EpochProgress).show(feed, run, status)
             self.query_one(LossChart).show(feed)
-        if "gpu" in changed:
-            self.query_one(GpuPanel).show(feed.gpus, _gpu_note(run, status))
+        if changed & {"gpu", "phase"}:
+            self.query_one(GpuPanel).show(self.gpu_tracks(), _gpu_note(run, status))
         if changed & {"cost", "epoch", "phase"}:
             self._cost(run, row)
         self.query_one(Watchdog).show(run, self.gpuctl.now())
@@ -241,16 +250,20 @@ class GpuScreen(RunView):
         self.gpuctl.watch_run(self.run_id)
 
     def apply(self, changed: set[str]) -> None:
-        if "gpu" in changed:
-            self.query_one(GpuPanel).show(self.feed.gpus, _gpu_note(self.run(), self.status_text()))
+        if changed & {"gpu", "phase"}:
+            self.query_one(GpuPanel).show(
+                self.gpu_tracks(), _gpu_note(self.run(), self.status_text())
+            )
         self.query_one("#run-title", Static).update(self.title_text("GPU view"))
 
 
 def _gpu_note(run: Run | None, status: str) -> str:
     if run is None:
         return "no run on this row"
-    if run.status.terminal:
-        return f"N/A: the run is {run.status.value} (meters are live only)"
+    word = status.split(",")[0]
+    if run.status.terminal or word in {s.value for s in RunStatus if s.terminal}:
+        what = run.status.value if run.status.terminal else word
+        return f"N/A: the run is {what} (meters are live only)"
     if status in ("training", "running"):
         return "waiting for the first GPU sample…"
     return f"N/A until the trainer starts ({status})"
