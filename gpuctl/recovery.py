@@ -363,7 +363,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
         store.update_run(run_id, status=run.status)
         yield Failed(
             run_id,
-            f"run {run_id} has nothing to resume from: its machine is gone and no "
+            f"run {run_id} has no checkpoint to resume from: its machine is gone and no "
             f"last.pt reached gpuctl ({what_is_saved(run)})",
             f"`gpuctl run {run.preset}` starts it over",
             EXIT_USAGE,

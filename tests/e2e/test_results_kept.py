@@ -226,7 +226,7 @@ def test_a_run_with_nothing_left_says_what_exists_and_exits_2(gpuctl_home: Path)
             )
         )
     resume = gpuctl("resume", run_id)
-    assert_clean_failure(resume, "nothing to resume from")
+    assert_clean_failure(resume, "no checkpoint to resume from")
     assert "no results were saved" in resume.stderr
     assert "gpuctl run validate" in hint_of(resume)
 
