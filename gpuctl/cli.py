@@ -711,7 +711,8 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
             + ")",
             hint=f"`gpuctl status {run.id}` says why",
         )
-    if follow:
+    saved_log = Path(run.results_dir) / "train.log" if run.results_dir else None
+    if follow and not (run.status.terminal and saved_log and saved_log.is_file()):
         _, failure = drive(out, eng.follow(run.id, tail_lines=lines))
         if failure:
             sys.exit(failure.exit_code)
@@ -720,11 +721,12 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
         _, host = eng.locate(run)
         text_lines, _ = last_lines(host, RunDir(host, run.id, run.remote_dir).p("train.log"), lines)
         sync_run(eng, run)  # the log may say it ended: so does the store, from now on
-    except NotFoundError:
-        if not run.results_dir:
-            raise
-        path = Path(run.results_dir) / "train.log"
-        text_lines = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+    except NotFoundError as exc:
+        if saved_log is None or not saved_log.is_file():
+            raise NotFoundError(
+                f"run {run.id} has no live machine and no saved log", hint=exc.hint
+            ) from None
+        text_lines = saved_log.read_text(errors="replace").splitlines()[-lines:]
     if as_json:
         out.obj({"event": "log", "run_id": run.id, "lines": text_lines})
     else:
@@ -745,10 +747,17 @@ def stop(run_id: str, as_json: bool) -> None:
 @click.argument("target", required=False)
 @click.option("--orphans", is_flag=True, help="Remove gpuctl-tagged instances with no live run.")
 @click.option("--yes", is_flag=True, help="Do not ask (gpuctl-created instances only).")
+@click.option(
+    "--discard-results",
+    is_flag=True,
+    help="Terminate even if the results were never downloaded (they are lost).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @handled
-def down(target: str | None, orphans: bool, yes: bool, as_json: bool) -> None:
-    """Terminate RUN's instance (results stay in the results dir); or --orphans."""
+def down(
+    target: str | None, orphans: bool, yes: bool, discard_results: bool, as_json: bool
+) -> None:
+    """Terminate RUN's instance, downloading results not yet saved first; or --orphans."""
     eng = engine()
     out = Out(as_json)
     if orphans:
@@ -761,9 +770,35 @@ def down(target: str | None, orphans: bool, yes: bool, as_json: bool) -> None:
         if inst is None:
             raise NotFoundError(f"no run or instance '{target}'", hint="`gpuctl ls` lists them")
         _confirm_instance(inst, yes)
-        drive(out, eng.teardown(inst.run_id, inst, "terminate"))
-        return
-    drive(out, eng.down(run.id))
+        owner = eng.store.find_run(inst.run_id) if inst.run_id else None
+        if owner is not None and owner.instance_id == inst.id:
+            run = owner  # the run's own machine: its results are saved first, as below
+        else:
+            drive(out, eng.teardown(inst.run_id, inst, "terminate"))
+            return
+    discard = discard_results or _ask_discard(eng, run, yes, as_json)
+    _, failure = drive(out, eng.down(run.id, discard_results=discard))
+    if failure:
+        sys.exit(failure.exit_code)
+
+
+def _ask_discard(eng: Any, run: Any, yes: bool, as_json: bool) -> bool:
+    """In a terminal, results not yet downloaded are the user's call; elsewhere (and with
+    --yes) they are downloaded first. True: terminate without them."""
+    from .results import pending
+
+    if yes or as_json or not sys.stdin.isatty() or not pending(eng.store, run):
+        return False
+    where = eng.settings.results_dir / run.id
+    answer = click.prompt(
+        f"The results of {run.id} were never downloaded. download them to {where} first, "
+        "discard them, or cancel?",
+        type=click.Choice(["download", "discard", "cancel"]),
+        default="download",
+    )
+    if answer == "cancel":
+        raise ConfigError("not confirmed; nothing was terminated")
+    return answer == "discard"
 
 
 def _find_instance(eng: Any, target: str):
@@ -801,6 +836,7 @@ def _confirm_instance(inst: Any, yes: bool) -> None:
 
 def _down_orphans(eng: Any, out: Out, yes: bool) -> None:
     from .reconcile import is_orphan
+    from .results import pending
 
     eng.refresh()
     runs = {r.id: r for r in eng.store.list_runs()}
@@ -811,9 +847,12 @@ def _down_orphans(eng: Any, out: Out, yes: bool) -> None:
             out.obj({"event": "orphans", "count": 0})
         return
     for inst in orphans:
+        run = runs.get(inst.run_id or "")
+        unsaved = run is not None and pending(eng.store, run, inst)
         out.line(
             f"orphan: {inst.provider} {inst.id} run={inst.run_id} "
             f"{inst.instance_type} {inst.state.value}"
+            + (" (results not downloaded yet: downloaded first)" if unsaved else "")
         )
     if not yes:
         if not sys.stdin.isatty():
@@ -823,8 +862,33 @@ def _down_orphans(eng: Any, out: Out, yes: bool) -> None:
             )
         if not click.confirm(f"Terminate these {len(orphans)} instance(s)?", default=False):
             raise ConfigError("not confirmed; nothing was terminated")
+    left: list[GpuctlError] = []
     for inst in orphans:
+        run = runs.get(inst.run_id or "")
+        if run is not None and pending(eng.store, run, inst):
+            try:  # a finished run's results are not orphaned with its machine
+                drive(out, eng.download(run.id))
+            except GpuctlError as exc:
+                left.append(exc)
+                if out.json:
+                    out.obj(
+                        {
+                            "event": "left",
+                            "instance": inst.id,
+                            "run_id": run.id,
+                            "error": exc.message,
+                        }
+                    )
+                out.line(
+                    f"left {inst.id}: the results of {run.id} are only on it and could not be "
+                    f"downloaded ({exc.message}); `gpuctl down {run.id} --discard-results` "
+                    "ends it without them",
+                    err=True,
+                )
+                continue
         drive(out, eng.teardown(inst.run_id, inst, "terminate"))
+    if left:
+        sys.exit(left[0].exit_code)
 
 
 @main.command()

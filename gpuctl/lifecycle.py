@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import cost, reconcile, recovery, runstate
+from . import cost, reconcile, recovery, results, runstate
 from .errors import (
     EXIT_BUDGET,
     EXIT_RUN_FAILED,
@@ -27,7 +27,6 @@ from .errors import (
     GpuctlError,
     NotFoundError,
     RemoteError,
-    RunFailed,
     from_os_error,
 )
 from .events import (
@@ -209,6 +208,7 @@ class Engine:
                 "the ssh provider needs --host user@ip[:port]",
                 hint="or set host = ... under [profiles.ssh] in config.toml",
             )
+        results.check_writable(self.settings.results_dir, "results_dir")  # before any rent
         run_id = new_run_id(chosen.name)
         train = dict(chosen.train)
         train.update(run_id=run_id, preset=chosen.name)
@@ -695,10 +695,12 @@ class Engine:
     def finish(self, run_id: str, status: RunStatus) -> Events:
         run = self.store.get_run(run_id)
         spec = run.launch_spec
-        results = None
+        saved_to: Path | None = None
+        save_error: GpuctlError | None = None
         try:
-            results = yield from self.download(run_id)
+            saved_to = yield from self.download(run_id)
         except GpuctlError as exc:
+            save_error = exc
             yield Notice(run_id, f"download failed: {exc.one_line()}", "error")
         except Exception as exc:  # never skip the teardown below: the machine bills
             log.exception("download of %s failed", run_id)
@@ -709,6 +711,11 @@ class Engine:
         if spec.instance_id:
             policy = "keep"  # never tear down a machine gpuctl did not create for this run
         instance = self._instance_of(run)
+        kept = None
+        unsaved = save_error is not None and instance is not None
+        if unsaved and results.pending(self.store, self.store.get_run(run_id), instance):
+            kept = instance  # its results live only there: never end it for a failed copy
+            policy = "keep"
         if instance is not None and policy != "keep":
             try:
                 yield from self.teardown(run_id, instance, policy)
@@ -721,18 +728,32 @@ class Engine:
                 yield event
         spent, _ = cost.spent(self.store, self.settings, run_id=run_id)
         run = self.store.get_run(run_id)
-        if status in (RunStatus.FAILED, RunStatus.LOST):
+        if kept is not None and save_error is not None:
+            price = "" if kept.price_per_hour is None else f", billing ${kept.price_per_hour:.3f}/h"
+            yield Failed(
+                run_id,
+                f"run {run_id} {status.value} but its results could not be saved "
+                f"({save_error.message}); {kept.id} is kept with them{price}",
+                f"`gpuctl download {run_id} --to DIR` saves them, then `gpuctl down {run_id}` "
+                "ends the machine",
+                save_error.exit_code,
+            )
+        elif status in (RunStatus.FAILED, RunStatus.LOST):
             yield Failed(
                 run_id,
                 f"run {run_id} {status.value}: {run.reason}",
-                "see the log in " + str(results) if results else "see `gpuctl logs " + run_id + "`",
+                f"see the log in {saved_to}"
+                if saved_to
+                else f"see `gpuctl logs {run_id}`"
+                if instance is not None and policy == "keep"
+                else self.gone_hint(run),
                 EXIT_RUN_FAILED,
             )
         else:
             yield Finished(
                 run_id,
                 status.value,
-                str(results) if results else None,
+                str(saved_to) if saved_to else None,
                 run.metric,
                 run.epoch,
                 round(spent, 4),
@@ -756,12 +777,25 @@ class Engine:
                 raise NotFoundError(
                     f"run {run.id} has no live machine (instance "
                     f"{run.instance_id or 'never created'})",
-                    hint=f"`gpuctl download {run.id}` gets saved results; "
-                    f"`gpuctl resume {run.id}` relaunches it",
+                    hint=self.gone_hint(run),
                 )
             instance = fresh
             self.store.put_instance(instance)
         return instance, self._host(run, instance)
+
+    def gone_hint(self, run: Run) -> str:
+        """What still works for a run whose machine is gone (never the command that failed)."""
+        saved = results.saved_dir(run)
+        parts = [f"its results are saved in {saved}"] if saved else []
+        resumable = run.status != RunStatus.FINISHED and (
+            recovery.local_checkpoint(self, run) is not None
+            or run.launch_spec.options.get("checkpoint_bucket")
+        )
+        if resumable:
+            parts.append(f"`gpuctl resume {run.id}` continues it on a new machine")
+        elif not saved:
+            parts.append(f"`gpuctl status {run.id}` says how it ended")
+        return "; ".join(parts)
 
     def stop(self, run_id: str, *, reason: str = "stopped by user") -> Events:
         run = self.store.get_run(run_id)
@@ -813,8 +847,12 @@ class Engine:
         self._event(run_id, "teardown", {"instance": instance.id, "action": action})
         yield TornDown(run_id or "", instance.id, action)
 
-    def down(self, run_id: str) -> Events:
-        """Terminate the run's instance (stopping the trainer first if it still runs)."""
+    def down(self, run_id: str, *, discard_results: bool = False) -> Events:
+        """Terminate the run's instance (stopping the trainer first if it still runs).
+
+        Results not yet downloaded are downloaded first; if that fails the machine is
+        kept (a Failed event says why), unless `discard_results` says to lose them.
+        """
         run = self.store.get_run(run_id)
         instance = self._instance_of(run)
         if instance is None or instance.state == InstanceState.TERMINATED:
@@ -838,15 +876,36 @@ class Engine:
                 reason=reason,
                 eta_seconds=None,
             )
+        if not discard_results and results.pending(self.store, self.store.get_run(run.id)):
+            try:
+                yield from self.download(run.id)
+            except GpuctlError as exc:
+                yield Failed(
+                    run.id,
+                    f"{instance.id} not terminated: the results of {run.id} are only on it "
+                    f"and could not be downloaded ({exc.message})",
+                    f"fix that and run `gpuctl down {run.id}` again, or "
+                    f"`gpuctl down {run.id} --discard-results` to terminate it and lose them",
+                    exc.exit_code,
+                )
+                return None
         yield from self.teardown(run.id, instance, "terminate")
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:
+        """Bring the run's results home; once its machine is gone, copy the saved ones."""
         run = self.store.get_run(run_id)
         if not run.remote_dir:
-            raise NotFoundError(f"run {run.id} never started", hint="nothing to download")
-        _, host = self.locate(run)
-        target = Path(to) if to else self.settings.results_dir / run.id
+            raise NotFoundError(
+                f"run {run.id} never started, so it has no results",
+                hint=f"`gpuctl status {run.id}` says why",
+            )
+        target = Path(to).expanduser() if to else self.settings.results_dir / run.id
+        try:
+            _, host = self.locate(run)
+        except NotFoundError as gone:
+            return (yield from self._copy_saved(run, Path(to).expanduser() if to else None, gone))
+        results.check_writable(target, "--to" if to else "results_dir")
         rd = RunDir(host, run.id, run.remote_dir)
         try:
             stats = yield from rd.download(target)
@@ -854,7 +913,42 @@ class Engine:
         except OSError as exc:  # the results dir here: read-only, full, a file in the way
             raise from_os_error(exc, f"save results in {target}") from None
         self.store.update_run(run.id, results_dir=str(target))
+        self._event(run.id, results.DOWNLOADED, {"to": str(target), "files": files})
         yield Downloaded(run.id, str(target), files, stats.bytes)
+        return target
+
+    def _copy_saved(self, run: Run, to: Path | None, gone: NotFoundError) -> Events:
+        """The machine is gone: the results saved here are the results (copied to `to`)."""
+        import shutil
+
+        saved = results.saved_dir(run)
+        if saved is None:
+            raise NotFoundError(
+                f"run {run.id} has no live machine and no saved results "
+                f"(instance {run.instance_id or 'never created'})",
+                hint=gone.hint,
+            )
+        target = saved if to is None else to
+        if target != saved:
+            results.check_writable(target, "--to")
+        names = results.saved_files(run)
+        size = 0
+        try:
+            if target.resolve() != saved.resolve():
+                target.mkdir(parents=True, exist_ok=True)
+                for name in names:
+                    shutil.copy2(saved / name, target / name)
+            size = sum((target / name).stat().st_size for name in names)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot copy the results of {run.id} to {target} ({exc.strerror or exc})",
+                hint="pass --to a writable directory with free space",
+            ) from None
+        if target.resolve() == saved.resolve():
+            yield Notice(run.id, f"its machine is gone; the results were saved in {saved}")
+        else:
+            yield Notice(run.id, f"its machine is gone; copying the results saved in {saved}")
+        yield Downloaded(run.id, str(target), len(names), size)
         return target
 
     def resume(self, run_id: str) -> Events:
@@ -862,10 +956,16 @@ class Engine:
         run = runstate.sync_run(self, self.store.get_run(run_id))  # the machine's word
         if run.status.active:
             raise ConfigError(
-                f"run {run.id} is {run.status.value}", hint="it is still going; `gpuctl logs -f`"
+                f"run {run.id} is {run.status.value}",
+                hint=f"it is still going; `gpuctl logs {run.id} -f` follows it",
             )
         if run.status == RunStatus.FINISHED:
-            raise ConfigError(f"run {run.id} already finished", hint="launch a new run instead")
+            saved = results.saved_dir(run)
+            raise ConfigError(
+                f"run {run.id} already finished"
+                + (f"; its results are in {saved}" if saved else ""),
+                hint=f"`gpuctl run {run.preset}` starts a new run",
+            )
         recovery.claim(self.store, run.id, "resume")
         try:
             instance, host = self.locate(run)
@@ -875,9 +975,10 @@ class Engine:
         if host.file_size(rd.p("last.pt")) is None and not (
             yield from recovery.restore(self, run, rd)
         ):
-            raise RunFailed(
-                f"run {run.id} has no checkpoint to resume from (last.pt missing)",
-                hint=f"start a new run: gpuctl run {run.preset}",
+            raise ConfigError(
+                f"run {run.id} has no checkpoint to resume from: no last.pt on {instance.id} "
+                f"and none here ({results.what_is_saved(run)})",
+                hint=f"`gpuctl run {run.preset}` starts it over",
             )
         spec = run.launch_spec
         self.store.update_run(run.id, status=RunStatus.STARTING, attempt=run.attempt + 1)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import cost
-from .errors import EXIT_BUDGET, EXIT_RUN_FAILED, GpuctlError
+from .errors import EXIT_BUDGET, EXIT_PROVIDER, EXIT_USAGE, GpuctlError
 from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
@@ -358,12 +358,15 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
         yield Notice(run_id, "checkpoint fetched from the bucket (the agent pushed it)")
     ckpt = pulled or local_checkpoint(engine, run)
     if ckpt is None and manual:  # by hand, with the machine gone: nothing to resume from
+        from .results import what_is_saved
+
         store.update_run(run_id, status=run.status)
         yield Failed(
             run_id,
-            f"run {run_id} has no checkpoint gpuctl can reach, and its machine is gone",
-            f"start a new run: gpuctl run {run.preset}",
-            EXIT_RUN_FAILED,
+            f"run {run_id} has no checkpoint to resume from: its machine is gone and no "
+            f"last.pt reached gpuctl ({what_is_saved(run)})",
+            f"`gpuctl run {run.preset}` starts it over",
+            EXIT_USAGE,
         )
         return None
     detail = f"checkpoint saved at {ckpt}" if ckpt else "no checkpoint reached gpuctl"
@@ -373,7 +376,12 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     if fate == "unreachable":
         message = f"{old.id if old else 'the machine'} runs but does not answer"
         store.update_run(run_id, status=RunStatus.INTERRUPTED, reason=message)
-        yield Failed(run_id, message, f"check it, then `gpuctl resume {run_id}`")
+        yield Failed(
+            run_id,
+            message,
+            f"check it in {run.provider}'s console, then `gpuctl resume {run_id}`",
+            EXIT_PROVIDER,
+        )
         return None
     if same:
         instance = old
@@ -530,6 +538,7 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
             run.id,
             f"instance {spec.instance_id} is gone and gpuctl did not create it",
             f"start it again, then `gpuctl resume {run.id}`",
+            EXIT_PROVIDER,
         )
         return None
     left = cost.remaining_for(store, engine.settings, spec.provider, run.budget, run_id=run.id)

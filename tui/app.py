@@ -45,6 +45,7 @@ from gpuctl.events import (
 from gpuctl.host import Host
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, LaunchSpec
+from gpuctl.results import pending as results_pending
 
 from .feed import RunFeed
 from .messages import ActionFailed, DriveEnded, HistoryLoaded, RunEvent, SnapshotReady
@@ -584,11 +585,22 @@ class GpuctlApp(App[None]):
             )
             return
         price = "" if inst.price_per_hour is None else f" at ${inst.price_per_hour:.3f}/h"
+        run = self.engine.store.find_run(row.run_id) if row.run_id else None
+        if run is not None and results_pending(self.engine.store, run, inst):
+            saved = (
+                "\n\nThe results of run "
+                f"{run.id} were never downloaded: they are downloaded to "
+                f"{self.engine.settings.results_dir / run.id} first, and if that fails the "
+                "machine is not terminated."
+            )
+        else:
+            saved = "\n\nBilling ends; anything not downloaded is lost" + (
+                f" (d downloads run {row.run_id} first)." if row.run_id else "."
+            )
         if inst.managed:
             body = (
                 f"Terminate {inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price}?"
-                "\n\nBilling ends; anything not downloaded is lost"
-                + (f" (d downloads run {row.run_id} first)." if row.run_id else ".")
+                + saved
             )
             require = None
         else:
