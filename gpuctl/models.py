@@ -214,6 +214,7 @@ class Instance(_Value):
     ssh_port: int = 22
     disk_gb: float | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    owner: str | None = None  # installation id of the gpuctl that created it (its tag)
 
     def __post_init__(self) -> None:
         self._set("tags", frozen_map(self.tags))
