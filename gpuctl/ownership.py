@@ -123,10 +123,11 @@ def check_name(name: str, what: str) -> None:
         raise ConfigError(
             f"{what} '{name}' is not a valid name: use lowercase letters, digits and '-', "
             f"starting with a letter or digit ([a-z0-9][a-z0-9-]*, at most {NAME_MAX})",
-            hint="rename it, e.g. " + (_suggest(name) or "my-preset"),
+            hint=f"rename it, e.g. {suggest_name(name)}",
         )
 
 
-def _suggest(name: str) -> str:
+def suggest_name(name: str) -> str:
+    """The closest valid name (bert.base -> bert-base)."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:NAME_MAX].strip("-")
-    return cleaned
+    return cleaned or "my-preset"
