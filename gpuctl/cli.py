@@ -473,6 +473,7 @@ def ls(
     """Instances you pay for across providers (from the cache first, refreshed if stale)."""
     from . import cost
     from .models import InstanceState
+    from .ownership import is_foreign
 
     eng = engine()
     out = Out(as_json)
@@ -499,6 +500,7 @@ def ls(
         without_listing(eng)  # a launch whose gpuctl was killed shows its orphan even from cache
     from .reconcile import is_orphan
 
+    mine = eng.settings.installation_id
     runs = {r.id: r for r in eng.store.list_runs()}
     now = time.time()
     instances = [
@@ -518,7 +520,8 @@ def ls(
                     **inst.to_dict(),
                     "uptime_seconds": inst.uptime(now),
                     "run_status": run.status.value if run else None,
-                    "orphan": is_orphan(inst, run),
+                    "orphan": is_orphan(inst, run, installation=mine),
+                    "foreign": is_foreign(inst, mine, run_known=run is not None),
                     "burn_per_hour": metered[inst.key].burn_per_hour,
                     "metered": metered[inst.key].metered,
                     "meter_note": metered[inst.key].note,
@@ -530,11 +533,18 @@ def ls(
                 out.obj({"event": "provider_error", "provider": name, "error": message})
         return
     rows = []
+    owners = []  # who created each row's machine, shown when some are not ours
     for inst in instances:
         run = runs.get(inst.run_id or "")
         state = inst.state.value
-        if is_orphan(inst, run):
+        if is_orphan(inst, run, installation=mine):
             state += " (orphan)"
+        foreign = is_foreign(inst, mine, run_known=run is not None)
+        if foreign:
+            state += " (foreign)"
+        owners.append(
+            (inst.owner or "unknown") if foreign else ("-" if inst.managed else "not gpuctl")
+        )
         rows.append(
             [
                 inst.provider,
@@ -550,25 +560,13 @@ def ls(
                 metered[inst.key].note,
             ]
         )
+    headers = ["PROVIDER", "REGION", "INSTANCE", "RUN", "TYPE", "GPU", "STATE", "UP", "$/H"]
+    headers += ["RUN STATE", "METER"]
+    if any(o != "-" for o in owners):
+        headers.append("OWNER")
+        rows = [[*row, owner] for row, owner in zip(rows, owners, strict=True)]
     if rows:
-        click.echo(
-            table(
-                rows,
-                [
-                    "PROVIDER",
-                    "REGION",
-                    "INSTANCE",
-                    "RUN",
-                    "TYPE",
-                    "GPU",
-                    "STATE",
-                    "UP",
-                    "$/H",
-                    "RUN STATE",
-                    "METER",
-                ],
-            )
-        )
+        click.echo(table(rows, headers))
     else:
         click.echo("no instances (gpuctl run validate starts one on this machine)")
     for name in names:
@@ -769,15 +767,17 @@ def down(
         inst = _find_instance(eng, target)
         if inst is None:
             raise NotFoundError(f"no run or instance '{target}'", hint="`gpuctl ls` lists them")
-        _confirm_instance(inst, yes)
+        typed = _confirm_instance(eng, inst, yes)
         owner = eng.store.find_run(inst.run_id) if inst.run_id else None
         if owner is not None and owner.instance_id == inst.id:
             run = owner  # the run's own machine: its results are saved first, as below
         else:
-            drive(out, eng.teardown(inst.run_id, inst, "terminate"))
+            drive(out, eng.teardown(inst.run_id, inst, "terminate", confirmed=typed))
             return
+    else:
+        typed = _confirm_run_machine(eng, run, yes)
     discard = discard_results or _ask_discard(eng, run, yes, as_json)
-    _, failure = drive(out, eng.down(run.id, discard_results=discard))
+    _, failure = drive(out, eng.down(run.id, discard_results=discard, confirmed=typed))
     if failure:
         sys.exit(failure.exit_code)
 
@@ -808,39 +808,87 @@ def _find_instance(eng: Any, target: str):
     return None
 
 
-def _confirm_instance(inst: Any, yes: bool) -> None:
-    """Money safety: something gpuctl did not create needs its name typed back."""
-    if inst.managed and yes:
-        return
+def _not_ours(inst: Any) -> str:
+    if not inst.managed:
+        return "was not created by gpuctl"
+    return (
+        f"was created by another gpuctl installation (owner {inst.owner})"
+        if inst.owner
+        else "carries gpuctl tags but no run this installation knows"
+    )
+
+
+def _confirm_instance(eng: Any, inst: Any, yes: bool) -> bool:
+    """Money safety: something this installation did not create needs its name typed back.
+
+    True when the name was typed (the caller may then end what is not its own)."""
+    ours = eng.is_ours(inst)
+    if ours and yes:
+        return False
     if not sys.stdin.isatty():
         raise (
             ConfigError(
-                f"{inst.id} was not created by gpuctl; refusing to terminate it without a typed "
+                f"{inst.id} {_not_ours(inst)}; refusing to terminate it without a typed "
                 "confirmation",
                 hint="run this in a terminal and type the instance name when asked",
             )
-            if not inst.managed
+            if not ours
             else ConfigError(f"terminating {inst.id} needs confirmation", hint="add --yes")
         )
     word = inst.name or inst.id
     prompt = (
-        f"{inst.id} ({inst.instance_type}, {inst.provider}) was NOT created by gpuctl. "
+        f"{inst.id} ({inst.instance_type}, {inst.provider}) {_not_ours(inst)}. "
         f"Type its name '{word}' to terminate it"
-        if not inst.managed
+        if not ours
         else f"Terminate {inst.id}? Type '{word}'"
     )
     answer = click.prompt(prompt, default="", show_default=False)
     if answer.strip() != word:
         raise ConfigError("not confirmed; nothing was terminated")
+    return not ours
+
+
+def _confirm_run_machine(eng: Any, run: Any, yes: bool) -> bool:
+    """`down RUN` on a machine gpuctl did not create for the run releases it; in a
+    terminal (without --yes) the user may type its name to terminate it as well."""
+    inst = eng._instance_of(run)
+    if inst is None or eng.created_for(run.launch_spec, inst):
+        return False
+    if yes or not sys.stdin.isatty():
+        return False
+    word = inst.name or inst.id
+    answer = click.prompt(
+        f"{inst.id} ({inst.instance_type}, {inst.provider}) was NOT created by gpuctl for run "
+        f"{run.id}. Press enter to release it (it keeps running), or type its name '{word}' "
+        "to terminate it",
+        default="",
+        show_default=False,
+    ).strip()
+    if answer and answer != word:
+        raise ConfigError(f"'{answer}' is not '{word}'; nothing was changed")
+    return answer == word
 
 
 def _down_orphans(eng: Any, out: Out, yes: bool) -> None:
+    from .models import InstanceState
+    from .ownership import is_foreign
     from .reconcile import is_orphan
     from .results import pending
 
     eng.refresh()
+    mine = eng.settings.installation_id
     runs = {r.id: r for r in eng.store.list_runs()}
-    orphans = [i for i in eng.store.instances() if is_orphan(i, runs.get(i.run_id or ""))]
+    live = [i for i in eng.store.instances() if i.state != InstanceState.TERMINATED]
+    orphans = [i for i in live if is_orphan(i, runs.get(i.run_id or ""), installation=mine)]
+    for inst in live:  # a colleague's (or another data directory's): listed, left alone
+        if is_foreign(inst, mine, run_known=inst.run_id in runs):
+            out.line(
+                f"foreign: {inst.provider} {inst.id} run={inst.run_id} owner="
+                f"{inst.owner or 'unknown'} {inst.instance_type} {inst.state.value} (another "
+                f"gpuctl installation's: left alone; `gpuctl down {inst.id}` asks for its name)"
+            )
+            if out.json:
+                out.obj({"event": "foreign", **inst.to_dict()})
     if not orphans:
         out.line("no orphaned instances: everything gpuctl created belongs to a live run")
         if out.json:

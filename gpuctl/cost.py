@@ -1176,6 +1176,12 @@ def _ended_by(
     return max(start, min(now, max(seen, bound)))
 
 
+def _metered_here(settings: Settings, inst: Instance) -> bool:
+    """A machine found billing is metered only if gpuctl made it and no other installation
+    says it did: a released one (`--instance`, after its run) and a colleague's are not."""
+    return inst.managed and inst.owner in (None, settings.installation_id)
+
+
 def reconcile(
     store: Store,
     settings: Settings,
@@ -1209,7 +1215,7 @@ def reconcile(
         open_kinds = {s.kind for s in segs if s.end is None}
         seen = _ended_by(store, segs, last_seen.get(inst.id), now)
         if _compute_billed(inst, billing) and COMPUTE not in open_kinds:
-            if inst.price_per_hour is None:
+            if inst.price_per_hour is None or not _metered_here(settings, inst):
                 continue
             seg = open_compute(store, inst, inst.run_id, now=now, source="reconcile")
             start = seg.start if seg is not None else now

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import cost, reconcile, recovery, results, runstate
+from . import cost, ownership, reconcile, recovery, results, runstate
 from .errors import (
     EXIT_BUDGET,
     EXIT_RUN_FAILED,
@@ -64,6 +64,8 @@ FALLBACKS = ("none", "on-demand")
 
 
 def new_run_id(preset: str) -> str:
+    """PRESET-YYMMDD-xxxx: the preset name is checked so the id survives every tag."""
+    ownership.check_name(preset, "preset")
     return f"{preset}-{time.strftime('%y%m%d')}-{secrets.token_hex(2)}"
 
 
@@ -146,6 +148,7 @@ class Engine:
         from gpuctl.presets.loader import resolve as resolve_preset
 
         chosen = resolve_preset(preset, overrides, base=base, user_dir=self.settings.presets_dir)
+        ownership.check_name(chosen.name, "preset")  # before anything is created
         profile = self.settings.profile(provider or self.settings.default_provider)
         cost.profile_price(profile)  # a bad price_per_hour fails here, not mid-launch
         for name, value in (("budget", budget), ("max-hours", max_hours), ("max-price", max_price)):
@@ -426,8 +429,8 @@ class Engine:
         self, spec: LaunchSpec, instance: Instance | None, created: bool, exc: GpuctlError
     ) -> Events:
         if instance is not None and created:
-            try:
-                yield from self.teardown(spec.run_id, instance, "terminate")
+            try:  # created by this very launch a moment ago: no name to type
+                yield from self.teardown(spec.run_id, instance, "terminate", confirmed=True)
             except GpuctlError as down_exc:
                 yield Notice(
                     spec.run_id,
@@ -477,7 +480,11 @@ class Engine:
         if spec.workdir:
             train["workdir"] = rd.work
         self.store.update_run(spec.run_id, status=RunStatus.STARTING)
-        agent = self._agent_config(spec, instance, nproc, provider.agent_shutdown(instance))
+        owned = self.created_for(spec, instance)
+        # A machine gpuctl did not create for this run: its limits stop the trainer only.
+        shutdown = provider.agent_shutdown(instance) if owned else {"action": "none"}
+        agent = self._agent_config(spec, instance, nproc, shutdown)
+        agent["owned"] = owned  # not booted by gpuctl: no boot guard to re-arm or verify
         agent, env, notices = recovery.before_start(self, spec, instance, agent)  # spot, secrets
         yield from notices
         answer = rd.start(
@@ -708,15 +715,15 @@ class Engine:
         policy = spec.teardown
         if status == RunStatus.BUDGET:
             policy = self.settings.budget.on_exceed
-        if spec.instance_id:
-            policy = "keep"  # never tear down a machine gpuctl did not create for this run
         instance = self._instance_of(run)
         kept = None
         unsaved = save_error is not None and instance is not None
         if unsaved and results.pending(self.store, self.store.get_run(run_id), instance):
             kept = instance  # its results live only there: never end it for a failed copy
             policy = "keep"
-        if instance is not None and policy != "keep":
+        if instance is not None and not self.created_for(spec, instance):
+            yield from self.release(run_id, instance)  # never torn down: not gpuctl's
+        elif instance is not None and policy != "keep":
             try:
                 yield from self.teardown(run_id, instance, policy)
             except GpuctlError as exc:
@@ -821,11 +828,32 @@ class Engine:
         yield Finished(run.id, status.value, None, self.store.get_run(run.id).metric)
         return status
 
-    def teardown(self, run_id: str | None, instance: Instance, policy: str) -> Events:
-        """Stop or terminate an instance, close its ledger, say so (callers confirm first)."""
+    def created_for(self, spec: LaunchSpec, instance: Instance) -> bool:
+        """This installation created the machine for this run (see gpuctl.ownership)."""
+        return ownership.created_for(spec, instance, self.settings.installation_id)
+
+    def is_ours(self, instance: Instance) -> bool:
+        """Created by this installation (tagged with its id, or with a run it knows)."""
+        known = bool(instance.run_id) and self.store.find_run(instance.run_id or "") is not None
+        return ownership.is_ours(instance, self.settings.installation_id, run_known=known)
+
+    def teardown(
+        self, run_id: str | None, instance: Instance, policy: str, *, confirmed: bool = False
+    ) -> Events:
+        """Stop or terminate an instance, close its ledger, say so (callers confirm first).
+
+        A machine this installation did not create is refused unless `confirmed`: the
+        user typed its name. An ssh box is only let go of, so it needs no confirmation.
+        """
         provider = self.provider(instance.provider)
         ended = getattr(provider, "billing_ended_at", None)  # local: when the trainer exited
         end = ended(instance) if ended is not None else None
+        if not confirmed and provider.kind != "ssh" and not self.is_ours(instance):
+            raise ConfigError(
+                f"{instance.id} was not created by this gpuctl "
+                f"({ownership.owner_label(instance)}); nothing was {policy}d",
+                hint=f"run `gpuctl down {instance.id}` in a terminal and type its name",
+            )
         if policy == "stop":
             provider.stop(instance)
             action = "stopped"
@@ -847,11 +875,32 @@ class Engine:
         self._event(run_id, "teardown", {"instance": instance.id, "action": action})
         yield TornDown(run_id or "", instance.id, action)
 
-    def down(self, run_id: str, *, discard_results: bool = False) -> Events:
+    def release(self, run_id: str, instance: Instance) -> Events:
+        """Let go of a machine gpuctl did not create for this run: the run's meter ends,
+        the machine is left exactly as it is (running, and billing its owner)."""
+        provider = self.provider(instance.provider)
+        cost.close_instance(self.store, instance)
+        if provider.kind == "ssh":  # the box is known only through its run: forget it
+            provider.terminate(instance, wait=False)  # closes the connection, nothing else
+            self.store.mark_instance_gone(instance.provider, instance.id)
+        else:
+            yield Notice(
+                run_id,
+                f"{instance.id} was not created by gpuctl for this run: left running; "
+                f"`gpuctl down {instance.id}` terminates it once you type its name",
+            )
+        self._event(run_id, "teardown", {"instance": instance.id, "action": "released"})
+        yield TornDown(run_id, instance.id, "released")
+
+    def down(
+        self, run_id: str, *, discard_results: bool = False, confirmed: bool = False
+    ) -> Events:
         """Terminate the run's instance (stopping the trainer first if it still runs).
 
         Results not yet downloaded are downloaded first; if that fails the machine is
         kept (a Failed event says why), unless `discard_results` says to lose them.
+        A machine gpuctl did not create for this run is released instead, unless
+        `confirmed` (the user typed its name): then it is terminated too.
         """
         run = self.store.get_run(run_id)
         instance = self._instance_of(run)
@@ -876,7 +925,8 @@ class Engine:
                 reason=reason,
                 eta_seconds=None,
             )
-        if not discard_results and results.pending(self.store, self.store.get_run(run.id)):
+        mine = self.created_for(run.launch_spec, instance) or confirmed
+        if mine and not discard_results and results.pending(self.store, self.store.get_run(run.id)):
             try:
                 yield from self.download(run.id)
             except GpuctlError as exc:
@@ -889,7 +939,14 @@ class Engine:
                     exc.exit_code,
                 )
                 return None
-        yield from self.teardown(run.id, instance, "terminate")
+        if mine:
+            yield from self.teardown(run.id, instance, "terminate", confirmed=confirmed)
+        else:
+            yield from self.release(run.id, instance)
+        run = self.store.get_run(run.id)
+        if run.status.active:
+            reason = "instance removed" if mine else "machine released"
+            self.store.update_run(run.id, status=RunStatus.STOPPED, reason=reason)
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:

@@ -215,6 +215,7 @@ class Instance(_Value):
     disk_gb: float | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     stopped_at: float | None = None  # when a stopped machine stopped billing, if known
+    owner: str | None = None  # installation id of the gpuctl that created it (its tag)
 
     def __post_init__(self) -> None:
         self._set("tags", frozen_map(self.tags))

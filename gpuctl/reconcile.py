@@ -8,8 +8,10 @@ by `gpuctl ls`. Each difference is fixed in the store, recorded in the run's his
   reason, its machine adopted (run.instance_id) and shown as an orphan;
 - an active run whose machine vanished: interrupted (spot) or lost, with the reason
   (`gpuctl resume` brings it back on a new machine from the checkpoint gpuctl holds);
-- a tagged machine whose run the store never knew (another laptop, a lost state file):
-  adopted as an orphan; cost.reconcile meters it from the provider's launch time;
+- a machine tagged by this installation whose run the store never knew (a lost state
+  file): adopted as an orphan; cost.reconcile meters it from the provider's launch time;
+  one another installation tagged (a colleague on the same account) is foreign: said
+  once, with its owner, and never an orphan;
 - a running run nobody follows whose trainer ended: its final status, and `failed` with
   the last log lines when the trainer or the agent died (runstate.sync_run, which every
   command uses too).
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import recovery, runstate
 from .errors import GpuctlError
 from .models import Instance, InstanceState, Market, Run, RunStatus
+from .ownership import is_ours
 from .rundir import RunDir
 
 if TYPE_CHECKING:
@@ -48,17 +51,20 @@ EVENT = "run_reconciled"  # in the run's history (the ledger's own kind is "reco
 class Finding:
     run_id: str | None
     instance_id: str | None
-    action: str  # launch_killed | adopted | vanished | orphan | ended
+    action: str  # launch_killed | adopted | vanished | orphan | foreign | ended
     message: str
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def is_orphan(instance: Instance, run: Run | None) -> bool:
-    """gpuctl created it and nothing will ever take it down: no run, or an ended run
-    that meant to terminate it (a kept or stopped machine is the user's choice)."""
+def is_orphan(instance: Instance, run: Run | None, *, installation: str) -> bool:
+    """This installation created it and nothing will ever take it down: no run, or an
+    ended run that meant to terminate it (a kept or stopped machine is the user's choice).
+    Another installation's machine is never an orphan here, whatever its tags say."""
     if not instance.managed or instance.state == InstanceState.TERMINATED:
+        return False
+    if not is_ours(instance, installation, run_known=run is not None):
         return False
     if run is None:
         return True
@@ -94,13 +100,18 @@ def _reconcile(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
         name: {i.id: i for i in listing.instances if i.state != InstanceState.TERMINATED}
         for name, listing in usable.items()
     }
+    runs = store.list_runs()
+    known = {r.id for r in runs}
+    mine = engine.settings.installation_id
     tagged: dict[str, Instance] = {}
+    foreign: dict[str, Instance] = {}
     for found in live.values():
         for inst in found.values():
             if inst.managed and inst.run_id:
-                tagged.setdefault(inst.run_id, inst)
-    runs = store.list_runs()
-    findings = list(_strangers(engine, tagged, {r.id for r in runs}))
+                ours = is_ours(inst, mine, run_known=inst.run_id in known)
+                (tagged if ours else foreign).setdefault(inst.run_id, inst)
+    findings = list(_strangers(engine, tagged, known))
+    findings += _foreigners(engine, foreign)
     to_check: list[Run] = []
     for run in runs:
         if not run.status.active:
@@ -152,6 +163,26 @@ def _strangers(
                 f"{inst.provider} {inst.id} is tagged with run {run_id}, which gpuctl has no "
                 "record of: adopted as an orphan (cost counted from its launch); "
                 "`gpuctl down --orphans` removes it",
+            )
+        )
+    return out
+
+
+def _foreigners(engine: Engine, foreign: Mapping[str, Instance]) -> list[Finding]:
+    """Machines another gpuctl installation tagged: named with their owner, said once each,
+    never adopted and never ended from here without their name typed."""
+    out = []
+    for run_id, inst in foreign.items():
+        if engine.store.events(run_id, kinds=[EVENT]):
+            continue
+        owner = f"installation {inst.owner}" if inst.owner else "an unknown installation"
+        out.append(
+            Finding(
+                run_id,
+                inst.id,
+                "foreign",
+                f"{inst.provider} {inst.id} (run {run_id}) was created by another gpuctl, "
+                f"{owner}: left alone; `gpuctl down {inst.id}` ends it after you type its name",
             )
         )
     return out

@@ -472,8 +472,8 @@ def await_fate(engine: Engine, run: Run, old: Instance | None, attempt: int) -> 
                     yield Notice(run.id, f"cannot start {old.id}: {exc.one_line()}", "warning")
                     deadline = -silent  # replace it now
             if now >= deadline + silent:
-                if not old.managed:
-                    return "unreachable"
+                if not engine.created_for(run.launch_spec, old):
+                    return "unreachable"  # not gpuctl's to terminate
                 yield Notice(run.id, f"{old.id} does not answer: terminating it")
                 yield from _terminate(engine, run, current)
                 return "gone"

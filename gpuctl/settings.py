@@ -252,6 +252,13 @@ class Settings:
         return self.home / "state.db"
 
     @property
+    def installation_id(self) -> str:
+        """This data directory's id, tagged on everything gpuctl creates (made once)."""
+        from .ownership import installation_id
+
+        return installation_id(self.home)
+
+    @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
 

@@ -17,6 +17,7 @@ from typing import Any
 from gpuctl.errors import ConfigError
 from gpuctl.models import frozen_map
 from gpuctl.numbers import finite_positive
+from gpuctl.ownership import check_name, suggest_name
 from gpuctl.trainer import config as train_config
 
 BUNDLED_DIR = Path(__file__).resolve().parent
@@ -154,6 +155,13 @@ def load(
             f"presets inherit from each other in a circle: {cycle}",
             hint=f"change base = ... in one of them (files in {path.parent})",
         )
+    try:  # the name becomes part of run ids, tags and host names
+        check_name(name, "preset")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"preset file {path}: {exc.message}",
+            hint=f"rename the file to {suggest_name(name)}{path.suffix}",
+        ) from None
     raw = _read(path)
     base = None
     if "base" in raw:

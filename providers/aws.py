@@ -35,6 +35,7 @@ from gpuctl.errors import (
 )
 from gpuctl.events import Attempt, Event, Notice, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
+from gpuctl.ownership import TAG as TAG_INSTALLATION
 
 from . import aws_setup
 from .aws_catalog import (
@@ -583,6 +584,7 @@ class AwsProvider:
             ssh_port=int(self.profile.get("ssh_port") or 22),
             disk_gb=_float(tags.get(TAG_DISK)),
             tags=tags,
+            owner=tags.get(TAG_INSTALLATION) or None,
         )
 
     def get_instance(self, instance_id: str) -> Instance | None:
@@ -735,7 +737,7 @@ class AwsProvider:
                 pair = key_name
             else:
                 assert key is not None
-                pair = aws_setup.ensure_key_pair(ec2, key)
+                pair = aws_setup.ensure_key_pair(ec2, key, self.settings.installation_id)
             vpc = aws_setup.default_vpc(ec2, region)
             subnets = aws_setup.default_subnets(ec2, vpc)
             group = aws_setup.ensure_security_group(ec2, vpc, cidr)
@@ -871,6 +873,7 @@ class AwsProvider:
             {"Key": TAG_RUN, "Value": spec.run_id},
             {"Key": TAG_PRESET, "Value": spec.preset},
             {"Key": TAG_MANAGED, "Value": "true"},
+            {"Key": TAG_INSTALLATION, "Value": self.settings.installation_id},
             {"Key": "Name", "Value": f"gpuctl-{spec.run_id}"},
         ]
         instance_tags = [

@@ -215,8 +215,10 @@ def local_key(keys_dir: Path, *, create: bool = True) -> LocalKey | None:
     return LocalKey(path=path, public_openssh=public.decode())
 
 
-def ensure_key_pair(ec2: Any, key: LocalKey) -> str:
-    """Import gpuctl's public key into this region once; returns the key pair name."""
+def ensure_key_pair(ec2: Any, key: LocalKey, installation: str | None = None) -> str:
+    """Import gpuctl's public key into this region once; returns the key pair name.
+
+    The key lives in one data directory, so its pair is tagged with that installation."""
     from botocore.exceptions import ClientError
 
     try:
@@ -225,11 +227,14 @@ def ensure_key_pair(ec2: Any, key: LocalKey) -> str:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "InvalidKeyPair.NotFound":
             raise
+    tags = [MANAGED_TAG]
+    if installation:
+        tags.append({"Key": "gpuctl:installation", "Value": installation})
     try:
         ec2.import_key_pair(
             KeyName=key.name,
             PublicKeyMaterial=key.public_openssh.encode(),
-            TagSpecifications=[{"ResourceType": "key-pair", "Tags": [MANAGED_TAG]}],
+            TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}],
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "InvalidKeyPair.Duplicate":

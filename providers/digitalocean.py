@@ -7,8 +7,9 @@ endpoint is a profile setting so an emulator (the fake API in the tests) can sta
 Money rules this file keeps:
 - a powered-off droplet is still billed (Billing.billed_when_stopped); only destroy
   ends billing, and terminate() verifies it (GET answers 404);
-- every droplet is tagged `gpuctl` + `gpuctl-run-<id>` at create time, so one created
-  just before gpuctl died is found again by the listing;
+- every droplet is tagged `gpuctl` + `gpuctl-run-<id>` + `gpuctl-inst-<installation>` at
+  create time, so one created just before gpuctl died is found again by the listing, and
+  one another installation created is told apart from ours;
 - a droplet create is never retried blindly: after an ambiguous failure we look for
   the run's tag first, so a retry cannot start a second billed machine;
 - pydo answers several errors with a plain body dict instead of raising; every call
@@ -42,6 +43,8 @@ from gpuctl.errors import (
 )
 from gpuctl.events import Attempt, Event, Notice, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
+from gpuctl.ownership import TAG_PREFIX as TAG_INSTALLATION_PREFIX
+from gpuctl.ownership import from_tags as installation_from_tags
 
 from . import do_catalog as catalog
 from .base import SHUTDOWN_DESTROY, SHUTDOWN_POWEROFF, Billing, Listing
@@ -509,12 +512,13 @@ class DigitalOceanProvider:
             gpu_name=catalog.gpu_name(sized) if catalog.is_gpu(sized) else "",
             gpu_count=catalog.gpu_count(sized),
             run_id=run_id,
-            managed=TAG_MANAGED in tags,
+            managed=TAG_MANAGED in tags and run_id is not None,  # a bare `gpuctl` tag is no proof
             raw_state=status,
             ssh_user=str(self.profile.get("ssh_user") or "root"),
             ssh_port=int(self.profile.get("ssh_port") or 22),
             disk_gb=float(droplet["disk"]) if droplet.get("disk") is not None else None,
             tags={t: "" for t in tags},
+            owner=installation_from_tags(tags),
         )
 
     def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
@@ -768,7 +772,7 @@ class DigitalOceanProvider:
                 "size": slug,
                 "image": image.get("slug") or image.get("id"),
                 "ssh_keys": [key_id],
-                "tags": [TAG_MANAGED, tag],
+                "tags": [TAG_MANAGED, tag, TAG_INSTALLATION_PREFIX + self.settings.installation_id],
                 "user_data": user_data,
                 "monitoring": True,
             }

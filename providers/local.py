@@ -90,6 +90,10 @@ class LocalProvider:
                 launched_at = (run_dir / ".launched").stat().st_mtime
             except OSError:
                 launched_at = None
+        try:  # the root may be shared with another data directory (profile `root`)
+            owner = (run_dir / ".installation").read_text().strip() or None
+        except OSError:
+            owner = self.settings.installation_id if run_dir.exists() else None
         return Instance(
             provider=self.name,
             id=PREFIX + run_id,
@@ -106,6 +110,7 @@ class LocalProvider:
             stopped_at=_ended_at(status)
             if state == InstanceState.STOPPED and status.get("state") == "exited"
             else None,
+            owner=owner,
         )
 
     def billing_ended_at(self, instance: Instance) -> float | None:
@@ -129,6 +134,7 @@ class LocalProvider:
         run_dir.mkdir(parents=True, exist_ok=True)
         now = time.time()
         (run_dir / ".launched").write_text(str(now))
+        (run_dir / ".installation").write_text(self.settings.installation_id + "\n")
         return self._instance(spec.run_id, launched_at=now)
 
     def get_instance(self, instance_id: str) -> Instance | None:

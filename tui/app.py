@@ -585,7 +585,9 @@ class GpuctlApp(App[None]):
             )
             return
         price = "" if inst.price_per_hour is None else f" at ${inst.price_per_hour:.3f}/h"
+        where = f"{inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price}"
         run = self.engine.store.find_run(row.run_id) if row.run_id else None
+        release = None
         if run is not None and results_pending(self.engine.store, run, inst):
             saved = (
                 "\n\nThe results of run "
@@ -597,36 +599,50 @@ class GpuctlApp(App[None]):
             saved = "\n\nBilling ends; anything not downloaded is lost" + (
                 f" (d downloads run {row.run_id} first)." if row.run_id else "."
             )
-        if inst.managed:
+        if run is not None and not self.engine.created_for(run.launch_spec, inst):
+            # Not gpuctl's to end: release it (like `gpuctl down RUN`), or type its name.
             body = (
-                f"Terminate {inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price}?"
-                + saved
-            )
-            require = None
-        else:
-            body = (
-                f"{inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price} was NOT "
-                "created by gpuctl. Terminating it destroys the machine and its disks."
+                f"{where} was NOT created by gpuctl for run {run.id}.\n\nRelease stops "
+                "the trainer and lets go of the machine: it keeps running. To terminate the "
+                "machine and its disks as well, type its name."
             )
             require = inst.name or inst.id
+            release = "Release"
+        elif run is not None or self.engine.is_ours(inst):
+            body = f"Terminate {where}?" + saved
+            require = None
+        else:
+            whose = (
+                f"was created by another gpuctl installation (owner {inst.owner or 'unknown'})"
+                if inst.managed
+                else "was NOT created by gpuctl"
+            )
+            body = f"{where} {whose}. Terminating it destroys the machine and its disks."
+            require = inst.name or inst.id
+        typed = require is not None
 
         def done(ok: bool | None) -> None:
+            if screen.released and row.run_id:
+                run_id = row.run_id
+                self.drive(run_id, "release", lambda: self.engine.down(run_id))
+                return
             if not ok:
                 return
             if row.run_id:
                 run_id = row.run_id
-                self.drive(run_id, "terminate", lambda: self.engine.down(run_id))
+                self.drive(run_id, "terminate", lambda: self.engine.down(run_id, confirmed=typed))
             else:
                 self.drive(
                     f"{inst.provider}/{inst.id}",
                     "terminate",
-                    lambda: self.engine.teardown(None, inst, "terminate"),
+                    lambda: self.engine.teardown(None, inst, "terminate", confirmed=typed),
                 )
 
         action = "Terminate" if require else "Terminate (y)"
-        self.push_screen(
-            ConfirmScreen("Terminate instance", body, action=action, require=require), done
+        screen = ConfirmScreen(
+            "Terminate instance", body, action=action, require=require, release=release
         )
+        self.push_screen(screen, done)
 
     def resume(self, row: Row | None) -> None:
         run_id = self._need_run(row, "resume")

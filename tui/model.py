@@ -15,6 +15,7 @@ from typing import Any
 
 from gpuctl import cost
 from gpuctl.models import Instance, InstanceState, Run, RunStatus
+from gpuctl.ownership import is_foreign
 from gpuctl.runstate import epoch_text
 from gpuctl.settings import Settings
 from gpuctl.state import Store
@@ -242,6 +243,7 @@ def _row(
     run: Run | None,
     spent: float | None,
     billed_when_stopped: Mapping[str, bool],
+    installation: str = "",
 ) -> Row:
     live_inst = inst is not None and inst.state != InstanceState.TERMINATED
     billed = False
@@ -249,6 +251,7 @@ def _row(
         billed = inst.state.billed or (
             inst.state == InstanceState.STOPPED and billed_when_stopped.get(inst.provider, False)
         )
+    foreign = False
     if run is not None:
         key = f"run:{run.id}"
         state = _run_state(run)
@@ -259,11 +262,15 @@ def _row(
         assert inst is not None
         key = f"inst:{inst.provider}/{inst.id}"
         state = inst.state.value
-        if inst.managed and inst.run_id:
+        name, preset = inst.name or inst.id, inst.tags.get("gpuctl:preset", "")
+        foreign = bool(inst.run_id) and is_foreign(inst, installation, run_known=False)
+        if foreign:  # another gpuctl installation's (a colleague's): named with its owner
+            state += " foreign"
+            name += f" (owner {inst.owner or 'unknown'})"
+        elif inst.managed and inst.run_id:
             state += " orphan"
         elif not inst.managed:
             state += " ext"
-        name, preset = inst.name or inst.id, inst.tags.get("gpuctl:preset", "")
     return Row(
         key=key,
         provider=inst.provider if inst is not None else (run.provider if run else "-"),
@@ -282,7 +289,7 @@ def _row(
         eta_seconds=run.eta_seconds if run is not None else None,
         run_id=run.id if run is not None else None,
         instance_id=inst.id if inst is not None else (run.instance_id if run else None),
-        managed=inst.managed if inst is not None else True,
+        managed=(inst.managed and not foreign) if inst is not None else True,
         live_instance=live_inst,
         billed=billed,
     )
@@ -398,7 +405,7 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
             spent = per_run.get(run.id)
         else:
             spent = per_instance.get(f"{inst.provider}/{inst.id}")
-        rows.append(_row(inst, run, spent, billed_when_stopped))
+        rows.append(_row(inst, run, spent, billed_when_stopped, settings.installation_id))
     for run in runs:
         if run.id in seen_runs:
             continue

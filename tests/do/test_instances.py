@@ -44,7 +44,14 @@ def test_instance_fields_from_the_droplet(fake: FakeDigitalOcean, make_provider:
     assert again is not None
     assert again.to_dict() == inst.to_dict()
     assert inst.launched_at and inst.disk_gb == 720 and inst.ssh_user == "root"
-    assert inst.tags == {"gpuctl": "", "gpuctl-run-validate-261123-a1b2": "", "gpuctl-ssh": ""}
+    mine = f"gpuctl-inst-{inst.owner}"
+    assert inst.tags == {
+        "gpuctl": "",
+        "gpuctl-run-validate-261123-a1b2": "",
+        "gpuctl-ssh": "",
+        mine: "",
+    }
+    assert inst.owner == make_provider(fake).settings.installation_id
 
 
 def test_power_off_is_flagged_still_billed_and_power_on_resumes(

@@ -95,7 +95,11 @@ def test_launch_registers_key_tags_and_user_data(
 
     (create,) = fake.calls("POST", "/v2/droplets")
     body = create.body
-    assert body["tags"] == ["gpuctl", f"gpuctl-run-{RUN}", "gpuctl-ssh"]
+    mine = settings.installation_id
+    assert sorted(body["tags"]) == sorted(
+        ["gpuctl", f"gpuctl-run-{RUN}", "gpuctl-ssh", f"gpuctl-inst-{mine}"]
+    )
+    assert inst.owner == mine
     assert body["image"] == "amd-pytorchrocm7"  # PyTorch + ROCm preferred over the base
     assert "shutdown -P" in body["user_data"] and RUN in body["user_data"]
     assert fake.user_data[int(inst.id)] == body["user_data"]

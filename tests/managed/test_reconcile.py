@@ -64,7 +64,8 @@ def test_killed_launch_is_failed_and_its_machine_is_an_orphan(engine: Engine) ->
     assert killed.status == RunStatus.FAILED and killed.instance_id == "local-r-killed"
     assert "killed while launching" in killed.reason and "down --orphans" in killed.reason
     inst = engine.store.get_instance("local", "local-r-killed")
-    assert inst is not None and is_orphan(inst, killed)
+    mine = engine.settings.installation_id
+    assert inst is not None and is_orphan(inst, killed, installation=mine)
     segs = engine.store.segments(run_id="r-killed")
     assert segs and segs[0].start == pytest.approx(inst.launched_at, abs=1)  # cost from launch
     assert engine.store.get_run("r-live").status == RunStatus.PROVISIONING
@@ -94,7 +95,7 @@ def test_tagged_machine_without_a_run_is_adopted_as_an_orphan(engine: Engine) ->
     (found,) = engine.store.events("r-stranger", kinds=["run_reconciled"])
     assert found["action"] == "orphan"
     inst = engine.store.get_instance("local", "local-r-stranger")
-    assert inst is not None and is_orphan(inst, None)
+    assert inst is not None and is_orphan(inst, None, installation=engine.settings.installation_id)
     assert engine.store.segments(instance_id="local-r-stranger")  # metered
 
 

@@ -9,13 +9,16 @@ each listing sleep first, like a cloud API answering over the network.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from gpuctl.errors import CredentialsError, NotFoundError, ProviderError
 from gpuctl.events import Event, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
+from gpuctl.ownership import installation_id
 from gpuctl.providers.base import SHUTDOWN_NONE, Billing, Listing
 from gpuctl.settings import Profile, Settings
 
@@ -37,8 +40,15 @@ STATES = (
 )
 
 
+def _this_installation() -> str | None:
+    """The managed fakes are this test home's own, tagged like a real provider's."""
+    home = os.environ.get("GPUCTL_HOME")
+    return installation_id(Path(home)) if home else None
+
+
 def make_instance(profile: str, i: int, now: float = BASE_TIME) -> Instance:
     itype, gpu, count, price, spot = TYPES[i % len(TYPES)]
+    managed = i % 3 != 0
     market = Market.SPOT if i % 7 == 0 else Market.ON_DEMAND
     return Instance(
         provider=profile,
@@ -53,8 +63,9 @@ def make_instance(profile: str, i: int, now: float = BASE_TIME) -> Instance:
         market=market,
         gpu_name=gpu,
         gpu_count=count,
-        managed=i % 3 != 0,
+        managed=managed,
         run_id=None,
+        owner=_this_installation() if managed else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Confirmation before anything destructive; a typed name where a slip would cost most.
 
 Terminating a machine gpuctl did not create needs its name typed back (the CLI asks the
-same): a stray `x` + `enter` must never end somebody's hand-built box.
+same): a stray `x` + `enter` must never end somebody's hand-built box. Such a dialog may
+offer a harmless way out besides (`release`: let go of the machine, leave it running).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ class ConfirmScreen(ModalScreen[bool]):
         action: str = "Confirm",
         require: str | None = None,
         danger: bool = True,
+        release: str | None = None,
     ) -> None:
         super().__init__()
+        self.release = release  # label of the button for the harmless alternative
+        self.released = False  # set when it was picked (the screen then dismisses False)
         self.title_text = title
         self.body = body
         self.action = action
@@ -52,6 +56,8 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Input(placeholder=self.require, id="confirm-input")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel (esc)", compact=True, id="cancel")
+                if self.release:
+                    yield Button(self.release, compact=True, id="release", variant="primary")
                 yield Button(
                     self.action,
                     compact=True,
@@ -81,12 +87,19 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
+        if event.button.id == "release":
+            self.action_release()
+            return
         self.dismiss(event.button.id == "confirm")
 
     def action_yes(self) -> None:
         """`y` confirms a plain yes/no; a typed-name confirmation ignores it."""
         if not self.require:
             self.dismiss(True)
+
+    def action_release(self) -> None:
+        self.released = True
+        self.dismiss(False)
 
     def action_cancel(self) -> None:
         self.dismiss(False)
