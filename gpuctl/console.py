@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,18 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 log = logging.getLogger("gpuctl")
 
 
+class _LogFile(logging.FileHandler):
+    """gpuctl.log on a disk that fills up or goes away loses the details, never the
+    command: no "--- Logging error ---" traceback on the terminal, no error on close."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+
+
 def setup_logging() -> None:
     """Internal details go to <data dir>/gpuctl.log, never to the terminal.
 
@@ -41,7 +54,7 @@ def setup_logging() -> None:
         # Everything gpuctl (and a local run's agent and trainer) writes is the user's only.
         os.umask(PRIVATE_UMASK)
         private_dir(data_dir)
-        handler = logging.FileHandler(private_file(data_dir / "gpuctl.log"))
+        handler = _LogFile(private_file(data_dir / "gpuctl.log"))
     except (OSError, GpuctlError):
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
