@@ -212,17 +212,19 @@ class Engine:
                 budget=spec.budget,
             )
         )
-        self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
-        recovery.claim(self.store, spec.run_id, "launch")  # reconcile: is this launch alive?
-        yield self._resolved(spec, est)
-        if est is not None:
-            self._event(spec.run_id, "estimate", est.to_dict())
-            yield Notice(spec.run_id, est.text())
-        if refusal is not None:
-            yield Notice(spec.run_id, f"launching anyway (--force): {refusal.message}", "warning")
         instance: Instance | None = None
         created = False
-        try:
+        try:  # from here on an interrupt marks the run failed: never `provisioning` forever
+            self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
+            recovery.claim(self.store, spec.run_id, "launch")  # reconcile: is it alive?
+            yield self._resolved(spec, est)
+            if est is not None:
+                self._event(spec.run_id, "estimate", est.to_dict())
+                yield Notice(spec.run_id, est.text())
+            if refusal is not None:
+                yield Notice(
+                    spec.run_id, f"launching anyway (--force): {refusal.message}", "warning"
+                )
             provider = self.provider(spec.provider)
             provider.check()
             if spec.instance_id:
