@@ -744,27 +744,35 @@ class Engine:
     def resume(self, run_id: str) -> Events:
         """Continue a stopped/interrupted/failed run from its last checkpoint, attached."""
         run = self.store.get_run(run_id)
-        if run.status.active:
-            raise ConfigError(
-                f"run {run.id} is {run.status.value}", hint="it is still going; `gpuctl logs -f`"
-            )
         if run.status == RunStatus.FINISHED:
             raise ConfigError(f"run {run.id} already finished", hint="launch a new run instead")
-        recovery.claim(self.store, run.id, "resume")
-        try:
-            instance, host = self.locate(run)
-        except NotFoundError:  # the machine is gone: a new one, with the checkpoint we hold
-            return (yield from recovery.resume_elsewhere(self, run.id))
-        rd = RunDir(host, run.id, run.remote_dir)
-        if host.file_size(rd.p("last.pt")) is None and not (
-            yield from recovery.restore(self, run, rd)
+        # Compare-and-set: of two resumes at once (two shells, the TUI and the CLI) exactly
+        # one goes on; the other is told who has the run, and creates nothing.
+        previous = run.status
+        if not recovery.take_over(
+            self.store, run.id, recovery.RESUMABLE, RunStatus.STARTING, "resume"
         ):
-            raise RunFailed(
-                f"run {run.id} has no checkpoint to resume from (last.pt missing)",
-                hint=f"start a new run: gpuctl run {run.preset}",
-            )
+            raise recovery.busy_error(self.store, run.id)
+        ready = False
+        try:
+            try:
+                instance, host = self.locate(run)
+            except NotFoundError:  # the machine is gone: a new one, with our checkpoint
+                return (yield from recovery.resume_elsewhere(self, run.id))
+            rd = RunDir(host, run.id, run.remote_dir)
+            if host.file_size(rd.p("last.pt")) is None and not (
+                yield from recovery.restore(self, run, rd)
+            ):
+                raise RunFailed(
+                    f"run {run.id} has no checkpoint to resume from (last.pt missing)",
+                    hint=f"start a new run: gpuctl run {run.preset}",
+                )
+            ready = True
+        finally:
+            if not ready:  # not resumed after all: the run is as it was, for the next try
+                self.store.transition_run(run.id, {RunStatus.STARTING}, previous)
         spec = run.launch_spec
-        self.store.update_run(run.id, status=RunStatus.STARTING, attempt=run.attempt + 1)
+        self.store.update_run(run.id, attempt=run.attempt + 1)
         cost.open_compute(self.store, instance, run.id)
         try:
             yield from self._start_on(instance, spec, resume=True)
