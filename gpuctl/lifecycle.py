@@ -453,6 +453,7 @@ class Engine:
         next_status = next_gpu = next_cost = 0.0
         final: dict[str, Any] = {}
         link_down_since: float | None = None
+        lost_after = float(self.settings.profile(run.provider).get("link_lost_seconds", 600.0))
         warned: set[str] = set()
         while True:
             try:
@@ -496,11 +497,20 @@ class Engine:
                 if gone is not None:
                     yield Notice(run_id, gone, "warning")
                     return RunStatus.INTERRUPTED
-                if time.monotonic() - link_down_since > 600:
+                if time.monotonic() - link_down_since > lost_after:
+                    # Unknown is not done: the machine still exists (or nobody can tell),
+                    # so its run may still be training. The run stays as it is and
+                    # nothing is torn down; the user decides.
+                    self._event(run_id, "unreachable", {"host": host.label, "error": str(exc)})
                     yield Failed(
-                        run_id, f"lost {host.label} for 10 minutes", exc.hint, exc.exit_code
+                        run_id,
+                        f"lost the link to {host.label} for {lost_after:.0f}s ({exc}); its "
+                        "machine may still be training, so nothing was torn down",
+                        f"`gpuctl logs {run_id} -f` reattaches; `gpuctl stop {run_id}` or "
+                        f"`gpuctl down {run_id}` ends it",
+                        exc.exit_code,
                     )
-                    return run.status
+                    return self.store.get_run(run_id).status
                 time.sleep(min(10.0, 1.0 + (time.monotonic() - link_down_since) / 5))
                 continue
             if not stop_when_done:
@@ -606,8 +616,10 @@ class Engine:
         status = yield from recovery.supervise(self, spec.run_id, status)  # managed runs
         return (yield from self.finish(spec.run_id, status))
 
-    def finish(self, run_id: str, status: RunStatus) -> Events:
+    def finish(self, run_id: str, status: RunStatus | None) -> Events:
         run = self.store.get_run(run_id)
+        if status is None or status.active:
+            return status  # not ended (the link was lost): never tear down a live run
         spec = run.launch_spec
         results = None
         try:

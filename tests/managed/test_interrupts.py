@@ -22,7 +22,7 @@ from tests.fixtures.sshd import SshdServer
 
 from .conftest import Stream, aws_profile
 
-pytestmark = [pytest.mark.slow, pytest.mark.sshd]
+pytestmark = [pytest.mark.slow, pytest.mark.sshd, pytest.mark.timeout(900)]
 
 ITERATIONS = 30
 EXIT_BOUND = 60.0  # seconds after SIGINT; a hang fails the test instead of blocking it
