@@ -2,9 +2,10 @@
 
 Every command takes --json (one JSON object per line for streams). Exit codes:
 0 ok, 1 run failed, 2 usage/config, 3 provider/remote, 4 budget/guard stop,
-130 interrupted (the run keeps going on its machine). Errors are one line plus a hint,
-never a traceback. Heavy modules (boto3, pydo, torch, textual) load only on the paths
-that need them, so `gpuctl --help` and a cached `gpuctl ls` start fast.
+130 interrupted (the run keeps going on its machine; 143 SIGTERM, 129 SIGHUP).
+Errors are one line plus a hint, never a traceback. Heavy modules (boto3, pydo, torch,
+textual) load only on the paths that need them, so `gpuctl --help` and a cached
+`gpuctl ls` start fast.
 """
 
 from __future__ import annotations

@@ -6,14 +6,17 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
 import click
 
-from .errors import ConfigError, GpuctlError, from_os_error
+from .errors import EXIT_INTERRUPTED, ConfigError, GpuctlError, from_os_error
 from .numbers import finite_number
 
 
@@ -71,6 +74,19 @@ def log_path() -> str:
     return "gpuctl.log in the data directory"
 
 
+# What a script's `timeout`, a CI runner or a closed terminal sends. Each is handled like
+# Ctrl-C: a launch cut short is undone instead of leaving its machine billing.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be so the same clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def echo(text: str, *, err: bool = False) -> None:
     """Print, surviving a reader that went away (`gpuctl run ... | head`).
 
@@ -79,7 +95,7 @@ def echo(text: str, *, err: bool = False) -> None:
     """
     try:
         click.echo(text, err=err)
-    except BrokenPipeError:
+    except OSError:  # a broken pipe, or a terminal that hung up (EIO)
         stream = sys.stderr if err else sys.stdout
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
@@ -105,39 +121,99 @@ def fail(exc: GpuctlError, as_json: bool) -> None:
     sys.exit(exc.exit_code)
 
 
+@contextmanager
+def interrupts_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise like Ctrl-C; once one interrupt landed, further ones wait.
+
+    The first SIGINT, SIGTERM or SIGHUP unwinds the command (a launch cut short terminates
+    what it created on the way out). A second one during that clean-up is ignored, with a
+    line saying so, so an impatient Ctrl-C cannot leave a machine billing; a third quits
+    at once. A signal someone chose to ignore (`nohup`) stays ignored. Main thread only;
+    the previous handlers come back on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    landed = [0]
+
+    def handler(signum: int, _frame: Any) -> None:
+        landed[0] += 1
+        if landed[0] == 1:
+            raise Terminated(signum) if signum != signal.SIGINT else KeyboardInterrupt()
+        if landed[0] == 2:
+            with _suppress_os_errors():
+                os.write(2, b"\nstill undoing the interrupted launch; once more quits now\n")
+            return
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        try:
+            old = signal.getsignal(sig)
+            if old is signal.SIG_IGN:
+                continue
+            previous[sig] = signal.signal(sig, handler)
+        except (OSError, ValueError):
+            continue
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _suppress_os_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError:
+        pass
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C; 128 + the signal number for SIGTERM (143) and SIGHUP (129)."""
+    return 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
 def guarded(
     on_interrupt: Callable[[dict[str, Any]], None],
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A command decorator: GpuctlError -> one line (or JSON) and its exit code; Ctrl-C ->
-    `on_interrupt(command kwargs)`. Never a traceback."""
+    """A command decorator: GpuctlError -> one line (or JSON) and its exit code; Ctrl-C,
+    SIGTERM or SIGHUP -> `on_interrupt(command kwargs)`. Never a traceback."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             setup_logging()
             as_json = bool(kwargs.get("as_json"))
-            try:
-                return fn(*args, **kwargs)
-            except GpuctlError as exc:
-                # The user sees one line; the log keeps where it came from.
-                log.info("%s: %s", fn.__name__, exc.one_line(), exc_info=True)
-                fail(exc, as_json)
-            except KeyboardInterrupt:
-                on_interrupt(kwargs)
-            except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
-                raise  # click's own usage errors and prompts: click prints them
-            except OSError as exc:  # a read-only, full or blocked path on this machine
-                log.info("%s: %s", fn.__name__, exc, exc_info=True)
-                fail(from_os_error(exc), as_json)
-            except Exception as exc:  # a bug: still one line; the traceback goes to the log
-                log.exception("%s failed", fn.__name__)
-                fail(
-                    GpuctlError(
-                        f"internal error: {type(exc).__name__}: {exc}",
-                        hint=f"details in {log_path()}; please report it",
-                    ),
-                    as_json,
-                )
+            with interrupts_as_ctrl_c():
+                try:
+                    return fn(*args, **kwargs)
+                except GpuctlError as exc:
+                    # The user sees one line; the log keeps where it came from.
+                    log.info("%s: %s", fn.__name__, exc.one_line(), exc_info=True)
+                    fail(exc, as_json)
+                except KeyboardInterrupt as exc:
+                    try:
+                        on_interrupt(kwargs)
+                    except SystemExit as done:
+                        if done.code == EXIT_INTERRUPTED:  # say which signal ended it
+                            raise SystemExit(interrupt_exit_code(exc)) from None
+                        raise
+                except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+                    raise  # click's own usage errors and prompts: click prints them
+                except OSError as exc:  # a read-only, full or blocked path on this machine
+                    log.info("%s: %s", fn.__name__, exc, exc_info=True)
+                    fail(from_os_error(exc), as_json)
+                except Exception as exc:  # a bug: still one line; the traceback goes to log
+                    log.exception("%s failed", fn.__name__)
+                    fail(
+                        GpuctlError(
+                            f"internal error: {type(exc).__name__}: {exc}",
+                            hint=f"details in {log_path()}; please report it",
+                        ),
+                        as_json,
+                    )
 
         return wrapper
 

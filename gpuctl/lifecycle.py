@@ -289,24 +289,26 @@ class Engine:
                 budget=spec.budget,
             )
         )
-        self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
-        recovery.claim(self.store, spec.run_id, "launch")  # reconcile: is this launch alive?
-        yield self._resolved(spec, est)
-        if est is not None:
-            self._event(spec.run_id, "estimate", est.to_dict())
-            yield Notice(spec.run_id, est.text())
-        if refusal is not None:
-            yield Notice(spec.run_id, f"launching anyway (--force): {refusal.message}", "warning")
-        elif est is None or est.cost is None:  # unknown is not $0: say the meter is blind
-            yield Notice(
-                spec.run_id,
-                "the price of this machine is unknown: its cost cannot be estimated and is "
-                "not metered until a price is known",
-                "warning",
-            )
         instance: Instance | None = None
         created = False
-        try:
+        try:  # from here on an interrupt marks the run failed: never `provisioning` forever
+            self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
+            recovery.claim(self.store, spec.run_id, "launch")  # reconcile: is it alive?
+            yield self._resolved(spec, est)
+            if est is not None:
+                self._event(spec.run_id, "estimate", est.to_dict())
+                yield Notice(spec.run_id, est.text())
+            if refusal is not None:
+                yield Notice(
+                    spec.run_id, f"launching anyway (--force): {refusal.message}", "warning"
+                )
+            elif est is None or est.cost is None:  # unknown is not $0: say the meter is blind
+                yield Notice(
+                    spec.run_id,
+                    "the price of this machine is unknown: its cost cannot be estimated and is "
+                    "not metered until a price is known",
+                    "warning",
+                )
             if given is not None:
                 instance = given
             else:
@@ -554,6 +556,7 @@ class Engine:
         next_status = next_gpu = next_cost = 0.0
         final: dict[str, Any] = {}
         link_down_since: float | None = None
+        lost_after = float(self.settings.profile(run.provider).get("link_lost_seconds", 600.0))
         warned: set[str] = set()
         while True:
             try:
@@ -604,11 +607,20 @@ class Engine:
                 if gone is not None:
                     yield Notice(run_id, gone, "warning")
                     return RunStatus.INTERRUPTED
-                if time.monotonic() - link_down_since > 600:
+                if time.monotonic() - link_down_since > lost_after:
+                    # Unknown is not done: the machine still exists (or nobody can tell),
+                    # so its run may still be training. The run stays as it is and
+                    # nothing is torn down; the user decides.
+                    self._event(run_id, "unreachable", {"host": host.label, "error": str(exc)})
                     yield Failed(
-                        run_id, f"lost {host.label} for 10 minutes", exc.hint, exc.exit_code
+                        run_id,
+                        f"lost the link to {host.label} for {lost_after:.0f}s ({exc}); its "
+                        "machine may still be training, so nothing was torn down",
+                        f"`gpuctl logs {run_id} -f` reattaches; `gpuctl stop {run_id}` or "
+                        f"`gpuctl down {run_id}` ends it",
+                        exc.exit_code,
                     )
-                    return run.status
+                    return self.store.get_run(run_id).status
                 time.sleep(min(10.0, 1.0 + (time.monotonic() - link_down_since) / 5))
                 continue
             if not stop_when_done:
@@ -699,8 +711,10 @@ class Engine:
         status = yield from recovery.supervise(self, spec.run_id, status)  # managed runs
         return (yield from self.finish(spec.run_id, status))
 
-    def finish(self, run_id: str, status: RunStatus) -> Events:
+    def finish(self, run_id: str, status: RunStatus | None) -> Events:
         run = self.store.get_run(run_id)
+        if status is None or status.active:
+            return status  # not ended (the link was lost): never tear down a live run
         spec = run.launch_spec
         saved_to: Path | None = None
         save_error: GpuctlError | None = None
@@ -1023,22 +1037,34 @@ class Engine:
                 + (f"; its results are in {saved}" if saved else ""),
                 hint=f"`gpuctl run {run.preset}` starts a new run",
             )
-        recovery.claim(self.store, run.id, "resume")
-        try:
-            instance, host = self.locate(run)
-        except NotFoundError:  # the machine is gone: a new one, with the checkpoint we hold
-            return (yield from recovery.resume_elsewhere(self, run.id))
-        rd = RunDir(host, run.id, run.remote_dir)
-        if host.file_size(rd.p("last.pt")) is None and not (
-            yield from recovery.restore(self, run, rd)
+        # Compare-and-set: of two resumes at once (two shells, the TUI and the CLI) exactly
+        # one goes on; the other is told who has the run, and creates nothing.
+        previous = run.status
+        if not recovery.take_over(
+            self.store, run.id, recovery.RESUMABLE, RunStatus.STARTING, "resume"
         ):
-            raise ConfigError(
-                f"run {run.id} has no checkpoint to resume from: no last.pt on {instance.id} "
-                f"and none here ({results.what_is_saved(run)})",
-                hint=f"`gpuctl run {run.preset}` starts it over",
-            )
+            raise recovery.busy_error(self.store, run.id)
+        ready = False
+        try:
+            try:
+                instance, host = self.locate(run)
+            except NotFoundError:  # the machine is gone: a new one, with our checkpoint
+                return (yield from recovery.resume_elsewhere(self, run.id))
+            rd = RunDir(host, run.id, run.remote_dir)
+            if host.file_size(rd.p("last.pt")) is None and not (
+                yield from recovery.restore(self, run, rd)
+            ):
+                raise ConfigError(
+                    f"run {run.id} has no checkpoint to resume from: no last.pt on "
+                    f"{instance.id} and none here ({results.what_is_saved(run)})",
+                    hint=f"`gpuctl run {run.preset}` starts it over",
+                )
+            ready = True
+        finally:
+            if not ready:  # not resumed after all: the run is as it was, for the next try
+                self.store.transition_run(run.id, {RunStatus.STARTING}, previous)
         spec = run.launch_spec
-        self.store.update_run(run.id, status=RunStatus.STARTING, attempt=run.attempt + 1)
+        self.store.update_run(run.id, attempt=run.attempt + 1)
         cost.open_compute(self.store, instance, run.id)
         try:
             yield from self._start_on(instance, spec, resume=True)

@@ -27,12 +27,18 @@ import os
 import socket
 import time
 import zipfile
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import cost
-from .errors import EXIT_BUDGET, EXIT_PROVIDER, EXIT_USAGE, GpuctlError
+from .errors import (
+    EXIT_BUDGET,
+    EXIT_PROVIDER,
+    EXIT_USAGE,
+    ConfigError,
+    GpuctlError,
+)
 from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
@@ -79,6 +85,43 @@ def claim(store: Store, run_id: str, what: str) -> None:
         store.add_event(run_id, "owner", {**_me(), "what": what})
     except Exception:  # the journal must never break a launch
         log.exception("could not record the owner of %s", run_id)
+
+
+# A run that may be resumed: it ended, but not by finishing.
+RESUMABLE = frozenset(
+    {RunStatus.STOPPED, RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.LOST, RunStatus.BUDGET}
+)
+
+
+def take_over(
+    store: Store, run_id: str, expected: Iterable[RunStatus], to: RunStatus, what: str
+) -> bool:
+    """Move the run from one of `expected` to `to` and claim it, in one transaction.
+
+    Exactly one of several processes racing for a run (two `gpuctl resume`, the TUI and
+    the CLI) wins; the others get False and must leave the run alone.
+    """
+    return store.transition_run(run_id, expected, to, event=("owner", {**_me(), "what": what}))
+
+
+def busy_error(store: Store, run_id: str, doing: str = "resumed") -> ConfigError:
+    """Why this process may not drive the run: another gpuctl does, or it still runs."""
+    run = store.get_run(run_id)
+    claims = store.events(run.id, kinds=["owner"])
+    last = claims[-1] if claims else {}
+    if last.get("what") in ("resume", "watch") and owner_alive(store, run.id):
+        return ConfigError(
+            f"run {run.id} is being {doing} by another gpuctl (pid {last.get('pid')})",
+            hint=f"`gpuctl logs {run.id} -f` follows it",
+        )
+    if run.status.active:
+        return ConfigError(
+            f"run {run.id} is {run.status.value}", hint="it is still going; `gpuctl logs -f`"
+        )
+    return ConfigError(
+        f"run {run.id} is {run.status.value} and cannot be {doing}",
+        hint="launch a new run instead",
+    )
 
 
 def owner_alive(store: Store, run_id: str) -> bool | None:
@@ -329,8 +372,7 @@ def supervise(engine: Engine, run_id: str, status: RunStatus | None) -> Events:
                 run_id, f"gave up after {MAX_RECOVERIES} recoveries; `gpuctl resume` it", "error"
             )
             return status
-        claim(engine.store, run_id, "watch")
-        offset = yield from recover(engine, run_id)
+        offset = yield from recover(engine, run_id)  # claims the run, or says who has it
         if offset is None:
             return engine.store.get_run(run_id).status
         status = yield from engine.follow(run_id, from_start=False, tail_lines=0, log_offset=offset)
@@ -346,7 +388,12 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     began = time.monotonic()
     attempt = run.attempt + 1
     reason = run.reason or run.status.value
-    store.update_run(run_id, status=RunStatus.RECOVERING)
+    if run.status == RunStatus.RECOVERING or not take_over(
+        store, run_id, {run.status}, RunStatus.RECOVERING, "resume" if manual else "watch"
+    ):  # another gpuctl recovers it (the TUI and the CLI following the same run)
+        error = busy_error(store, run_id, "recovered")
+        yield Failed(run_id, error.message, error.hint, error.exit_code)
+        return None
     engine._event(run_id, "recovering", {"attempt": attempt, "reason": reason, "manual": manual})
     yield Recovering(run_id, attempt, "notice", reason, _describe(reason))
     old = engine._instance_of(run)
@@ -690,7 +737,6 @@ def reconnect_notices(run_id: str, host: Any, seen: set[str]) -> Iterator[Event]
 
 def resume_elsewhere(engine: Engine, run_id: str) -> Events:
     """`gpuctl resume` of a run whose machine is gone: recover by hand, then follow."""
-    claim(engine.store, run_id, "resume")
     offset = yield from recover(engine, run_id, manual=True)
     if offset is None:
         return engine.store.get_run(run_id).status

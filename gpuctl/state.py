@@ -290,6 +290,51 @@ class Store:
                 raise _no_run(run_id)
         return self.get_run(run_id)
 
+    def transition_run(
+        self,
+        run_id: str,
+        expected: Iterable[RunStatus],
+        to: RunStatus,
+        *,
+        event: tuple[str, Mapping[str, Any]] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Compare-and-set on a run's status, in one transaction: True only for the caller
+        that found the run in one of `expected` and moved it to `to` (with `fields`).
+
+        Two processes racing for the same run (two `gpuctl resume`, the TUI and the CLI)
+        cannot both win. `event` (kind, data) is recorded in the same transaction, so
+        whoever loses can already read who won.
+        """
+        wanted = [RunStatus(s).value for s in expected]
+        if not wanted:
+            return False
+        changes = {**fields, "status": RunStatus(to).value}
+        changes.setdefault("updated_at", time.time())
+        for key in changes:
+            if key not in _RUN_COLUMNS or key == "id":
+                raise ValueError(f"not a run column: {key}")
+        if "spec" in changes:
+            changes["spec"] = json.dumps(dict(changes["spec"]), sort_keys=True, default=str)
+        marks = ", ".join("?" for _ in wanted)
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} "
+                f"WHERE id = ? AND status IN ({marks})",
+                [*changes.values(), run_id, *wanted],
+            )
+            if cur.rowcount == 0:
+                if db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is None:
+                    raise _no_run(run_id)
+                return False
+            if event is not None:
+                kind, data = event
+                db.execute(
+                    "INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
+                    [run_id, time.time(), kind, json.dumps(dict(data), default=str)],
+                )
+        return True
+
     def get_run(self, run_id: str) -> Run:
         rows = self._query("SELECT * FROM runs WHERE id = ?", [run_id])
         if not rows:

@@ -140,3 +140,37 @@ def test_a_machine_reported_alive_again_is_no_longer_gone(tmp_path: Path) -> Non
     store.put_instance(box)
     (back,) = store.instances("ssh")
     assert back.state == InstanceState.RUNNING
+
+
+def _racer(path: str, run_id: str, start: float, won: object) -> None:
+    store = Store(Path(path))
+    while time.time() < start:
+        time.sleep(0.001)
+    if store.transition_run(
+        run_id,
+        {RunStatus.STOPPED},
+        RunStatus.STARTING,
+        event=("owner", {"pid": multiprocessing.current_process().pid}),
+    ):
+        won.value += 1  # type: ignore[attr-defined]
+
+
+def test_transition_run_lets_exactly_one_of_several_processes_win(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = Store(path)
+    store.add_run(make_run("r-1", status=RunStatus.STOPPED))
+    ctx = multiprocessing.get_context("spawn")
+    won = ctx.Value("i", 0)
+    start = time.time() + 3.0  # all of them at the same moment
+    procs = [ctx.Process(target=_racer, args=(str(path), "r-1", start, won)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert won.value == 1
+    assert store.get_run("r-1").status == RunStatus.STARTING
+    assert len(store.events("r-1", kinds=["owner"])) == 1  # only the winner's claim
+    assert not store.transition_run("r-1", {RunStatus.STOPPED}, RunStatus.STARTING)
+    with pytest.raises(NotFoundError):
+        store.transition_run("nope", {RunStatus.STOPPED}, RunStatus.STARTING)
