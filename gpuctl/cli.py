@@ -148,6 +148,11 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--budget", type=float, help="Run budget in USD: stop at 100%, warn at 80%."),
         click.option("--max-hours", type=float, help="Hard limit enforced on the machine."),
         click.option("--idle-minutes", type=float, help="Shut down after this long idle."),
+        click.option(
+            "--stall-minutes",
+            type=float,
+            help="Stop a trainer that makes no progress this long (default 20, 0 = off).",
+        ),
         click.option("-w", "--workdir", help="Your project directory to upload."),
         click.option("--exclude", multiple=True, help="Pattern to leave out of the upload."),
         click.option(
@@ -196,6 +201,7 @@ LAUNCH_KEYS = (
     "budget",
     "max_hours",
     "idle_minutes",
+    "stall_minutes",
     "workdir",
     "exclude",
     "include_secret",
@@ -238,6 +244,7 @@ def build_spec(eng: Any, preset: str, opts: dict[str, Any]):  # -> LaunchSpec
         budget=opts.get("budget"),
         max_hours=opts.get("max_hours"),
         idle_minutes=opts.get("idle_minutes"),
+        stall_minutes=opts.get("stall_minutes"),
         workdir=opts.get("workdir"),
         excludes=opts.get("exclude") or (),
         include_secrets=opts.get("include_secret") or (),
@@ -464,6 +471,9 @@ def ls(
         eng.refresh(
             names if refresh or include_unmanaged else stale, include_unmanaged=include_unmanaged
         )
+        for finding in eng.findings:
+            if finding.action in ("destroyed", "off_billed"):  # money: said where it is seen
+                click.echo(f"notice: {finding.message}", err=True)
     else:
         from .reconcile import without_listing
 
@@ -496,10 +506,12 @@ def ls(
             if not ok:
                 out.obj({"event": "provider_error", "provider": name, "error": message})
         return
+    from .cost import billing_for
+
     rows = []
     for inst in instances:
         run = runs.get(inst.run_id or "")
-        state = inst.state.value
+        state = inst.state_label(billing_for(eng.settings, inst.provider).billed_when_stopped)
         if is_orphan(inst, run):
             state += " (orphan)"
         rows.append(

@@ -46,7 +46,7 @@ from .events import (
 )
 from .host import Host
 from .local_host import LocalHost
-from .models import Instance, InstanceState, LaunchSpec, Run, RunStatus
+from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .rundir import RunDir
 from .settings import Settings
 from .settings import load as load_settings
@@ -78,6 +78,7 @@ class Engine:
         self.gpu_seconds = 5.0
         self.cost_seconds = 10.0
         self._cost_next: dict[str, float | None] = {}
+        self.findings: list[Any] = []  # what the last refresh's reconcile found
 
     def provider(self, name: str) -> Any:
         if name not in self._providers:
@@ -100,6 +101,7 @@ class Engine:
         budget: float | None = None,
         max_hours: float | None = None,
         idle_minutes: float | None = None,
+        stall_minutes: float | None = None,
         workdir: str | None = None,
         excludes: Sequence[str] = (),
         include_secrets: Sequence[str] = (),
@@ -135,6 +137,14 @@ class Engine:
                 )
         if idle_minutes is not None and idle_minutes < 0:
             raise ConfigError(f"--idle-minutes must be >= 0, got {idle_minutes:g}")
+        if stall_minutes is not None and not stall_minutes >= 0:
+            raise ConfigError(
+                f"--stall-minutes must be >= 0, got {stall_minutes:g}", hint="0 turns it off"
+            )
+        if stall_minutes is None:
+            stall_minutes = chosen.stall_minutes
+        if stall_minutes is None:
+            stall_minutes = self.settings.stall_minutes
         if disk_gb is not None and disk_gb < 8:
             raise ConfigError(f"--disk must be at least 8 GB, got {disk_gb}")
         teardown = teardown or self.settings.teardown
@@ -176,6 +186,7 @@ class Engine:
             budget=budget,
             max_hours=max_hours or chosen.max_hours or self.settings.max_hours,
             idle_minutes=idle_minutes if idle_minutes is not None else chosen.idle_minutes,
+            stall_minutes=stall_minutes or None,
             workdir=workdir_path,
             excludes=tuple(excludes),
             include_secrets=tuple(include_secrets),
@@ -361,10 +372,22 @@ class Engine:
     def _environment(self, host: Host, spec: LaunchSpec) -> tuple[str, int, Sequence[Event]]:
         """(python to run the trainer with, GPUs to use, notices) for this machine."""
         if isinstance(host, LocalHost):
+            if spec.require_gpu:
+                self._require_local_gpu(host)
             return sys.executable, 1, ()
         from gpuctl.remote.probe import prepare_python
 
         return prepare_python(host, self.settings.profile(spec.provider), spec)
+
+    def _require_local_gpu(self, host: LocalHost) -> None:
+        """`--require-gpu` holds on this machine too: the same probe as on a rented one."""
+        from gpuctl.remote.probe import probe
+
+        if probe(host, python=sys.executable).gpu_count == 0:
+            raise RemoteError(
+                "this machine has no GPU (no nvidia-smi, amd-smi or rocm-smi answered)",
+                hint="drop --require-gpu to train on its CPU, or launch on a GPU provider",
+            )
 
     def _start_on(self, instance: Instance, spec: LaunchSpec, *, resume: bool) -> Events:
         """Reach the machine, sync code and workdir, write configs, start the agent."""
@@ -386,7 +409,9 @@ class Engine:
         if spec.workdir:
             train["workdir"] = rd.work
         self.store.update_run(spec.run_id, status=RunStatus.STARTING)
-        agent = self._agent_config(spec, instance, nproc, provider.agent_shutdown(instance))
+        shutdown = provider.agent_shutdown(instance)
+        agent = self._agent_config(spec, instance, nproc, shutdown)
+        yield from self._check_boot_guard(host, spec, instance, resume, shutdown, agent)
         agent, env, notices = recovery.before_start(self, spec, instance, agent)  # spot, secrets
         yield from notices
         answer = rd.start(
@@ -397,20 +422,60 @@ class Engine:
         yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
         return True
 
+    def _check_boot_guard(
+        self,
+        host: Host,
+        spec: LaunchSpec,
+        instance: Instance,
+        resume: bool,
+        shutdown: dict[str, Any],
+        agent: dict[str, Any],
+    ) -> Iterator[Event]:
+        """First contact with a machine gpuctl created: did its boot guard arm? If not (an
+        image without cloud-init), the agent arms the same max-hours shutdown itself."""
+        from . import bootguard
+
+        command = shutdown.get("command")
+        if resume or spec.instance_id or not instance.managed or not spec.max_hours:
+            return
+        if self.provider(spec.provider).kind not in ("aws", "digitalocean") or not command:
+            return  # local and ssh machines get no boot guard: they are not gpuctl's to end
+        if bootguard.armed(host, spec.run_id):
+            self._event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})
+            return
+        scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
+        agent["guard_seconds"] = bootguard.boot_guard_minutes(spec.max_hours) * 60 * scale
+        agent["guard_command"] = list(command)
+        self._event(spec.run_id, "boot_guard", {"armed_by": "agent"})
+        yield Notice(
+            spec.run_id,
+            f"no boot guard on {host.label} (its image did not run cloud-init user data): "
+            f"the agent arms the {spec.max_hours:g} h shutdown itself",
+            "warning",
+        )
+
     def _agent_config(
         self, spec: LaunchSpec, instance: Instance, nproc: int, shutdown: dict[str, Any]
     ) -> dict[str, Any]:
         """Watchdog limits in seconds: they hold on the machine with gpuctl closed."""
+        from gpuctl.providers.base import limit_shutdown
+
         scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
         budget_seconds = cost.agent_budget_seconds(self.store, self.settings, spec, instance)
         if budget_seconds is not None:
             budget_seconds *= scale
+        spot = instance.market == Market.SPOT
+        stall = spec.stall_minutes
         return {
             "nproc": nproc,
             "max_seconds": spec.max_hours * 3600 * scale if spec.max_hours else None,
             "budget_seconds": budget_seconds,
             "idle_seconds": spec.idle_minutes * 60 * scale if spec.idle_minutes else None,
-            "shutdown": shutdown,
+            "stall_seconds": stall * 60 * scale if stall else None,
+            # --teardown reaches the machine: an idle or limit shutdown never does more
+            # than the policy allows (keep: the trainer only; stop: never terminate).
+            "shutdown": limit_shutdown(shutdown, spec.teardown, spot=spot),
+            "budget_shutdown": limit_shutdown(shutdown, self.settings.budget.on_exceed, spot=spot),
             "poll_seconds": 2.0,
         }
 
@@ -573,6 +638,8 @@ class Engine:
         run = self.store.get_run(run_id)
         if run.reason == "budget" or reason.startswith("budget"):
             status = RunStatus.BUDGET
+        elif reason.startswith("stalled"):  # the agent's stall guard stopped it
+            status = RunStatus.STALLED
         elif phase == "finished":
             status = RunStatus.FINISHED
         elif phase == "interrupted":
@@ -625,7 +692,7 @@ class Engine:
                 yield Notice(run_id, f"teardown failed: {exc.one_line()}", "error")
         spent, _ = cost.spent(self.store, self.settings, run_id=run_id)
         run = self.store.get_run(run_id)
-        if status in (RunStatus.FAILED, RunStatus.LOST):
+        if status in (RunStatus.FAILED, RunStatus.LOST, RunStatus.STALLED):
             yield Failed(
                 run_id,
                 f"run {run_id} {status.value}: {run.reason}",
@@ -803,7 +870,7 @@ class Engine:
                 )
             message = "; ".join(f"{w}: {m}" if w != "*" else m for w, m in listing.errors)
             self.store.set_provider_status(listing.provider, not listing.errors, message)
-        reconcile.after_refresh(self, listings)  # runs vs machines: vanished, orphans, died
+        self.findings = reconcile.after_refresh(self, listings)  # vanished, orphans, died
         return listings
 
     def _reconcile(self, listing: Any) -> None:

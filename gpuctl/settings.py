@@ -61,7 +61,12 @@ BUDGET_KEYS = {
     "currency": str,
 }
 TUI_KEYS = {"refresh_seconds": (int, float), "theme": str}
-DEFAULTS_KEYS = {"max_hours": (int, float), "idle_minutes": (int, float), "teardown": str}
+DEFAULTS_KEYS = {
+    "max_hours": (int, float),
+    "idle_minutes": (int, float),
+    "teardown": str,
+    "stall_minutes": (int, float),
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Settings:
     max_hours: float = 12.0
     idle_minutes: float = 30.0
     teardown: str = "terminate"
+    stall_minutes: float = 20.0  # the agent stops a trainer without progress this long
 
     @property
     def state_path(self) -> Path:
@@ -234,6 +240,7 @@ def load(config_path: Path | None = None) -> Settings:
         max_hours=float(defaults_raw.get("max_hours", 12.0)),
         idle_minutes=float(defaults_raw.get("idle_minutes", 30.0)),
         teardown=str(defaults_raw.get("teardown", "terminate")),
+        stall_minutes=float(defaults_raw.get("stall_minutes", 20.0)),
     )
 
 
