@@ -176,11 +176,8 @@ def agent_destroy_token(
         )
         cfg[key] = {**shutdown, "action": "poweroff"}
     price = "?" if instance.price_per_hour is None else f"{instance.price_per_hour:.2f}"
-    off = [
-        cfg.get(k) or {}
-        for k in ("shutdown", "budget_shutdown")
-        if (cfg.get(k) or {}).get("action") == "poweroff"
-    ]
+    keys = ["shutdown"] + (["budget_shutdown"] if cfg.get("budget_seconds") is not None else [])
+    off = [cfg.get(k) or {} for k in keys if (cfg.get(k) or {}).get("action") == "poweroff"]
     if not any(s.get("policy") == "terminate" for s in off):
         if off:  # --teardown stop: the user's choice, said with its price
             message = (
