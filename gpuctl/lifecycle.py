@@ -58,6 +58,7 @@ log = logging.getLogger("gpuctl")
 Events = Generator[Event, None, Any]
 
 TEARDOWN_POLICIES = ("terminate", "stop", "keep")
+STALL_WARMUP_SECONDS = 600.0  # the stall clock's allowance before a trainer's first step
 FALLBACKS = ("none", "on-demand")
 
 
@@ -472,6 +473,7 @@ class Engine:
             "budget_seconds": budget_seconds,
             "idle_seconds": spec.idle_minutes * 60 * scale if spec.idle_minutes else None,
             "stall_seconds": stall * 60 * scale if stall else None,
+            "stall_warmup_seconds": STALL_WARMUP_SECONDS * scale,  # before the first step
             # --teardown reaches the machine: an idle or limit shutdown never does more
             # than the policy allows (keep: the trainer only; stop: never terminate).
             "shutdown": limit_shutdown(shutdown, spec.teardown, spot=spot),

@@ -107,14 +107,17 @@ class Progress:
     """Is the trainer getting anywhere? New log, event or output bytes, or a new step.
 
     The clock starts over at every sign of progress. Before the trainer's first step it
-    gets twice the stall time (imports, data, compilation). A busy GPU with no progress
+    gets a warm-up on top (imports, data, compilation). A busy GPU with no progress
     (a long evaluation) gets twice the time as well, but not forever: a deadlocked
     collective keeps a GPU at 100% too.
     """
 
-    def __init__(self, run_dir: Path, stall_seconds: float, gpu_poll_seconds: float) -> None:
+    def __init__(
+        self, run_dir: Path, stall_seconds: float, warmup_seconds: float, gpu_poll_seconds: float
+    ) -> None:
         self.dir = run_dir
         self.stall_seconds = stall_seconds
+        self.warmup_seconds = warmup_seconds
         self.gpu_poll_seconds = gpu_poll_seconds
         self.signature: tuple[Any, ...] | None = None
         self.changed = time.monotonic()
@@ -142,7 +145,7 @@ class Progress:
             self.signature, self.changed = signature, mono
             return None
         quiet = mono - self.changed
-        limit = self.stall_seconds * (1 if self.stepped else 2)
+        limit = self.stall_seconds + (0.0 if self.stepped else self.warmup_seconds)
         if quiet < limit:
             return None
         if mono - self._gpu_at >= self.gpu_poll_seconds:
@@ -168,7 +171,12 @@ class Supervisor:
         self.spot = cloud.SpotWatch.from_config(self.cfg)  # AWS spot (or a test's emulator)
         stall = self.cfg.get("stall_seconds")
         self.progress = (
-            Progress(run_dir, float(stall), float(self.cfg.get("gpu_poll_seconds") or 30.0))
+            Progress(
+                run_dir,
+                float(stall),
+                float(self.cfg.get("stall_warmup_seconds") or 0.0),
+                float(self.cfg.get("gpu_poll_seconds") or 30.0),
+            )
             if stall
             else None
         )
