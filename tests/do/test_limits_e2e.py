@@ -85,6 +85,11 @@ def test_a_droplet_a_limit_powered_off_is_destroyed_at_the_next_listing(
     # Said up front: no delete-capable token here, so a limit can only power it off.
     assert any("still bills it off ($1.99/h)" in w for w in run["warnings"]), run["warnings"]
     assert any("AMD_DEVCLOUD_AGENT_TOKEN" in w for w in run["warnings"])
+    # The test sshd never ran cloud-init: the boot guard is missing and the agent arms it.
+    assert any(w.startswith("no boot guard on") for w in run["warnings"]), run["warnings"]
+    config = json.loads((run["run_dir"] / "agent.json").read_text())
+    assert config["guard_seconds"] == pytest.approx(65 * 60 * 0.001)
+    assert config["guard_command"] == ["touch", str(marker)]
     shutdown = _agent_shutdown(run["run_dir"])
     assert shutdown["action"] == "poweroff"  # max hours or idle, whichever came first
     wait_for(marker.exists, 30, "the poweroff command")
