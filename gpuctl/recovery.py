@@ -178,7 +178,7 @@ def agent_destroy_token(
     price = "?" if instance.price_per_hour is None else f"{instance.price_per_hour:.2f}"
     keys = ["shutdown"] + (["budget_shutdown"] if cfg.get("budget_seconds") is not None else [])
     off = [cfg.get(k) or {} for k in keys if (cfg.get(k) or {}).get("action") == "poweroff"]
-    if not any(s.get("policy") == "terminate" for s in off):
+    if not any(s.get("policy", "terminate") == "terminate" for s in off):
         if off:  # --teardown stop: the user's choice, said with its price
             message = (
                 f"--teardown stop: a limit powers {instance.id} off and {spec.provider} still "
