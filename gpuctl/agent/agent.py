@@ -523,8 +523,11 @@ def cmd_start(run_dir: Path) -> int:
     )
     log.close()
     assert proc.stdin is not None
-    with proc.stdin:
-        proc.stdin.write(json.dumps(secrets).encode())
+    try:
+        with proc.stdin:
+            proc.stdin.write(json.dumps(secrets).encode())
+    except BrokenPipeError:
+        pass  # it died at once: the wait below reports what it left
     deadline = now() + 15
     while now() < deadline:
         status = read_json(run_dir / STATUS)

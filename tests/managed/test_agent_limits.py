@@ -76,6 +76,23 @@ def test_a_trainer_that_makes_no_progress_is_checkpoint_stopped_as_stalled(
     assert machine.status()["shutdown"]["reason"] == status["reason"]
 
 
+def test_a_stall_with_a_busy_gpu_says_so(machine: Machine, tmp_path: Path) -> None:
+    """A deadlocked collective spins the GPU: busy gets more time, not a pass."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    smi = tools / "nvidia-smi"  # answers as nvidia-smi does for two GPUs, 97% and 95% busy
+    smi.write_text("#!/bin/sh\nprintf '97\\n95\\n'\n")
+    smi.chmod(0o755)
+    (machine.code / "trainer" / "__main__.py").write_text(HANGING_TRAINER)
+    machine.configure(stall_seconds=0.5, shutdown={"action": "none", "policy": "keep"})
+    machine.agent("start", env={**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"})
+    status = wait_for(
+        lambda: (s := machine.status()).get("state") == "exited" and s, what="the stall stop"
+    )
+    assert status["reason"].startswith("stalled: no training progress for")
+    assert status["reason"].endswith("GPU 96% busy")
+
+
 def test_a_budget_stop_uses_the_budget_policy_not_keep(machine: Machine, tmp_path: Path) -> None:
     marker = tmp_path / "powered-off"
     machine.configure(
