@@ -151,6 +151,11 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--idle-minutes", type=Number(at_least=0), help="Shut down after this long idle."
         ),
+        click.option(
+            "--stall-minutes",
+            type=Number(at_least=0),
+            help="Stop a trainer that makes no progress this long (default 20, 0 = off).",
+        ),
         click.option("-w", "--workdir", help="Your project directory to upload."),
         click.option("--exclude", multiple=True, help="Pattern to leave out of the upload."),
         click.option(
@@ -202,6 +207,7 @@ LAUNCH_KEYS = (
     "budget",
     "max_hours",
     "idle_minutes",
+    "stall_minutes",
     "workdir",
     "exclude",
     "include_secret",
@@ -245,6 +251,7 @@ def build_spec(eng: Any, preset: str, opts: dict[str, Any]):  # -> LaunchSpec
         budget=opts.get("budget"),
         max_hours=opts.get("max_hours"),
         idle_minutes=opts.get("idle_minutes"),
+        stall_minutes=opts.get("stall_minutes"),
         workdir=opts.get("workdir"),
         excludes=opts.get("exclude") or (),
         include_secrets=opts.get("include_secret") or (),
@@ -495,6 +502,9 @@ def ls(
         eng.refresh(
             names if refresh or include_unmanaged else stale, include_unmanaged=include_unmanaged
         )
+        for finding in eng.findings:
+            if finding.action in ("destroyed", "off_billed"):  # money: said where it is seen
+                click.echo(f"notice: {finding.message}", err=True)
     else:
         from .reconcile import without_listing
 
@@ -533,11 +543,13 @@ def ls(
             if not ok:
                 out.obj({"event": "provider_error", "provider": name, "error": message})
         return
+    from .cost import billing_for
+
     rows = []
     owners = []  # who created each row's machine, shown when some are not ours
     for inst in instances:
         run = runs.get(inst.run_id or "")
-        state = inst.state.value
+        state = inst.state_label(billing_for(eng.settings, inst.provider).billed_when_stopped)
         if is_orphan(inst, run, installation=mine):
             state += " (orphan)"
         foreign = is_foreign(inst, mine, run_known=run is not None)

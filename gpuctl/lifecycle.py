@@ -47,7 +47,7 @@ from .events import (
 )
 from .host import Host
 from .local_host import LocalHost
-from .models import Instance, InstanceState, LaunchSpec, Run, RunStatus
+from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .numbers import finite_nonnegative, finite_positive
 from .rundir import RunDir
 from .settings import Settings
@@ -60,6 +60,7 @@ log = logging.getLogger("gpuctl")
 Events = Generator[Event, None, Any]
 
 TEARDOWN_POLICIES = ("terminate", "stop", "keep")
+STALL_WARMUP_SECONDS = 600.0  # the stall clock's allowance before a trainer's first step
 FALLBACKS = ("none", "on-demand")
 
 
@@ -103,6 +104,7 @@ class Engine:
         self.cost_seconds = 10.0
         self._cost_next: dict[str, float | None] = {}
         self.cut_short: list[tuple[str, str]] = []  # (run id, what was undone) on Ctrl-C
+        self.findings: list[Any] = []  # what the last refresh's reconcile found
 
     def provider(self, name: str) -> Any:
         if name not in self._providers:
@@ -125,6 +127,7 @@ class Engine:
         budget: float | None = None,
         max_hours: float | None = None,
         idle_minutes: float | None = None,
+        stall_minutes: float | None = None,
         workdir: str | None = None,
         excludes: Sequence[str] = (),
         include_secrets: Sequence[str] = (),
@@ -176,6 +179,12 @@ class Engine:
             identity=identity,
             **{k: v for k, v in (options or {}).items() if k != "force"},
         )
+        if stall_minutes is not None:
+            finite_nonnegative(stall_minutes, "--stall-minutes", hint="0 turns it off")
+        if stall_minutes is None:
+            stall_minutes = chosen.stall_minutes
+        if stall_minutes is None:
+            stall_minutes = self.settings.stall_minutes
         if disk_gb is not None and disk_gb < 8:
             raise ConfigError(f"--disk must be at least 8 GB, got {disk_gb}")
         teardown = teardown or self.settings.teardown
@@ -233,6 +242,7 @@ class Engine:
             idle_minutes=idle_minutes
             if idle_minutes is not None
             else self.capped("idle_minutes", chosen.idle_minutes),
+            stall_minutes=stall_minutes or None,
             workdir=workdir_path,
             excludes=tuple(excludes),
             include_secrets=tuple(include_secrets),
@@ -457,10 +467,22 @@ class Engine:
     def _environment(self, host: Host, spec: LaunchSpec) -> tuple[str, int, Sequence[Event]]:
         """(python to run the trainer with, GPUs to use, notices) for this machine."""
         if isinstance(host, LocalHost):
+            if spec.require_gpu:
+                self._require_local_gpu(host)
             return sys.executable, 1, ()
         from gpuctl.remote.probe import prepare_python
 
         return prepare_python(host, self.settings.profile(spec.provider), spec)
+
+    def _require_local_gpu(self, host: LocalHost) -> None:
+        """`--require-gpu` holds on this machine too: the same probe as on a rented one."""
+        from gpuctl.remote.probe import probe
+
+        if probe(host, python=sys.executable).gpu_count == 0:
+            raise RemoteError(
+                "this machine has no GPU (no nvidia-smi, amd-smi or rocm-smi answered)",
+                hint="drop --require-gpu to train on its CPU, or launch on a GPU provider",
+            )
 
     def _start_on(self, instance: Instance, spec: LaunchSpec, *, resume: bool) -> Events:
         """Reach the machine, sync code and workdir, write configs, start the agent."""
@@ -487,6 +509,8 @@ class Engine:
         shutdown = provider.agent_shutdown(instance) if owned else {"action": "none"}
         agent = self._agent_config(spec, instance, nproc, shutdown)
         agent["owned"] = owned  # not booted by gpuctl: no boot guard to re-arm or verify
+        if owned:
+            yield from self._check_boot_guard(host, spec, instance, resume, shutdown, agent)
         agent, env, notices = recovery.before_start(self, spec, instance, agent)  # spot, secrets
         yield from notices
         answer = rd.start(
@@ -497,10 +521,44 @@ class Engine:
         yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
         return True
 
+    def _check_boot_guard(
+        self,
+        host: Host,
+        spec: LaunchSpec,
+        instance: Instance,
+        resume: bool,
+        shutdown: dict[str, Any],
+        agent: dict[str, Any],
+    ) -> Iterator[Event]:
+        """First contact with a machine gpuctl created: did its boot guard arm? If not (an
+        image without cloud-init), the agent arms the same max-hours shutdown itself."""
+        from . import bootguard
+
+        command = shutdown.get("command")
+        if resume or spec.instance_id or not instance.managed or not spec.max_hours:
+            return
+        if self.provider(spec.provider).kind not in ("aws", "digitalocean") or not command:
+            return  # local and ssh machines get no boot guard: they are not gpuctl's to end
+        if bootguard.armed(host, spec.run_id):
+            self._event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})
+            return
+        scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
+        agent["guard_seconds"] = bootguard.boot_guard_minutes(spec.max_hours) * 60 * scale
+        agent["guard_command"] = list(command)
+        self._event(spec.run_id, "boot_guard", {"armed_by": "agent"})
+        yield Notice(
+            spec.run_id,
+            f"no boot guard on {host.label} (its image did not run cloud-init user data): "
+            f"the agent arms the {spec.max_hours:g} h shutdown itself",
+            "warning",
+        )
+
     def _agent_config(
         self, spec: LaunchSpec, instance: Instance, nproc: int, shutdown: dict[str, Any]
     ) -> dict[str, Any]:
         """Watchdog limits in seconds: they hold on the machine with gpuctl closed."""
+        from gpuctl.providers.base import limit_shutdown
+
         scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
         budget_seconds = cost.agent_budget_seconds(self.store, self.settings, spec, instance)
         if budget_seconds is not None:
@@ -510,12 +568,19 @@ class Engine:
         self._event(
             spec.run_id, "limits", {"max_seconds": max_seconds, "budget_seconds": budget_seconds}
         )
+        spot = instance.market == Market.SPOT
+        stall = spec.stall_minutes
         return {
             "nproc": nproc,
             "max_seconds": max_seconds,
             "budget_seconds": budget_seconds,
             "idle_seconds": spec.idle_minutes * 60 * scale if spec.idle_minutes else None,
-            "shutdown": shutdown,
+            "stall_seconds": stall * 60 * scale if stall else None,
+            "stall_warmup_seconds": STALL_WARMUP_SECONDS * scale,  # before the first step
+            # --teardown reaches the machine: an idle or limit shutdown never does more
+            # than the policy allows (keep: the trainer only; stop: never terminate).
+            "shutdown": limit_shutdown(shutdown, spec.teardown, spot=spot),
+            "budget_shutdown": limit_shutdown(shutdown, self.settings.budget.on_exceed, spot=spot),
             "poll_seconds": 2.0,
         }
 
@@ -759,7 +824,7 @@ class Engine:
                 "ends the machine",
                 save_error.exit_code,
             )
-        elif status in (RunStatus.FAILED, RunStatus.LOST):
+        elif status in (RunStatus.FAILED, RunStatus.LOST, RunStatus.STALLED):
             yield Failed(
                 run_id,
                 f"run {run_id} {status.value}: {run.reason}",
@@ -1105,7 +1170,7 @@ class Engine:
                 )
             message = "; ".join(f"{w}: {m}" if w != "*" else m for w, m in listing.errors)
             self.store.set_provider_status(listing.provider, not listing.errors, message)
-        reconcile.after_refresh(self, listings)  # runs vs machines: vanished, orphans, died
+        self.findings = reconcile.after_refresh(self, listings)  # vanished, orphans, died
         return listings
 
     def _reconcile(self, listing: Any) -> None:

@@ -51,6 +51,7 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     STOPPED = "stopped"
     BUDGET = "budget"
+    STALLED = "stalled"  # no training progress for the stall time: stopped by the agent
     RECOVERING = "recovering"
     LOST = "lost"
 
@@ -172,6 +173,7 @@ class LaunchSpec(_Value):
     budget: float | None = None
     max_hours: float | None = None
     idle_minutes: float | None = 30.0
+    stall_minutes: float | None = None  # no progress this long: checkpoint-stop (None: off)
     workdir: str | None = None
     excludes: tuple[str, ...] = ()
     include_secrets: tuple[str, ...] = ()
@@ -230,6 +232,13 @@ class Instance(_Value):
         if self.launched_at is None or self.state == InstanceState.TERMINATED:
             return None
         return max(0.0, (now or time.time()) - self.launched_at)
+
+    def state_label(self, billed_when_stopped: bool) -> str:
+        """The state as a user must read it: a powered-off droplet still costs money."""
+        if self.state == InstanceState.STOPPED and billed_when_stopped:
+            price = "?" if self.price_per_hour is None else f"{self.price_per_hour:.2f}"
+            return f"off, still billing ${price}/h"
+        return self.state.value
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,12 @@ by `gpuctl ls`. Each difference is fixed in the store, recorded in the run's his
   once, with its owner, and never an orphan;
 - a running run nobody follows whose trainer ended: its final status, and `failed` with
   the last log lines when the trainer or the agent died (runstate.sync_run, which every
-  command uses too).
+  command uses too);
+- a droplet gpuctl created that a limit on the machine powered off, on a provider that
+  bills it off (DigitalOcean, AMD): destroyed when its run's teardown policy is terminate
+  (with stop or keep it is the user's choice, shown as "off, still billing").
 
-Nothing here terminates anything: `gpuctl down --orphans` does, for gpuctl's own only.
+Otherwise nothing here ends anything: `gpuctl down --orphans` does, for gpuctl's own only.
 """
 
 from __future__ import annotations
@@ -112,9 +115,12 @@ def _reconcile(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
                 (tagged if ours else foreign).setdefault(inst.run_id, inst)
     findings = list(_strangers(engine, tagged, known))
     findings += _foreigners(engine, foreign)
+    off = _off_and_billed(engine, usable.values(), {r.id: r for r in runs})
+    findings += off
+    handled = {f.run_id for f in off if f.action == "destroyed"}
     to_check: list[Run] = []
     for run in runs:
-        if not run.status.active:
+        if not run.status.active or run.id in handled:
             continue
         owner = recovery.owner_alive(store, run.id)
         if owner:
@@ -144,6 +150,63 @@ def _reconcile(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
     for finding in findings:
         engine._event(finding.run_id, EVENT, finding.to_dict())
     return findings
+
+
+def _off_and_billed(
+    engine: Engine, listings: Iterable[Any], runs: Mapping[str, Run]
+) -> list[Finding]:
+    """Destroy what a limit on the machine powered off where that still bills."""
+    out = []
+    for listing in listings:
+        provider = engine.provider(listing.provider)
+        if not provider.billing.billed_when_stopped:
+            continue
+        for inst in listing.instances:
+            run = runs.get(inst.run_id or "")
+            if inst.state != InstanceState.STOPPED or not inst.managed or run is None:
+                continue
+            if not engine.is_ours(inst):
+                continue  # another installation's: never ended without its name typed
+            spec = run.spec
+            policy = spec.get("teardown", "terminate")
+            if run.status == RunStatus.BUDGET:
+                policy = engine.settings.budget.on_exceed
+            if spec.get("instance_id") or policy != "terminate":
+                continue  # not created for this run, or kept/stopped by the user's choice
+            if run.status.active and recovery.owner_alive(engine.store, run.id):
+                continue  # its gpuctl is handling it right now
+            finding = _destroy_off(engine, provider, inst, run)
+            if finding is not None:
+                out.append(finding)
+    return out
+
+
+def _destroy_off(engine: Engine, provider: Any, inst: Instance, run: Run) -> Finding | None:
+    from . import cost
+
+    price = "?" if inst.price_per_hour is None else f"{inst.price_per_hour:.2f}"
+    try:
+        provider.terminate(inst, wait=False)
+    except GpuctlError as exc:
+        message = (
+            f"{inst.provider} {inst.id} is off, still billing ${price}/h, and could not be "
+            f"destroyed ({exc.one_line()}): `gpuctl down {run.id}` retries"
+        )
+        return Finding(run.id, inst.id, "off_billed", message)
+    cost.close_instance(engine.store, inst)
+    engine.store.mark_instance_gone(inst.provider, inst.id)
+    message = (
+        f"{inst.provider} {inst.id} was powered off by a limit on the machine and was still "
+        f"billed (${price}/h): destroyed (teardown policy terminate)"
+    )
+    if not run.results_dir:
+        message += "; its results had not been downloaded"
+    if run.status.active:
+        engine.store.update_run(
+            run.id, status=RunStatus.STOPPED, reason=message[:2000], eta_seconds=None
+        )
+    engine._event(run.id, "teardown", {"instance": inst.id, "action": "terminated"})
+    return Finding(run.id, inst.id, "destroyed", message)
 
 
 def _strangers(

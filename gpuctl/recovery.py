@@ -173,21 +173,9 @@ def before_start(
     if url:
         cfg["metadata_url"] = url
         cfg["spot_poll_seconds"] = float(profile.get("spot_poll_seconds") or 5.0)
-    shutdown = cfg.get("shutdown") or {}
-    token_env = shutdown.get("token_env")
-    if shutdown.get("action") == "destroy" and token_env:
-        token = os.environ.get(str(token_env), "").strip()
-        if token:
-            env[str(token_env)] = token
-        else:
-            notices.append(
-                Notice(
-                    spec.run_id,
-                    f"agent_destroy is on but {token_env} is not set here: the machine will "
-                    "power off (still billed) instead of destroying itself",
-                    "warning",
-                )
-            )
+    cfg, destroy_env, destroy_notices = agent_destroy_token(engine, spec, instance, cfg)
+    env.update(destroy_env)
+    notices += destroy_notices
     bucket = spec.options.get("checkpoint_bucket")
     if bucket:
         try:
@@ -198,6 +186,58 @@ def before_start(
                 Notice(spec.run_id, f"checkpoint bucket unusable: {exc.one_line()}", "warning")
             )
     return cfg, env, notices
+
+
+def agent_destroy_token(
+    engine: Engine, spec: LaunchSpec, instance: Instance, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str], list[Event]]:
+    """The droplet-scoped token for the agent's self-destroy, and what to say up front.
+
+    A provider that bills a powered-off machine (DigitalOcean, AMD) needs a destroy to end
+    the bill. Without a delete-capable token the agent can only power off: the launch says
+    so with the price. The full-access token never goes to the machine.
+    """
+    provider = engine.provider(spec.provider)
+    if not provider.billing.billed_when_stopped:
+        return cfg, {}, []
+    env: dict[str, str] = {}
+    why = ""
+    for key in ("shutdown", "budget_shutdown"):
+        shutdown = cfg.get(key) or {}
+        if shutdown.get("action") != "destroy":
+            continue
+        token_env = str(shutdown.get("token_env") or "")
+        token = os.environ.get(token_env, "").strip() if token_env else ""
+        full = os.environ.get(str(getattr(provider, "token_env", "")), "").strip()
+        if token and token != full:
+            env[token_env] = token
+            continue
+        why = (
+            f"{token_env} is not set here"
+            if not token
+            else f"{token_env} holds the full-access token, which never goes to a machine"
+        )
+        cfg[key] = {**shutdown, "action": "poweroff"}
+    price = "?" if instance.price_per_hour is None else f"{instance.price_per_hour:.2f}"
+    keys = ["shutdown"] + (["budget_shutdown"] if cfg.get("budget_seconds") is not None else [])
+    off = [cfg.get(k) or {} for k in keys if (cfg.get(k) or {}).get("action") == "poweroff"]
+    if not any(s.get("policy", "terminate") == "terminate" for s in off):
+        if off:  # --teardown stop: the user's choice, said with its price
+            message = (
+                f"--teardown stop: a limit powers {instance.id} off and {spec.provider} still "
+                f"bills it off (${price}/h) until `gpuctl down {spec.run_id}`"
+            )
+            return cfg, env, [Notice(spec.run_id, message, "warning")]
+        return cfg, env, []
+    agent_env = getattr(provider, "agent_token_env", "a droplet-scoped token variable")
+    message = (
+        f"a limit on the machine can only power {instance.id} off, and {spec.provider} still "
+        f"bills it off (${price}/h) until gpuctl next lists it and destroys it"
+        + (f" ({why})" if why else "")
+        + f"; export {agent_env}=<a token scoped to droplet:delete and droplet:read> "
+        "to let the machine destroy itself"
+    )
+    return cfg, env, [Notice(spec.run_id, message, "warning")]
 
 
 def _s3(engine: Engine, spec: LaunchSpec, region: str | None) -> Any:

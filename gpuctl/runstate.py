@@ -58,6 +58,8 @@ def outcome(run: Run, agent: Mapping[str, Any]) -> tuple[RunStatus, str]:
     reason = str(agent.get("reason") or trainer.get("reason") or "")
     if run.reason == "budget" or reason.startswith("budget"):
         return RunStatus.BUDGET, reason
+    if reason.startswith("stalled"):  # the agent's stall guard stopped it
+        return RunStatus.STALLED, reason
     if phase == "finished":
         return RunStatus.FINISHED, reason
     if phase == "interrupted":

@@ -162,6 +162,7 @@ DEFAULTS_KEYS: dict[str, Check] = {
     "max_hours": _number(above=0.0),
     "idle_minutes": _number(at_least=0.0),
     "teardown": _choice("terminate", "stop", "keep"),
+    "stall_minutes": _number(at_least=0.0),
 }
 # Options a profile may set, checked by type; a provider reads only its own, and a
 # driver added later may read keys of its own (left unchecked here).
@@ -246,6 +247,7 @@ class Settings:
     # The [defaults] keys config.toml sets: max_hours and idle_minutes given there cap
     # every preset's (the smaller wins); left out, each preset keeps its own.
     defaults_given: frozenset[str] = frozenset()
+    stall_minutes: float = 20.0  # the agent stops a trainer without progress this long
 
     @property
     def state_path(self) -> Path:
@@ -488,6 +490,7 @@ def load(config_path: Path | None = None) -> Settings:
         idle_minutes=float(defaults_raw.get("idle_minutes", 30.0)),
         teardown=str(defaults_raw.get("teardown", "terminate")),
         defaults_given=frozenset(defaults_raw),
+        stall_minutes=float(defaults_raw.get("stall_minutes", 20.0)),
     )
 
 

@@ -23,7 +23,7 @@ from gpuctl.trainer import config as train_config
 BUNDLED_DIR = Path(__file__).resolve().parent
 BUNDLED = ("validate", "fast", "standard", "full")
 CUSTOM = "custom"
-RUN_KEYS = {"max_hours": float, "idle_minutes": float, "disk_gb": int}
+RUN_KEYS = {"max_hours": float, "idle_minutes": float, "disk_gb": int, "stall_minutes": float}
 TOP_KEYS = {"description", "purpose", "train", "run", "base"}
 
 
@@ -35,6 +35,7 @@ class Preset:
     max_hours: float = 12.0
     idle_minutes: float = 30.0
     disk_gb: int = 100
+    stall_minutes: float | None = None  # None: [defaults] stall_minutes
     purpose: str = ""
     source: str = ""  # file it came from
 
@@ -98,6 +99,9 @@ def _build(name: str, raw: Mapping[str, Any], source: Path, base: Preset | None)
         max_hours=float(run.get("max_hours", defaults.max_hours)),
         idle_minutes=float(run.get("idle_minutes", defaults.idle_minutes)),
         disk_gb=int(run.get("disk_gb", defaults.disk_gb)),
+        stall_minutes=float(run["stall_minutes"])
+        if "stall_minutes" in run
+        else defaults.stall_minutes,
         source=str(source),
     )
 

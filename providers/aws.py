@@ -893,7 +893,11 @@ class AwsProvider:
             "SubnetId": plan.subnets[zone],
             "SecurityGroupIds": [plan.security_group],
             "UserData": boot_guard_script(spec.run_id, spec.max_hours),
-            "InstanceInitiatedShutdownBehavior": "terminate",
+            # A limit's poweroff ends the machine only where the teardown policy may
+            # (keep/stop: stopped, its disk and results kept; spot can only terminate).
+            "InstanceInitiatedShutdownBehavior": "stop"
+            if spec.teardown in ("stop", "keep") and not spot
+            else "terminate",
             "MetadataOptions": {
                 "HttpTokens": "required",
                 "HttpEndpoint": "enabled",
@@ -1126,7 +1130,7 @@ class AwsProvider:
         return SshHost(target, self.settings)  # type: ignore[no-any-return]
 
     def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
-        """Power off: InstanceInitiatedShutdownBehavior=terminate turns that into terminate."""
+        """Power off: the shutdown behaviour set at launch makes it a terminate (or a stop)."""
         command = self.profile.get("shutdown_command") or ["sudo", "shutdown", "-h", "now"]
         return {"action": SHUTDOWN_POWEROFF, "command": list(command)}
 

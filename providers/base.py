@@ -73,6 +73,23 @@ FLAGS: dict[str, str] = {
 }
 
 
+def limit_shutdown(shutdown: dict[str, Any], policy: str, *, spot: bool) -> dict[str, Any]:
+    """The provider's shutdown action narrowed to what the run's teardown policy allows.
+
+    keep: the agent stops the trainer only. stop: power off, never destroy (on AWS the
+    instance is launched with shutdown behaviour stop for it); a spot instance cannot be
+    stopped by powering off (it would terminate), so there the trainer is stopped only.
+    """
+    action = shutdown.get("action", SHUTDOWN_NONE)
+    if policy == "keep" or action == SHUTDOWN_NONE:
+        return {"action": SHUTDOWN_NONE, "policy": policy}
+    if policy == "stop":
+        if spot:
+            return {"action": SHUTDOWN_NONE, "policy": policy}
+        return {"action": SHUTDOWN_POWEROFF, "command": shutdown.get("command"), "policy": policy}
+    return {**shutdown, "policy": policy}
+
+
 @runtime_checkable
 class Provider(Protocol):
     """What the lifecycle needs from a cloud; implementations live beside this file."""

@@ -982,19 +982,28 @@ class DigitalOceanProvider:
         assert target is not None
         return SshHost(target, self.settings)
 
-    def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
-        """Power off by default (still billed: gpuctl destroys it on next contact).
+    @property
+    def agent_token_env(self) -> str:
+        """Where the droplet-scoped token for the agent is (never the full-access one)."""
+        default = self.token_env.removesuffix("_TOKEN") + "_AGENT_TOKEN"
+        return str(self.profile.get("agent_token_env") or default)
 
-        With `agent_destroy = true` the agent destroys its own droplet through the API;
-        the caller passes the token in the agent's environment only, never in this dict.
+    def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
+        """Destroy through the API when a droplet-scoped agent token is set here (or
+        `agent_destroy = true`), else power off (still billed: gpuctl destroys it at its
+        next listing). The caller hands the token to the agent on a pipe, never in this
+        dict; `agent_destroy = false` turns the destroy off.
         """
         command = list(self.profile.get("shutdown_command") or POWEROFF_COMMAND)
-        if self.profile.get("agent_destroy"):
+        wanted = self.profile.get("agent_destroy")
+        if wanted is None:
+            wanted = bool(os.environ.get(self.agent_token_env, "").strip())
+        if wanted:
             return {
                 "action": SHUTDOWN_DESTROY,
                 "api": self.endpoint,
                 "droplet_id": instance.id,
-                "token_env": self.token_env,
+                "token_env": self.agent_token_env,
                 "command": command,  # fallback when the API call fails
             }
         return {"action": SHUTDOWN_POWEROFF, "command": command}

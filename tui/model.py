@@ -62,6 +62,7 @@ _STATE_RANK = {
     "failed": 0,
     "lost": 0,
     "budget": 1,
+    "stalled": 1,
     "orphan": 2,
     "provisioning": 3,
     "syncing": 3,
@@ -211,9 +212,9 @@ _TERMINAL_STATES = {s.value for s in RunStatus if s.terminal}
 
 def _tone(state: str) -> str:
     word = state.split()[0] if state else ""
-    if word in ("failed", "lost", "budget"):
+    if word in ("failed", "lost", "budget", "stalled"):
         return "bad"
-    if word in ("orphan",) or "orphan" in state:
+    if word in ("orphan",) or "orphan" in state or "still billing" in state:
         return "warn"
     if word in ("training", "running"):
         return "ok"
@@ -256,12 +257,13 @@ def _row(
         key = f"run:{run.id}"
         state = _run_state(run)
         if run.status.terminal and live_inst and inst is not None:
-            state = f"{state}, {inst.state.value}"
+            label = inst.state_label(billed_when_stopped.get(inst.provider, False))
+            state = f"{state}, {label}"
         name, preset = run.id, run.preset
     else:
         assert inst is not None
         key = f"inst:{inst.provider}/{inst.id}"
-        state = inst.state.value
+        state = inst.state_label(billed_when_stopped.get(inst.provider, False))
         name, preset = inst.name or inst.id, inst.tags.get("gpuctl:preset", "")
         foreign = bool(inst.run_id) and is_foreign(inst, installation, run_known=False)
         if foreign:  # another gpuctl installation's (a colleague's): named with its owner

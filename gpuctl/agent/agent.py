@@ -9,8 +9,11 @@ the SSH link drops, because it runs in its own session and owns the trainer proc
     python3 agent.py status --run-dir DIR    one JSON object: agent and trainer status
 
 The supervisor reads DIR/agent.json (written by gpuctl) and writes DIR/agent_status.json.
-Watchdog limits (max_seconds, budget_seconds, idle_seconds) stop the trainer gracefully
-first (it checkpoints), then run the configured shutdown action (none, poweroff, destroy).
+Watchdog limits (max_seconds, budget_seconds, idle_seconds, stall_seconds) stop the
+trainer gracefully first (it checkpoints), then run the shutdown action the run's teardown
+policy allows (none, poweroff, destroy; the budget has its own, `budget_shutdown`).
+Secrets (API token, presigned URL) reach the supervisor on a pipe, never in its
+environment, so the trainer (same user) cannot read them from /proc.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ STATUS = "agent_status.json"
 CONFIG = "agent.json"
 TERMINAL_PHASES = ("finished", "failed", "interrupted")
 SPOT_REASON = "spot interruption"
+STALL_REASON = "stalled"  # reasons starting with this mark the run `stalled`
+PROGRESS_FILES = ("train.log", "events.jsonl", "trainer.out")
 
 
 def now() -> float:
@@ -75,6 +80,82 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def gpu_utilisation(timeout: float = 10.0) -> float | None:
+    """Mean GPU utilisation in percent from nvidia-smi or rocm-smi; None when unknown."""
+    commands = (
+        ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+        ["rocm-smi", "--showuse", "--csv"],
+    )
+    for cmd in commands:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        values = []
+        for line in out.splitlines():
+            cell = line.rsplit(",", 1)[-1].strip().rstrip("%")
+            try:
+                values.append(float(cell))
+            except ValueError:
+                continue
+        if values:
+            return sum(values) / len(values)
+    return None
+
+
+class Progress:
+    """Is the trainer getting anywhere? New log, event or output bytes, or a new step.
+
+    The clock starts over at every sign of progress. Before the trainer's first step it
+    gets a warm-up on top (imports, data, compilation). A busy GPU with no progress
+    (a long evaluation) gets twice the time as well, but not forever: a deadlocked
+    collective keeps a GPU at 100% too.
+    """
+
+    def __init__(
+        self, run_dir: Path, stall_seconds: float, warmup_seconds: float, gpu_poll_seconds: float
+    ) -> None:
+        self.dir = run_dir
+        self.stall_seconds = stall_seconds
+        self.warmup_seconds = warmup_seconds
+        self.gpu_poll_seconds = gpu_poll_seconds
+        self.signature: tuple[Any, ...] | None = None
+        self.changed = time.monotonic()
+        self.stepped = False
+        self.gpu: float | None = None
+        self._gpu_at = -1e18
+
+    def _signature(self) -> tuple[Any, ...]:
+        sizes = []
+        for name in PROGRESS_FILES:
+            try:
+                sizes.append((self.dir / name).stat().st_size)
+            except OSError:
+                sizes.append(None)
+        status = read_json(self.dir / "status.json")
+        step = tuple(status.get(k) for k in ("phase", "epoch", "step", "updated_at"))
+        if status.get("step") or status.get("phase") == "training":
+            self.stepped = True
+        return (*sizes, *step)
+
+    def quiet_for(self, mono: float) -> float | None:
+        """Seconds without progress once that is a stall, else None."""
+        signature = self._signature()
+        if signature != self.signature:
+            self.signature, self.changed = signature, mono
+            return None
+        quiet = mono - self.changed
+        limit = self.stall_seconds + (0.0 if self.stepped else self.warmup_seconds)
+        if quiet < limit:
+            return None
+        if mono - self._gpu_at >= self.gpu_poll_seconds:
+            self._gpu_at = mono
+            self.gpu = gpu_utilisation()
+        if self.gpu is not None and self.gpu >= 5.0 and quiet < 2 * limit:
+            return None
+        return quiet
+
+
 class Supervisor:
     """Owns the trainer process and the watchdog loop for one run directory."""
 
@@ -88,6 +169,17 @@ class Supervisor:
         self.last_busy = now()
         self.stop_reason: str | None = None
         self.spot = cloud.SpotWatch.from_config(self.cfg)  # AWS spot (or a test's emulator)
+        stall = self.cfg.get("stall_seconds")
+        self.progress = (
+            Progress(
+                run_dir,
+                float(stall),
+                float(self.cfg.get("stall_warmup_seconds") or 0.0),
+                float(self.cfg.get("gpu_poll_seconds") or 30.0),
+            )
+            if stall
+            else None
+        )
 
     # -- status ----------------------------------------------------------------------
 
@@ -171,11 +263,20 @@ class Supervisor:
         (self.dir / "STOP").write_text(reason + "\n")
         self.signal_trainer(signal.SIGTERM)
         grace = float(self.cfg.get("grace_seconds", 90))
+        if reason.startswith(STALL_REASON) and self.progress is not None:
+            grace = min(grace, self.progress.stall_seconds)  # it was stuck that long already
         deadline = now() + grace
         while self.proc is not None and self.proc.poll() is None and now() < deadline:
             time.sleep(0.2)
         if self.proc is not None and self.proc.poll() is None:
-            self.log(f"trainer ignored SIGTERM for {grace:.0f}s, killing it")
+            # A repeat means "now" to the trainer: it leaves its last checkpoint and exits.
+            self.log(f"trainer still running {grace:.0f}s after SIGTERM; asking again")
+            self.signal_trainer(signal.SIGTERM)
+            deadline = now() + min(grace, 10.0)
+            while self.proc.poll() is None and now() < deadline:
+                time.sleep(0.2)
+        if self.proc is not None and self.proc.poll() is None:
+            self.log("trainer ignored SIGTERM, killing it")
             self.signal_trainer(signal.SIGKILL)
 
     # -- limits ------------------------------------------------------------------------
@@ -190,11 +291,31 @@ class Supervisor:
             return f"budget reached (time limit = budget / price = {float(budget_s):.0f} s)"
         return None
 
+    def check_stall(self) -> str | None:
+        if self.progress is None:
+            return None
+        quiet = self.progress.quiet_for(time.monotonic())
+        if quiet is None:
+            return None
+        gpu = self.progress.gpu
+        busy = f", GPU {gpu:.0f}% busy" if gpu is not None else ""
+        return f"{STALL_REASON}: no training progress for {quiet / 60:.1f} min{busy}"
+
+    def shutdown_config(self, reason: str) -> dict[str, Any]:
+        """The action for this limit: the budget's own policy, else the run's teardown's."""
+        if reason.startswith("budget") and isinstance(self.cfg.get("budget_shutdown"), dict):
+            return dict(self.cfg["budget_shutdown"])
+        return dict(self.cfg.get("shutdown") or {})
+
     def shutdown(self, reason: str) -> None:
-        action = (self.cfg.get("shutdown") or {}).get("action", "none")
-        command = (self.cfg.get("shutdown") or {}).get("command") or []
+        cfg = self.shutdown_config(reason)
+        action = cfg.get("action", "none")
+        command = cfg.get("command") or []
         self.save(shutdown={"action": action, "reason": reason, "at": now()})
-        if action == "destroy" and self.destroy_self():
+        if action == "none":
+            self.log(f"{reason}: the trainer is stopped; the machine is left as it is")
+            return
+        if action == "destroy" and self.destroy_self(cfg):
             return
         if action == "none" or not command:
             return
@@ -204,13 +325,12 @@ class Supervisor:
         except (OSError, subprocess.SubprocessError) as exc:
             self.log(f"shutdown command failed: {exc}")
 
-    def destroy_self(self) -> bool:
+    def destroy_self(self, cfg: dict[str, Any]) -> bool:
         """DigitalOcean opt-in: delete this droplet through the API (only that ends billing).
 
-        The token comes from the variable named by token_env, set in this process's
-        environment by gpuctl; it is never logged or written. False: use the command.
+        The token (a droplet-scoped one) is the secret named by token_env, handed over on
+        the supervisor's pipe; it is never logged or written. False: use the command.
         """
-        cfg = self.cfg.get("shutdown") or {}
         token = cloud.env_value(str(cfg.get("token_env") or ""))
         if not (token and cfg.get("api") and cfg.get("droplet_id")):
             self.log("destroy: no API token in the environment; powering off instead")
@@ -221,6 +341,34 @@ class Supervisor:
             self.log(f"destroy failed ({why}); powering off instead")
         self.save(destroy={"at": now(), "ok": not why, "error": why or None})
         return not why
+
+    def arm_guard(self) -> None:
+        """No boot guard on this machine: arm the same max-hours shutdown, detached, once.
+
+        It outlives this supervisor (its own session), as the boot guard would.
+        """
+        seconds, command = self.cfg.get("guard_seconds"), self.cfg.get("guard_command")
+        if not seconds or not command:
+            return
+        guard = self.status.get("guard") or {}
+        if pid_alive(guard.get("pid")):
+            return  # armed by an earlier start of this run
+        script = 'sleep "$0" && exec "$@"'
+        try:
+            proc = subprocess.Popen(
+                ["sh", "-c", script, f"{float(seconds):.0f}", *map(str, command)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self.log(f"could not arm the max-hours shutdown: {exc}")
+            self.save(guard={"error": str(exc)[:200]})
+            return
+        self.log(f"no boot guard on this machine: shutdown armed in {float(seconds):.0f}s")
+        self.save(guard={"pid": proc.pid, "seconds": float(seconds), "armed_at": now()})
 
     # -- spot interruption ---------------------------------------------------------------
 
@@ -272,7 +420,10 @@ class Supervisor:
             state="starting",
             agent_pid=os.getpid(),
             started_at=self.started,
-            limits={k: self.cfg.get(k) for k in ("max_seconds", "budget_seconds", "idle_seconds")},
+            limits={
+                k: self.cfg.get(k)
+                for k in ("max_seconds", "budget_seconds", "idle_seconds", "stall_seconds")
+            },
             shutdown_action=(self.cfg.get("shutdown") or {}).get("action", "none"),
         )
         stop_requested = {"reason": ""}
@@ -282,6 +433,7 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.arm_guard()
         try:
             self.start_trainer()
         except OSError as exc:
@@ -304,6 +456,10 @@ class Supervisor:
             if limit_reason:
                 self.graceful_stop(limit_reason)
                 continue
+            stalled = self.check_stall()
+            if stalled:
+                self.graceful_stop(stalled)  # then the idle rule below, like any ended run
+                continue
             nap = min(poll, 0.5) if now() - self.started < 5 else poll
             time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
         stop_file = self.dir / "STOP"
@@ -321,6 +477,8 @@ class Supervisor:
         idle = self.cfg.get("idle_seconds")
         if idle and (self.cfg.get("shutdown") or {}).get("action", "none") != "none":
             self.idle_watch(float(idle))
+        elif (self.stop_reason or "").startswith(STALL_REASON):
+            self.shutdown(self.stop_reason or STALL_REASON)  # no idle rule: act now
         return 0
 
     def idle_watch(self, idle_seconds: float) -> None:
@@ -347,16 +505,29 @@ def cmd_start(run_dir: Path) -> int:
     ):
         print(json.dumps({"error": "already running", "agent_pid": status.get("agent_pid")}))
         return 3
+    # Secrets go to the supervisor on a pipe: its environment (readable in /proc by the
+    # trainer, same user) never holds them.
+    names = cloud.secret_env_names(read_json(run_dir / CONFIG))
+    secrets = {n: cloud.env_value(n) for n in names if cloud.env_value(n)}
+    env = {k: v for k, v in os.environ.items() if k not in names}
     log = open(run_dir / "agent.log", "ab")  # noqa: SIM115 - handed to the child
+    argv = [sys.executable, os.path.abspath(__file__), "supervise", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "supervise", "--run-dir", str(run_dir)],
-        stdin=subprocess.DEVNULL,
+        [*argv, "--secrets-on-stdin"],
+        stdin=subprocess.PIPE,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         close_fds=True,
+        env=env,
     )
     log.close()
+    assert proc.stdin is not None
+    try:
+        with proc.stdin:
+            proc.stdin.write(json.dumps(secrets).encode())
+    except BrokenPipeError:
+        pass  # it died at once: the wait below reports what it left
     deadline = now() + 15
     while now() < deadline:
         status = read_json(run_dir / STATUS)
@@ -427,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--reason", default="stopped by user")
     parser.add_argument("--timeout", type=float, default=90.0)
+    parser.add_argument("--secrets-on-stdin", action="store_true")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir).expanduser().resolve()
     if not run_dir.is_dir():
@@ -435,6 +607,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "start":
         return cmd_start(run_dir)
     if args.command == "supervise":
+        if args.secrets_on_stdin:
+            cloud.load_secrets(sys.stdin.read())
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
         return Supervisor(run_dir).run()
     if args.command == "stop":
         return cmd_stop(run_dir, args.reason, args.timeout)

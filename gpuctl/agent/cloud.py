@@ -121,17 +121,50 @@ def put_file(url: str, path: Path, timeout: float = 600.0) -> int:
     return size
 
 
+# Hosts that serve DigitalOcean's v2 API (as providers/do_client.py's KNOWN_API_HOSTS).
+KNOWN_API_HOSTS = frozenset(
+    {"api.digitalocean.com", "api-amd.digitalocean.com", "api.devcloud.amd.com"}
+)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def token_allowed(url: str, home: str) -> bool:
+    """The laptop client's rule: the token goes to the endpoint's own host or a known API
+    host only, and over https, except to a loopback endpoint (an emulator in tests)."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    home_host = (urllib.parse.urlsplit(home).hostname or "").lower()
+    if host not in KNOWN_API_HOSTS | {home_host}:
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and host in LOOPBACK_HOSTS
+
+
 def destroy_droplet(
-    api: str, droplet_id: str, token: str, timeout: float = 30.0, redirects: int = 2
+    api: str,
+    droplet_id: str,
+    token: str,
+    timeout: float = 30.0,
+    redirects: int = 2,
+    home: str | None = None,
 ) -> str:
     """DELETE /v2/droplets/{id}; '' when done (or already gone), else why it failed."""
+    home = home or api
+    url = f"{api.rstrip('/')}/v2/droplets/{urllib.parse.quote(str(droplet_id), safe='')}"
+    if not token_allowed(url, home):
+        where = urllib.parse.urlsplit(url)
+        return f"refused to send the API token to {where.scheme}://{where.netloc}"
     req = urllib.request.Request(
-        f"{api.rstrip('/')}/v2/droplets/{droplet_id}",
+        url,
         method="DELETE",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
+    # No proxy for plain http (loopback only): nobody in between sees the header.
+    handlers = [urllib.request.ProxyHandler({})] if url.startswith("http:") else []
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             resp.read()
         return ""
     except urllib.error.HTTPError as exc:
@@ -141,7 +174,7 @@ def destroy_droplet(
         if exc.code in (301, 302, 307, 308) and location and redirects > 0:
             # api-amd.digitalocean.com moved; urllib follows no DELETE redirect itself
             base = urllib.parse.urljoin(req.full_url, location).split("/v2/")[0]
-            return destroy_droplet(base, droplet_id, token, timeout, redirects - 1)
+            return destroy_droplet(base, droplet_id, token, timeout, redirects - 1, home)
         return f"HTTP {exc.code} from the API"
     except Exception as exc:  # refused, timeout, a broken answer: fall back to poweroff
         return f"{type(exc).__name__}: {getattr(exc, 'reason', '')}"
@@ -156,5 +189,20 @@ def secret_env_names(cfg: dict[str, Any]) -> set[str]:
     return names
 
 
+_SECRETS: dict[str, str] = {}  # handed to the supervisor on its stdin (see agent.cmd_start)
+
+
+def load_secrets(text: str) -> None:
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return
+    if isinstance(data, dict):
+        _SECRETS.update({str(k): str(v) for k, v in data.items() if v})
+
+
 def env_value(name: str) -> str:
-    return os.environ.get(name, "").strip()
+    """A secret: from the pipe when the supervisor got one, else this process's env."""
+    if not name:
+        return ""
+    return (_SECRETS.get(name) or os.environ.get(name, "")).strip()

@@ -177,8 +177,20 @@ def test_agent_shutdown_poweroff_override_and_destroy(
 
     destroy = make_provider(fake, agent_destroy=True).agent_shutdown(inst)
     assert destroy["action"] == "destroy" and destroy["droplet_id"] == inst.id
-    assert destroy["api"] == fake.url and destroy["token_env"] == "AMD_DEVCLOUD_TOKEN"
+    # The agent gets its own droplet-scoped token, never the full-access one.
+    assert destroy["api"] == fake.url and destroy["token_env"] == "AMD_DEVCLOUD_AGENT_TOKEN"
     assert not any("amddev_" in str(v) for v in destroy.values())  # never the token itself
+
+
+def test_agent_destroys_by_default_once_a_scoped_token_is_set(
+    fake: FakeDigitalOcean, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    provider = make_provider(fake)
+    inst = launch(provider)
+    monkeypatch.setenv("AMD_DEVCLOUD_AGENT_TOKEN", "dop_v1_scoped")
+    assert provider.agent_shutdown(inst)["action"] == "destroy"
+    off = make_provider(fake, agent_destroy=False).agent_shutdown(inst)
+    assert off["action"] == "poweroff"
 
 
 def test_destroy_refused_while_busy_is_retried(fake: FakeDigitalOcean, make_provider: MakeProvider):

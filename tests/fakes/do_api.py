@@ -270,6 +270,8 @@ class FakeDigitalOcean:
         self.name = name
         self.token = token
         self.readonly_tokens: set[str] = set()
+        # Custom-scoped tokens: droplet:read + droplet:delete may GET and DELETE droplets only.
+        self.droplet_delete_tokens: set[str] = set()
         self.sizes = sizes if sizes is not None else default_sizes()
         self.images = images if images is not None else default_images()
         self.regions = default_regions()
@@ -427,8 +429,11 @@ class FakeDigitalOcean:
             )
             auth = headers.get("authorization", "")
             token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
-            if not token or (self.token is not None and token != self.token):
+            scoped = token in self.droplet_delete_tokens
+            if not token or (self.token is not None and token != self.token and not scoped):
                 return self._error(401, "Unable to authenticate you")
+            if scoped and not (path.startswith("/v2/droplets") and method in ("GET", "DELETE")):
+                return self._error(403, "You are not authorized to perform this operation")
             for inj in self.injections:
                 if inj.times <= 0:
                     continue

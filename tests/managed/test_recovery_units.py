@@ -37,20 +37,29 @@ def _engine(home: Path, profiles: str) -> Engine:
     return Engine()
 
 
-@pytest.mark.parametrize("opted_in", [True, False])
-def test_destroy_token_goes_to_the_agent_env_only_when_opted_in(
-    gpuctl_home: Path, monkeypatch: pytest.MonkeyPatch, opted_in: bool
+SCOPED = "dop_v1_scoped_to_droplet_delete"
+
+
+@pytest.mark.parametrize("agent_token", [SCOPED, None, AMD_TOKEN])
+def test_only_a_droplet_scoped_token_goes_to_the_agent(
+    gpuctl_home: Path, monkeypatch: pytest.MonkeyPatch, agent_token: str | None
 ) -> None:
-    flag = "agent_destroy = true\n" if opted_in else ""
-    engine = _engine(gpuctl_home, f'[profiles.amd]\nendpoint = "http://127.0.0.1:9"\n{flag}')
+    engine = _engine(gpuctl_home, '[profiles.amd]\nendpoint = "http://127.0.0.1:9"\n')
     monkeypatch.setenv("AMD_DEVCLOUD_TOKEN", AMD_TOKEN)
+    if agent_token:
+        monkeypatch.setenv("AMD_DEVCLOUD_AGENT_TOKEN", agent_token)
     spec = LaunchSpec(run_id="r", preset="validate", provider="amd")
-    inst = _instance("amd")
+    inst = _instance("amd", price_per_hour=1.99)
     agent = {"shutdown": engine.provider("amd").agent_shutdown(inst)}
     cfg, env, notices = before_start(engine, spec, inst, agent)
-    assert env == ({"AMD_DEVCLOUD_TOKEN": AMD_TOKEN} if opted_in else {})
-    assert AMD_TOKEN not in repr(cfg) and not notices
-    assert cfg["shutdown"]["action"] == ("destroy" if opted_in else "poweroff")
+    assert AMD_TOKEN not in repr(cfg) and AMD_TOKEN not in env.values()  # never full access
+    if agent_token == SCOPED:
+        assert env == {"AMD_DEVCLOUD_AGENT_TOKEN": SCOPED} and not notices
+        assert cfg["shutdown"]["action"] == "destroy"
+    else:
+        assert env == {} and cfg["shutdown"]["action"] == "poweroff"
+        (notice,) = notices
+        assert notice.level == "warning" and "still bills it off ($1.99/h)" in notice.message
     assert "metadata_url" not in cfg  # DigitalOcean has no spot notice
 
 

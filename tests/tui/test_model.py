@@ -131,3 +131,33 @@ def test_columns_fit_the_terminal() -> None:
         assert {"name", "state", "epoch"} <= {c.key for c in cols}
     assert len(fit_columns(200)) == 11
     assert duration(59) == "59s" and duration(3600 * 30) == "1d06h"
+
+
+def test_a_powered_off_droplet_reads_still_billing(gpuctl_home) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from gpuctl.models import Instance, InstanceState
+    from gpuctl.settings import load
+    from gpuctl.state import Store
+    from gpuctl.tui.model import build_snapshot
+
+    (gpuctl_home / "config.toml").write_text('providers = ["amd", "aws"]\n')
+    settings = load()
+    store = Store(settings.state_path)
+    for provider in ("amd", "aws"):
+        store.put_instance(
+            Instance(
+                provider,
+                "1",
+                "n",
+                "r",
+                "t",
+                InstanceState.STOPPED,
+                price_per_hour=1.99,
+                managed=True,
+            )
+        )
+    rows = {r.provider: r for r in build_snapshot(store, settings, time.time()).rows}
+    assert rows["amd"].state.startswith("off, still billing $1.99/h")  # a droplet bills off
+    assert rows["amd"].tone == "warn" and rows["amd"].billed
+    assert rows["aws"].state.startswith("stopped")  # an EC2 instance does not
