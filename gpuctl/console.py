@@ -210,7 +210,7 @@ def guarded(
                     fail(
                         GpuctlError(
                             f"internal error: {type(exc).__name__}: {exc}",
-                            hint=f"details in {log_path()}; please report it",
+                            hint=f"details in {log_path()}",
                         ),
                         as_json,
                     )

@@ -575,8 +575,10 @@ class Engine:
             "max_seconds": max_seconds,
             "budget_seconds": budget_seconds,
             "idle_seconds": spec.idle_minutes * 60 * scale if spec.idle_minutes else None,
-            "stall_seconds": stall * 60 * scale if stall else None,
-            "stall_warmup_seconds": STALL_WARMUP_SECONDS * scale,  # before the first step
+            # Not scaled by agent_time_scale: a stall is about the trainer's own pace, and a
+            # scaled-down clock (an emulator run) would call a slow step on a busy box a stall.
+            "stall_seconds": stall * 60 if stall else None,
+            "stall_warmup_seconds": STALL_WARMUP_SECONDS,  # before the first step
             # --teardown reaches the machine: an idle or limit shutdown never does more
             # than the policy allows (keep: the trainer only; stop: never terminate).
             "shutdown": limit_shutdown(shutdown, spec.teardown, spot=spot),
@@ -1091,6 +1093,8 @@ class Engine:
         """Continue a stopped/interrupted/failed run from its last checkpoint, attached."""
         run = runstate.sync_run(self, self.store.get_run(run_id))  # the machine's word
         if run.status.active:
+            if recovery.owner_alive(self.store, run.id):
+                raise recovery.busy_error(self.store, run.id)  # another gpuctl has it now
             raise ConfigError(
                 f"run {run.id} is {run.status.value}",
                 hint=f"it is still going; `gpuctl logs {run.id} -f` follows it",

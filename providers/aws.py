@@ -833,9 +833,16 @@ class AwsProvider:
                         return None  # the whole region (for this market) is out
                     continue
                 instance_id = adopted  # the create went through; only its answer was lost
-            self._remember(instance_id, (plan.region, aws_profile))
-            self._record_use((plan.region, aws_profile))
+            except BaseException:
+                # Ctrl-C (or SIGTERM) while RunInstances was in flight: the create may have
+                # gone through with its answer lost. Find it by its run tag and end it.
+                adopted = self._adopt(plan.region, aws_profile, run_id)
+                if adopted is not None:
+                    self._terminate_quietly(plan.region, adopted, aws_profile)
+                raise
             try:
+                self._remember(instance_id, (plan.region, aws_profile))
+                self._record_use((plan.region, aws_profile))
                 yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
                 item, died = self._wait_running(plan.region, instance_id, aws_profile)
                 if not died:

@@ -332,8 +332,8 @@ class GpuctlApp(App[None]):
         if self._snapshot_timer is not None:
             self._snapshot_timer.stop()
             self._snapshot_timer = None
-        if message is None:
-            return
+        if message is None or not self.screen_stack:
+            return  # the app is closing: a refresh that finished late has nowhere to go
         self.snapshot = message.snapshot
         for key in [k for k in self.pending if message.snapshot.row(k) is not None]:
             del self.pending[key]

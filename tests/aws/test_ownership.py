@@ -171,7 +171,7 @@ def test_limits_on_an_attached_instance_stop_the_trainer_only(
     assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
     run_id = launch.stdout.strip().splitlines()[-1]
     agent = json.loads((tmp_path / "remote" / "runs" / run_id / "agent.json").read_text())
-    assert agent["shutdown"] == {"action": "none"} and agent["owned"] is False
+    assert agent["shutdown"]["action"] == "none" and agent["owned"] is False
     assert agent["max_seconds"]  # the limits still hold: they stop the trainer
 
     down = gpuctl("down", run_id, "--yes", env=env, timeout=120)

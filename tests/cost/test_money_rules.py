@@ -205,6 +205,7 @@ def test_local_teardown_bills_to_the_trainer_exit(store: Store, gpuctl_home: Pat
     now = time.time()
     _local_run_dir(gpuctl_home, "r2", ended_at=now - 40)
     machine = inst("local", "local-r2", price=3600.0, run_id="r2", launched_at=now - 45)
+    machine = machine.evolve(owner=settings.installation_id)  # this installation's machine
     cost.open_compute(store, machine, "r2", now=now - 45)
     list(eng.teardown("r2", machine, "terminate"))
     assert cost.spent(store, settings, run_id="r2")[0] == pytest.approx(5.0, abs=0.01)

@@ -32,6 +32,7 @@ def _config(home: Path, fake: FakeDigitalOcean, sshd: SshdServer, marker: Path) 
 
 [profiles.amd]
 endpoint = "{fake.url}"
+ssh_cidr = "203.0.113.7/32"
 ssh_host = "{sshd.host}"
 ssh_port = {sshd.port}
 ssh_user = "{sshd.user}"

@@ -27,6 +27,7 @@ def test_a_signal_during_the_boot_wait_destroys_the_droplet(
     fake.active_after = 10**9  # the droplet never comes up: gpuctl sits in its boot wait
     (gpuctl_home / "config.toml").write_text(
         f'providers = ["amd"]\n\n[profiles.amd]\nendpoint = "{fake.url}"\npoll_interval = 0.05\n'
+        'ssh_cidr = "203.0.113.7/32"\n'
     )
     proc = subprocess.Popen(
         [GPUCTL, "launch", "validate", "--provider", "amd"],

@@ -70,6 +70,7 @@ def test_outputs_write_the_contract_files(tmp_path: Path, capsys: pytest.Capture
         "pid",
         "best_metric",
         "reason",
+        "epochs_done",
     }
     assert json.loads((tmp_path / "history.json").read_text()) == [{"epoch": 1}]
     again = Outputs(tmp_path, enabled=True, fresh=False)  # resume appends
