@@ -229,7 +229,7 @@ class Downloaded(Event):
 class TornDown(Event):
     kind: ClassVar[str] = "torn_down"
     instance_id: str
-    action: str  # terminated | stopped | kept | removed
+    action: str  # terminated | stopped | kept | removed | released (left running: not ours)
 
     def text(self) -> str:
         return f"instance {self.instance_id} {self.action}"
