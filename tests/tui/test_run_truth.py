@@ -61,7 +61,7 @@ async def test_an_open_run_screen_follows_the_store(seeded, make_app):
         assert "training" in title(app)
         with Store(seeded / "state.db") as store:
             run = store.get_run(demo.TRAINING)
-            store.end_run(run.id, RunStatus.STOPPED, {"status": "stopped"}, reason="by user")
+            store.update_run(run.id, status=RunStatus.STOPPED, reason="stopped by user")
             store.mark_instance_gone(run.provider, run.instance_id)
         app.post_message(RunEvent(TornDown(demo.TRAINING, run.instance_id, "terminated")))
         await wait_for(lambda: "stopped" in title(app), what="stopped in the header")
