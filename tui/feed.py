@@ -142,6 +142,7 @@ class RunFeed:
         if isinstance(ev, Finished):
             self.final = ev.status
             self.phase = ev.status
+            changed.add("phase")  # the header, meters and progress say it ended
         elif isinstance(ev, Failed) and ev.log_tail:
             self.add_lines(ev.log_tail)
             changed.add("log")

@@ -1,0 +1,103 @@
+"""The run and GPU screens say what the run is doing now, not what it did a moment ago."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input, Select, Static
+
+from gpuctl.events import Finished, GpuSampled, TornDown
+from gpuctl.models import GpuSample, RunStatus
+from gpuctl.state import Store
+from gpuctl.tui.messages import RunEvent
+from gpuctl.tui.screens.confirm import ConfirmScreen
+from gpuctl.tui.screens.launch import LaunchScreen
+from gpuctl.tui.screens.main import MainScreen
+from gpuctl.tui.screens.run import GpuScreen, RunScreen
+from gpuctl.tui.widgets.gpu import GpuPanel
+from tests.tui import demo
+from tests.tui.conftest import SIZE, notifications, wait_for
+
+
+def title(app) -> str:  # type: ignore[no-untyped-def]
+    return str(app.screen.query_one("#run-title", Static).render())
+
+
+def busy_gpu() -> GpuSampled:
+    return GpuSampled(demo.TRAINING, (GpuSample(0, "NVIDIA A10G", 100.0, 20000.0, 24000.0),))
+
+
+async def test_the_end_shows_at_once_and_a_finished_run_has_no_live_gpu(seeded, make_app):
+    app = make_app(live=False, clock=lambda: demo.NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.main.table.select_key(f"run:{demo.TRAINING}")
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, RunScreen))
+        app.following.add(demo.TRAINING)
+        app.post_message(RunEvent(busy_gpu()))
+        await wait_for(lambda: "util  100%" in app.screen.query_one(GpuPanel).render().plain)
+        assert "training" in title(app)
+        # The stream says it finished; the store snapshot still says training.
+        app.post_message(RunEvent(Finished(demo.TRAINING, "finished")))
+        await wait_for(lambda: "finished" in title(app), what="finished in the header")
+        assert "training" not in title(app)
+        gpus = app.screen.query_one(GpuPanel).render().plain
+        assert "100%" not in gpus and "N/A: the run is finished" in gpus
+        await pilot.press("g")
+        await wait_for(lambda: isinstance(app.screen, GpuScreen))
+        await pilot.pause()
+        gpus = app.screen.query_one(GpuPanel).render().plain
+        assert "100%" not in gpus and "N/A: the run is finished" in gpus
+
+
+async def test_an_open_run_screen_follows_the_store(seeded, make_app):
+    """Another gpuctl stopped the run and terminated its machine: the header says so."""
+    app = make_app(live=False, clock=lambda: demo.NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.main.table.select_key(f"run:{demo.TRAINING}")
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, RunScreen))
+        assert "training" in title(app)
+        with Store(seeded / "state.db") as store:
+            run = store.get_run(demo.TRAINING)
+            store.update_run(run.id, status=RunStatus.STOPPED, reason="stopped by user")
+            store.mark_instance_gone(run.provider, run.instance_id)
+        app.post_message(RunEvent(TornDown(demo.TRAINING, run.instance_id, "terminated")))
+        await wait_for(lambda: "stopped" in title(app), what="stopped in the header")
+        assert "training" not in title(app) and "running" not in title(app)
+
+
+@pytest.mark.slow
+async def test_terminating_a_training_run_records_it_stopped_by_the_user(gpuctl_home, make_app):
+    """x on a run that trains (launched here, followed here): stopped, not failed."""
+    app = make_app(live=True, reload_seconds=1.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("l")
+        await wait_for(lambda: isinstance(app.screen, LaunchScreen))
+        modal = app.screen
+        await wait_for(lambda: modal.offers, what="offers")
+        modal.query_one("#overrides", Input).value = "epochs=6 train_samples=2048"
+        modal.query_one("#teardown", Select).value = "keep"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(lambda: isinstance(app.screen, MainScreen))
+        (run_id,) = app.following
+        key = f"run:{run_id}"
+        await wait_for(lambda: any("epoch 1/6 step" in ln for ln in app.feed(run_id).lines), 90)
+        await pilot.press("x")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+
+        def state() -> str:
+            row = app.main.snapshot.row(key)
+            return row.state if row else "-"
+
+        await wait_for(lambda: run_id not in app.following, timeout=120, what="the end")
+        await wait_for(lambda: state() == "stopped", timeout=30, what="stopped")
+        with Store(gpuctl_home / "state.db") as store:
+            run = store.get_run(run_id)
+            ended = store.events(run_id, kinds=["ended"])
+        assert (run.status, run.reason) == (RunStatus.STOPPED, "stopped by user: instance removed")
+        assert [e["status"] for e in ended] == ["stopped"]
+        assert not [n for n in notifications(app, "error") if "exit code" in n]
