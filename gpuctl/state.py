@@ -366,25 +366,11 @@ class Store:
         `gpuctl status`, a reconcile and the TUI may all see the same trainer exit, and
         only the first records it (True); the others get False and read what it wrote.
         """
-        changes = {**changes, "status": RunStatus(status).value}
-        changes.setdefault("updated_at", time.time())
-        for key in changes:
-            if key not in _RUN_COLUMNS or key == "id":
-                raise ValueError(f"not a run column: {key}")
-        active = [s.value for s in RunStatus if s.active]
-        with self._tx() as db:
-            cur = db.execute(
-                f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} "
-                f"WHERE id = ? AND status IN ({','.join('?' for _ in active)})",
-                [*changes.values(), run_id, *active],
-            )
-            if cur.rowcount == 0:
-                return False
-            db.execute(
-                "INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, 'ended', ?)",
-                [run_id, time.time(), json.dumps(dict(event), default=str)],
-            )
-        return True
+        active = {s for s in RunStatus if s.active}
+        try:
+            return self.transition_run(run_id, active, status, event=("ended", event), **changes)
+        except NotFoundError:
+            return False
 
     def list_runs(
         self, *, active: bool | None = None, since: float | None = None, limit: int | None = None
