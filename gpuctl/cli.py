@@ -181,7 +181,7 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--require-gpu", is_flag=True, help="Refuse a machine without a GPU."),
         click.option("--key-name", help="AWS: use this existing key pair."),
-        click.option("--ssh-cidr", help="Allow SSH from this CIDR (default your IP/32)."),,
+        click.option("--ssh-cidr", help="Allow SSH from this CIDR (default your IP/32)."),
         click.option(
             "--allow-open-ssh", is_flag=True, help="Accept an --ssh-cidr wider than a /24."
         ),
