@@ -906,8 +906,35 @@ class Engine:
                 "warning",
             )
             return status
+        yield from self._after_stop(run, _instance)
         yield Finished(run.id, status.value, None, self.store.get_run(run.id).metric)
         return status
+
+    def _after_stop(self, run: Run, instance: Instance) -> Events:
+        """The trainer stopped; say what the machine now costs, and whose bill it is.
+
+        A machine gpuctl did not create (attached, an ssh box) stops counting against the
+        run at once: it was only metered while the run used it. One gpuctl created keeps
+        billing until `down` or the on-machine idle rule ends it, and the user is told so.
+        """
+        provider = self.provider(instance.provider)
+        if provider.kind == "ssh" or not self.created_for(run.launch_spec, instance):
+            self.store.close_segments(
+                instance.provider, instance.id, time.time(), kind=cost.COMPUTE
+            )
+            yield Notice(run.id, f"{instance.id} is left as it is; the meter of {run.id} ends")
+            return
+        price = "" if instance.price_per_hour is None else f" (${instance.price_per_hour:.3f}/h)"
+        spec = run.launch_spec
+        idle = (
+            f", or the idle rule does after {spec.idle_minutes:g} minutes"
+            if spec.idle_minutes and spec.teardown != "keep"
+            else ""
+        )
+        yield Notice(
+            run.id,
+            f"{instance.id} is still up and billing{price}: `gpuctl down {run.id}` ends it{idle}",
+        )
 
     def created_for(self, spec: LaunchSpec, instance: Instance) -> bool:
         """This installation created the machine for this run (see gpuctl.ownership)."""

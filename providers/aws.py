@@ -740,7 +740,7 @@ class AwsProvider:
                 pair = aws_setup.ensure_key_pair(ec2, key, self.settings.installation_id)
             vpc = aws_setup.default_vpc(ec2, region)
             subnets = aws_setup.default_subnets(ec2, vpc)
-            group = aws_setup.ensure_security_group(ec2, vpc, cidr)
+            group = aws_setup.ensure_security_group(ec2, vpc, cidr, self.settings.installation_id)
             if detected:
                 self._caller_rules(ec2, region, group, cidr)
             yield Provisioning(

@@ -332,8 +332,15 @@ def default_subnets(ec2: Any, vpc_id: str) -> dict[str, str]:
     return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
 
 
-def ensure_security_group(ec2: Any, vpc_id: str, cidr: str, *, retry: bool = True) -> str:
-    """The reusable gpuctl-ssh group, with an SSH rule for `cidr` (added if missing)."""
+def ensure_security_group(
+    ec2: Any, vpc_id: str, cidr: str, installation: str | None = None, *, retry: bool = True
+) -> str:
+    """The reusable gpuctl-ssh group, with an SSH rule for `cidr` (added if missing).
+
+    The group is shared by every installation on the account (one per VPC); it carries the
+    installation that made it, and each SSH rule names the installation that added it, so a
+    colleague can tell whose address a rule lets in.
+    """
     from botocore.exceptions import ClientError
 
     groups = ec2.describe_security_groups(
@@ -342,6 +349,9 @@ def ensure_security_group(ec2: Any, vpc_id: str, cidr: str, *, retry: bool = Tru
             {"Name": "vpc-id", "Values": [vpc_id]},
         ]
     ).get("SecurityGroups", [])
+    tags = [MANAGED_TAG]
+    if installation:
+        tags.append({"Key": "gpuctl:installation", "Value": installation})
     if groups:
         group = groups[0]
     else:
@@ -350,20 +360,21 @@ def ensure_security_group(ec2: Any, vpc_id: str, cidr: str, *, retry: bool = Tru
                 GroupName=SECURITY_GROUP_NAME,
                 Description="gpuctl: SSH from the launching machine only",
                 VpcId=vpc_id,
-                TagSpecifications=[{"ResourceType": "security-group", "Tags": [MANAGED_TAG]}],
+                TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}],
             )
             group = {"GroupId": created["GroupId"], "IpPermissions": []}
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate" or not retry:
                 raise
-            return ensure_security_group(ec2, vpc_id, cidr, retry=False)  # made concurrently
+            return ensure_security_group(ec2, vpc_id, cidr, installation, retry=False)
     group_id = str(group["GroupId"])
     if not _has_ssh_rule(group.get("IpPermissions", []), cidr):
         v6 = ":" in cidr
+        note = f"gpuctl caller, installation {installation}" if installation else "gpuctl caller"
         ranges = (
-            {"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": "gpuctl caller"}]}
+            {"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": note}]}
             if v6
-            else {"IpRanges": [{"CidrIp": cidr, "Description": "gpuctl caller"}]}
+            else {"IpRanges": [{"CidrIp": cidr, "Description": note}]}
         )
         try:
             ec2.authorize_security_group_ingress(

@@ -63,6 +63,9 @@ log = logging.getLogger("gpuctl.tui")
 STRUCTURAL = (Resolved, InstanceUp, TrainerStarted, TornDown, Finished, Failed, Downloaded)
 RELOAD_SECONDS = 5.0  # re-read the store (no network): other processes' runs move on too
 TERMINAL_CHECK_SECONDS = 2.0  # how soon a hung-up terminal is noticed
+# How long a clean exit may take after the terminal is gone before the process ends itself:
+# a worker blocked on the network must not keep a headless app alive (and billing a core).
+TERMINAL_HARD_EXIT_SECONDS = 10.0
 TYPING_PAUSE = 0.2  # apply a background snapshot once keys pause this long...
 MAX_DEFER = 1.0  # ...or after this long at the latest
 HISTORY_LINES = 500
@@ -72,6 +75,16 @@ ShellRunner = Callable[[Host, str], int]
 
 def _run_shell(host: Host, cwd: str) -> int:
     return host.shell(cwd)
+
+
+def _end_process_after(seconds: float) -> None:
+    """The last resort once the terminal is gone: thread workers that never return (a
+    blocked socket, a stuck lock) are joined at interpreter exit and would keep it alive.
+    The store commits atomically and the runs live on their machines, so nothing is lost."""
+    time.sleep(seconds)
+    log.warning("terminal hung up and the app did not exit within %.0fs; ending it", seconds)
+    logging.shutdown()
+    os._exit(129)
 
 
 class GpuctlApp(App[None]):
@@ -176,23 +189,36 @@ class GpuctlApp(App[None]):
         self.set_interval(self.refresh_seconds, self._interval_refresh, name="refresh")
         self.set_interval(self.reload_seconds, self._interval_reload, name="reload")
         if not self.is_headless and os.isatty(sys.__stdin__.fileno()):
-            self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal, name="terminal")
+            threading.Thread(
+                target=self._watch_terminal,
+                args=(sys.__stdin__.fileno(), asyncio.get_running_loop()),
+                name="gpuctl-terminal",
+                daemon=True,
+            ).start()
         self.refresh_now(network=True)
         for run in self.engine.store.list_runs(active=True):
             if run.provider in self.engine.settings.providers:
                 self.follow_run(run.id)
 
-    def _check_terminal(self) -> None:
+    def _watch_terminal(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         """Quit when the terminal is gone (SSH dropped, tmux killed) instead of spinning.
 
         A hung-up terminal sends no input, so the app would otherwise sit there burning a
-        core for ever; the runs keep going on their machines either way.
+        core for ever; the runs keep going on their machines either way. A thread, not a
+        timer: it must work even when the event loop is the thing that is stuck.
         """
+        while True:
+            time.sleep(TERMINAL_CHECK_SECONDS)
+            try:
+                os.tcgetpgrp(fd)
+            except OSError:
+                break
+        log.info("terminal hung up; quitting")
         try:
-            os.tcgetpgrp(sys.__stdin__.fileno())
-        except OSError:
-            log.info("terminal hung up; quitting")
-            self.exit(return_code=0)
+            loop.call_soon_threadsafe(lambda: self.exit(return_code=0))
+        except RuntimeError:  # the loop already closed: the app is on its way out
+            pass
+        _end_process_after(TERMINAL_HARD_EXIT_SECONDS)
 
     def _interval_refresh(self) -> None:
         self.refresh_now(network=True)

@@ -151,6 +151,10 @@ def test_run_id_and_installation_round_trip_through_aws_tags(
     assert volumes, "the root volume carries the installation id"
     (pair,) = ec2.describe_key_pairs()["KeyPairs"]
     assert {"Key": "gpuctl:installation", "Value": settings.installation_id} in pair["Tags"]
+    (group,) = ec2.describe_security_groups(GroupNames=["gpuctl-ssh"])["SecurityGroups"]
+    assert {"Key": "gpuctl:installation", "Value": settings.installation_id} in group["Tags"]
+    (rule,) = [r for p in group["IpPermissions"] for r in p.get("IpRanges", [])]
+    assert settings.installation_id in rule["Description"], "the SSH rule names who added it"
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """`--teardown keep|stop` reaches the machine: a limit on it never does more than the
 policy allows. Against moto, with the trainer on the real test sshd; the agent's
-poweroff command is `touch MARKER` and limits are scaled down to seconds."""
+poweroff command is `touch MARKER` and limits are scaled down to fractions of a second,
+so a limit fires while the validate trainer still runs."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ ssh_key = "{sshd.key_path}"
 shutdown_command = ["touch", "{marker}"]
 python = "{sys.executable}"
 poll_seconds = 0.05
-agent_time_scale = 0.001
+agent_time_scale = 0.0001
 """
     )
 
@@ -69,6 +70,8 @@ def test_a_limit_on_the_machine_follows_the_teardown_policy(
         "the agent's limit",
     )
     assert status["shutdown"]["action"] == action  # what the agent did when it fired
+    # The limit fired, while the trainer ran (1 h scaled to 0.36 s), not the idle rule after.
+    assert status["shutdown"]["reason"].startswith("max hours reached"), status["shutdown"]
     # Its poweroff can only stop the instance: the disk and its results survive.
     behaviour = boto("us-east-1").describe_instance_attribute(
         InstanceId=up["instance_id"], Attribute="instanceInitiatedShutdownBehavior"

@@ -166,3 +166,34 @@ def test_unreachable_box_is_one_clear_line_exit_3(
     assert len(errors) == 1
     assert ("authentication failed" if fault == "wrong key" else "refused") in errors[0]
     assert "hint:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stop_on_an_ssh_box_ends_the_runs_meter_and_leaves_the_box(
+    sshd: SshdServer, remote: Path
+) -> None:
+    """The box is the user's: once the trainer stopped, the run no longer runs up its bill."""
+    home = Path(os.environ["GPUCTL_HOME"])
+    (home / "config.toml").write_text(
+        f"""[profiles.box]
+provider = "ssh"
+host = "{sshd.spec}"
+identity = "{sshd.key_path}"
+price_per_hour = 2.0
+"""
+    )
+    launched = gpuctl("launch", "validate", "--provider", "box", *LONG, "--set", "epochs=30")
+    assert launched.returncode == 0, launched.stderr
+    run_id = launched.stdout.strip().splitlines()[-1]
+    log = remote / "runs" / run_id / "train.log"
+    wait_for(lambda: log.exists() and "epoch 2/" in log.read_text(), 90, "epoch 2")
+    with Store(home / "state.db") as store:
+        assert [s.end for s in store.segments(run_id=run_id)] == [None]  # metered while used
+    stopped = gpuctl("stop", run_id)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "the meter of" in stopped.stdout + stopped.stderr
+    with Store(home / "state.db") as store:
+        segments = store.segments(run_id=run_id)
+    assert segments and all(s.end is not None for s in segments)
+    meter = json.loads(gpuctl("cost", "--json").stdout)
+    assert meter["total"]["burn_per_hour"] == 0
+    assert (remote / "runs" / run_id / "last.pt").is_file()  # the box and its files stay
