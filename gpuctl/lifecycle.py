@@ -650,7 +650,18 @@ class Engine:
                     status = rd.status()
                     yield from recovery.status_notices(run_id, status, warned)  # spot notice
                     state = status.get("state")
-                    if state in ("exited", "lost") or not status:
+                    if not status and rd.exists():
+                        # Unknown is not done: the run's directory is there but its agent
+                        # config cannot be read; the trainer may well be running.
+                        if "unreadable" not in warned:
+                            warned.add("unreadable")
+                            yield Notice(
+                                run_id,
+                                f"cannot read the agent's status on {host.label}; still "
+                                "following (the trainer may be running)",
+                                "warning",
+                            )
+                    elif state in ("exited", "lost") or not status:
                         for line_batch in (log_tail.flush(),):
                             if line_batch:
                                 yield LogLines(run_id, tuple(line_batch))

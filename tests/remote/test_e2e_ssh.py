@@ -197,3 +197,41 @@ price_per_hour = 2.0
     meter = json.loads(gpuctl("cost", "--json").stdout)
     assert meter["total"]["burn_per_hour"] == 0
     assert (remote / "runs" / run_id / "last.pt").is_file()  # the box and its files stay
+
+
+def test_an_unreadable_agent_status_is_not_the_end_of_a_run(
+    sshd: SshdServer, remote: Path, tmp_path: Path
+) -> None:
+    """Unknown is not done: a follow that cannot read the agent's config keeps following,
+    and the run finishes as finished once it can be read again."""
+    launched = gpuctl("launch", "validate", *on(sshd), *LONG, "--set", "epochs=12")
+    assert launched.returncode == 0, launched.stderr
+    run_id = launched.stdout.strip().splitlines()[-1]
+    run_dir = remote / "runs" / run_id
+    log = run_dir / "train.log"
+    wait_for(lambda: log.exists() and "epoch 1/" in log.read_text(), 90, "epoch 1")
+    config = run_dir / "agent.json"
+    saved = config.read_bytes()
+    config.write_bytes(b"")  # what a reader sees of a file that is being rewritten, or lost
+    out = tmp_path / "follow.out"
+    with out.open("w") as sink:
+        follow = subprocess.Popen(
+            [GPUCTL, "logs", run_id, "-f"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    try:
+        wait_for(lambda: "cannot read the agent's status" in out.read_text(), 60, "the warning")
+        assert follow.poll() is None, out.read_text()  # still following, nothing declared
+        with Store(Path(os.environ["GPUCTL_HOME"]) / "state.db") as store:
+            assert store.get_run(run_id).status.value == "running"
+        config.write_bytes(saved)
+        assert follow.wait(timeout=180) == 0, out.read_text()
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    with Store(Path(os.environ["GPUCTL_HOME"]) / "state.db") as store:
+        assert store.get_run(run_id).status.value == "finished"
+    assert "Traceback" not in out.read_text()
