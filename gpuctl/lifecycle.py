@@ -1027,8 +1027,9 @@ class Engine:
             yield Notice(run.id, f"run {run.id} has no live instance; nothing to remove")
             return None
         run = runstate.sync_run(self, run)  # a run that already ended keeps its status
-        if run.status.active:
-            reason = "stopped by user: instance removed"
+        stopped_here = run.status.active
+        if stopped_here:
+            reason = "stopped by user (gpuctl down)"
             try:
                 _, host = self.locate(run)
                 answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason, timeout=30)
@@ -1049,6 +1050,12 @@ class Engine:
             try:
                 yield from self.download(run.id)
             except GpuctlError as exc:
+                if stopped_here:  # the reason says what really happened to the machine
+                    self.store.update_run(
+                        run.id,
+                        reason=f"stopped by user; {instance.id} kept: its results could "
+                        "not be downloaded",
+                    )
                 yield Failed(
                     run.id,
                     f"{instance.id} not terminated: the results of {run.id} are only on it "
@@ -1063,9 +1070,11 @@ class Engine:
         else:
             yield from self.release(run.id, instance)
         run = self.store.get_run(run.id)
+        removed = "instance removed" if mine else "machine released"
         if run.status.active:
-            reason = "instance removed" if mine else "machine released"
-            self.store.update_run(run.id, status=RunStatus.STOPPED, reason=reason)
+            self.store.update_run(run.id, status=RunStatus.STOPPED, reason=removed)
+        elif run.status == RunStatus.STOPPED and run.reason.startswith("stopped by user"):
+            self.store.update_run(run.id, reason=f"stopped by user: {removed}")
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:

@@ -140,6 +140,31 @@ def test_down_keeps_the_machine_when_its_results_cannot_be_saved(
     assert not machine(gpuctl_home, run_id).exists()
 
 
+def test_a_down_that_kept_the_machine_never_says_it_was_removed(
+    gpuctl_home: Path, tmp_path: Path
+) -> None:
+    """Truth in every view: the run's reason says where the machine is, after each step."""
+    run_id = launch(*SLOW)
+    history = machine(gpuctl_home, run_id) / "history.json"
+    wait_for(lambda: history.exists(), 120, "one epoch")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    set_results_dir(gpuctl_home, blocker / "results")
+    down = gpuctl("down", run_id, "--yes")
+    assert_clean_failure(down, "not terminated")
+    assert (machine(gpuctl_home, run_id) / "last.pt").is_file()
+    with Store(gpuctl_home / "state.db") as store:
+        run = store.get_run(run_id)
+    assert run.status.value == "stopped" and "removed" not in run.reason, run.reason
+    assert f"local-{run_id} kept" in run.reason
+    status = gpuctl("status", run_id)
+    assert "removed" not in status.stdout and "kept" in status.stdout, status.stdout
+
+    assert gpuctl("down", run_id, "--yes", "--discard-results").returncode == 0
+    with Store(gpuctl_home / "state.db") as store:
+        assert store.get_run(run_id).reason == "stopped by user: instance removed"
+
+
 def test_down_orphans_saves_a_finished_runs_results_or_leaves_it(
     gpuctl_home: Path, tmp_path: Path
 ) -> None:
