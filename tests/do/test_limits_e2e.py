@@ -133,10 +133,14 @@ def test_a_droplet_scoped_agent_token_lets_the_machine_destroy_itself(
     wait_for(lambda: run["droplet"] not in fake.droplets, 60, "the droplet to destroy itself")
     (delete,) = fake.calls("DELETE", f"/v2/droplets/{run['droplet']}")
     assert delete.authorization == f"Bearer {SCOPED}"  # never the full-access token
-    for path in (tmp_path / "remote").rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert SCOPED.encode() not in data and AMD_TOKEN.encode() not in data, path
+    # Neither token on the machine's disk, nor in anything gpuctl keeps on the laptop
+    # (gpuctl.log, the state store, the config, cached listings).
+    assert (gpuctl_home / "gpuctl.log").is_file()
+    for root in (tmp_path / "remote", gpuctl_home):
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert SCOPED.encode() not in data and AMD_TOKEN.encode() not in data, path
 
 
 def test_the_full_access_token_is_never_handed_to_the_machine(
