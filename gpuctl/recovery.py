@@ -31,7 +31,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cost
+from . import cost, deadline
 from .errors import (
     EXIT_BUDGET,
     EXIT_PROVIDER,
@@ -61,6 +61,7 @@ CHECKPOINT_URL_ENV = "GPUCTL_CHECKPOINT_PUT_URL"  # agent/cloud.py reads it
 CARRY_FILES = ("last.pt", "history.json", "train.log", "events.jsonl")
 PULL_FILES = (*CARRY_FILES, "status.json", "agent_status.json", "agent.log")
 MAX_RECOVERIES = 10
+PULL_SECONDS = 100.0  # a spot notice gives about 120 s; the pull must end before the machine
 VANISH_CHECK_SECONDS = 15.0
 
 _last_vanish_check: dict[str, float] = {}
@@ -334,19 +335,46 @@ def local_checkpoint(engine: Engine, run: Run) -> Path | None:
 
 
 def pull_checkpoint(engine: Engine, run: Run) -> Events:
-    """Copy last.pt (and the log and history) from the machine while it still exists."""
+    """Copy last.pt (and the log and history) from the machine while it still exists.
+
+    Bounded: a spot notice gives the machine about two minutes, and a pull over a link
+    that stalls as it shuts down must not hold up the recovery (nor block for ever).
+    What did not arrive in time is reported, and recovery goes on with what gpuctl holds.
+    """
     target = local_dir(engine, run)
-    try:
+    seconds = float(
+        engine.settings.profile(run.provider).get("checkpoint_pull_seconds", PULL_SECONDS)
+    )
+    hosts: list[Any] = []
+
+    def pull() -> Events:
         _instance, host = engine.locate(run)
-        try:
-            rd = RunDir(host, run.id, run.remote_dir)
-            if host.file_size(rd.p("last.pt")) is None:
-                return None
-            yield from rd.download(target, PULL_FILES)
-        finally:
-            host.close()
+        hosts.append(host)
+        rd = RunDir(host, run.id, run.remote_dir)
+        if host.file_size(rd.p("last.pt")) is None:
+            return False
+        yield from rd.download(target, PULL_FILES)
+        return True
+
+    try:
+        outcome = yield from deadline.within(pull(), seconds)
     except GpuctlError as exc:
         yield Notice(run.id, f"could not pull the checkpoint: {exc.one_line()}", "warning")
+        return None
+    finally:
+        for host in hosts:
+            host.close()  # also ends a read that is still blocked on the worker thread
+    if not outcome.finished:
+        engine._event(run.id, "checkpoint_pull", {"timed_out_after": seconds})
+        held = local_checkpoint(engine, run)
+        yield Notice(
+            run.id,
+            f"the checkpoint did not reach gpuctl within {seconds:.0f}s; recovery goes on "
+            + (f"from the older one at {held}" if held else "without one (from the start)"),
+            "warning",
+        )
+        return None
+    if not outcome.value:
         return None
     engine.store.update_run(run.id, results_dir=str(target))
     return local_checkpoint(engine, run)
