@@ -924,6 +924,9 @@ def remaining_for(
     return min(options) if options else None
 
 
+RESERVED = "reserved"  # event: the estimate an admitted launch holds until it bills
+
+
 @dataclass(frozen=True)
 class Held:
     """Money an active run may still spend before its own limits stop it."""
@@ -978,6 +981,11 @@ def committed(
         live = [s for s in segs if s.end is None and s.start <= now]
         burn = sum(s.rate_per_hour for s in live)
         if burn <= 0:
+            if not segs:  # admitted, its machine not billing yet: it holds its estimate
+                reserved = store.events(run.id, kinds=[RESERVED])
+                amount = float(reserved[-1].get("amount") or 0.0) if reserved else 0.0
+                if amount > 0:
+                    out.append(Held(run.id, run.provider, amount, 0.0))
             continue
         seconds = _seconds_left(store, run, live, now) + stop_margin_seconds(settings, run.provider)
         amount = burn * seconds / 3600.0

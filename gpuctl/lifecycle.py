@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import cost, ownership, reconcile, recovery, results, runstate
+from . import cost, filelock, ownership, reconcile, recovery, results, runstate
 from .errors import (
     EXIT_BUDGET,
     EXIT_RUN_FAILED,
@@ -274,31 +274,39 @@ class Engine:
         """
         given = self._preflight(spec)
         est = self.estimate(spec)
-        refusal = cost.launch_refusal(
-            self.store,
-            self.settings,
-            spec,
-            est.cost if est else None,
-            price_per_hour=est.price_per_hour if est else None,
-        )
-        if refusal is not None and not spec.options.get("force"):
+        # The check and the record of the run it admits are one step for every gpuctl
+        # process: two launches at once cannot both spend the same dollars. The admitted
+        # run holds its estimate against the budgets until its machine starts billing.
+        with filelock.exclusive(self.settings.home / "budget.lock"):
+            refusal = cost.launch_refusal(
+                self.store,
+                self.settings,
+                spec,
+                est.cost if est else None,
+                price_per_hour=est.price_per_hour if est else None,
+            )
+            admitted = refusal is None or bool(spec.options.get("force"))
+            if admitted:
+                now = time.time()
+                self.store.add_run(
+                    Run(
+                        id=spec.run_id,
+                        preset=spec.preset,
+                        provider=spec.provider,
+                        status=RunStatus.PROVISIONING,
+                        created_at=now,
+                        updated_at=now,
+                        spec=spec.to_dict(),
+                        epochs=int(spec.train.get("epochs", 0)),
+                        budget=spec.budget,
+                    )
+                )
+                if est is not None and est.cost is not None:
+                    self._event(spec.run_id, cost.RESERVED, {"amount": est.cost})
+        if not admitted and refusal is not None:
             yield self._resolved(spec, est)
             yield Failed(spec.run_id, refusal.message, refusal.hint, refusal.exit_code)
             return None  # refused: no run recorded, nothing created
-        now = time.time()
-        self.store.add_run(
-            Run(
-                id=spec.run_id,
-                preset=spec.preset,
-                provider=spec.provider,
-                status=RunStatus.PROVISIONING,
-                created_at=now,
-                updated_at=now,
-                spec=spec.to_dict(),
-                epochs=int(spec.train.get("epochs", 0)),
-                budget=spec.budget,
-            )
-        )
         instance: Instance | None = None
         created = False
         try:  # from here on an interrupt marks the run failed: never `provisioning` forever

@@ -81,6 +81,38 @@ def test_agent_limits_of_concurrent_runs_add_up_to_the_monthly_budget(
     assert refusal is not None and "held for 4 active runs" in refusal.message
 
 
+def test_a_launch_still_provisioning_holds_its_estimate_against_the_budget(
+    gpuctl_home: Path,
+) -> None:
+    """Each estimate ($15.45 at $1/s) fits the $25 left; both together do not. The first
+    launch is admitted and stops before its machine bills (as a cloud create or boot wait
+    takes minutes): the second, in another gpuctl, is refused for what the first holds."""
+    from gpuctl.settings import load as load_settings
+
+    (gpuctl_home / "config.toml").write_text(
+        "[profiles.local]\nprice_per_hour = 3600.0\n[budget]\nmonthly = 25\n"
+    )
+    first = Engine(load_settings(), Store(gpuctl_home / "state.db"))
+    launching = first.launch(first.resolve("validate"))
+    seen = next(launching)
+    while not isinstance(seen, Resolved):  # admitted: its run is recorded, nothing billed
+        seen = next(launching)
+    try:
+        with Store(gpuctl_home / "state.db") as store:
+            (admitted,) = store.list_runs(active=True)
+            assert store.segments(run_id=admitted.id) == []
+            second = Engine(load_settings(), store)
+            events = list(second.launch(second.resolve("validate")))
+            refused = [e for e in events if e.kind == "failed"]
+            assert refused and "held for 1 active run" in refused[0].error, events
+            assert [r.id for r in store.list_runs()] == [admitted.id]  # nothing recorded
+    finally:
+        launching.close()  # the interrupted launch is undone, as after a Ctrl-C
+    with Store(gpuctl_home / "state.db") as store:
+        assert [r.status for r in store.list_runs()] == [RunStatus.FAILED]
+        assert cost.launch_refusal(store, first.settings, spec("later"), 15.45) is None
+
+
 @pytest.mark.slow
 def test_four_detached_runs_cannot_spend_four_monthly_budgets(gpuctl_home: Path) -> None:
     (gpuctl_home / "config.toml").write_text(
