@@ -613,14 +613,17 @@ class GpuctlApp(App[None]):
         price = "" if inst.price_per_hour is None else f" at ${inst.price_per_hour:.3f}/h"
         where = f"{inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price}"
         run = self.engine.store.find_run(row.run_id) if row.run_id else None
-        release = None
+        alternative = None
+        discard = False
         if run is not None and results_pending(self.engine.store, run, inst):
             saved = (
                 "\n\nThe results of run "
                 f"{run.id} were never downloaded: they are downloaded to "
                 f"{self.engine.settings.results_dir / run.id} first, and if that fails the "
-                "machine is not terminated."
+                "machine is not terminated. Discard terminates it without them: they are "
+                "lost."
             )
+            alternative, discard = "Discard results", True
         else:
             saved = "\n\nBilling ends; anything not downloaded is lost" + (
                 f" (d downloads run {row.run_id} first)." if row.run_id else "."
@@ -633,7 +636,7 @@ class GpuctlApp(App[None]):
                 "machine and its disks as well, type its name."
             )
             require = inst.name or inst.id
-            release = "Release"
+            alternative, discard = "Release", False
         elif run is not None or self.engine.is_ours(inst):
             body = f"Terminate {where}?" + saved
             require = None
@@ -645,12 +648,20 @@ class GpuctlApp(App[None]):
             )
             body = f"{where} {whose}. Terminating it destroys the machine and its disks."
             require = inst.name or inst.id
+            alternative = None
         typed = require is not None
 
         def done(ok: bool | None) -> None:
-            if screen.released and row.run_id:
+            if screen.chose_alternative and row.run_id:
                 run_id = row.run_id
-                self.drive(run_id, "release", lambda: self.engine.down(run_id))
+                if discard:  # the user's explicit choice: terminate, results lost
+                    self.drive(
+                        run_id,
+                        "terminate",
+                        lambda: self.engine.down(run_id, discard_results=True, confirmed=typed),
+                    )
+                else:
+                    self.drive(run_id, "release", lambda: self.engine.down(run_id))
                 return
             if not ok:
                 return
@@ -666,7 +677,7 @@ class GpuctlApp(App[None]):
 
         action = "Terminate" if require else "Terminate (y)"
         screen = ConfirmScreen(
-            "Terminate instance", body, action=action, require=require, release=release
+            "Terminate instance", body, action=action, require=require, alternative=alternative
         )
         self.push_screen(screen, done)
 

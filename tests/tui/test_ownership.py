@@ -46,7 +46,7 @@ async def test_x_on_an_attached_run_releases_unless_the_name_is_typed(seeded, ma
         dialog = app.screen
         assert dialog.require == "box-0002" and "NOT created by gpuctl" in dialog.body
         assert dialog.query_one("#confirm").disabled
-        await pilot.click("#release")
+        await pilot.click("#alternative")
         await wait_for(lambda: isinstance(app.screen, MainScreen))
         await wait_for(
             lambda: any(e["action"] == "released" for e in teardowns(seeded)), what="release"

@@ -1,8 +1,9 @@
 """Confirmation before anything destructive; a typed name where a slip would cost most.
 
 Terminating a machine gpuctl did not create needs its name typed back (the CLI asks the
-same): a stray `x` + `enter` must never end somebody's hand-built box. Such a dialog may
-offer a harmless way out besides (`release`: let go of the machine, leave it running).
+same): a stray `x` + `enter` must never end somebody's hand-built box. A dialog may offer
+one other way besides (`alternative`): a harmless one (release: let go of the machine,
+leave it running) or an explicit one (terminate and discard results never downloaded).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class ConfirmScreen(ModalScreen[bool]):
         action: str = "Confirm",
         require: str | None = None,
         danger: bool = True,
-        release: str | None = None,
+        alternative: str | None = None,
     ) -> None:
         super().__init__()
-        self.release = release  # label of the button for the harmless alternative
-        self.released = False  # set when it was picked (the screen then dismisses False)
+        self.alternative = alternative  # label of the button for the other way
+        self.chose_alternative = False  # set when it was picked (then dismisses False)
         self.title_text = title
         self.body = body
         self.action = action
@@ -56,8 +57,10 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Input(placeholder=self.require, id="confirm-input")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel (esc)", compact=True, id="cancel")
-                if self.release:
-                    yield Button(self.release, compact=True, id="release", variant="primary")
+                if self.alternative:
+                    yield Button(
+                        self.alternative, compact=True, id="alternative", variant="primary"
+                    )
                 yield Button(
                     self.action,
                     compact=True,
@@ -87,8 +90,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        if event.button.id == "release":
-            self.action_release()
+        if event.button.id == "alternative":
+            self.action_alternative()
             return
         self.dismiss(event.button.id == "confirm")
 
@@ -97,8 +100,8 @@ class ConfirmScreen(ModalScreen[bool]):
         if not self.require:
             self.dismiss(True)
 
-    def action_release(self) -> None:
-        self.released = True
+    def action_alternative(self) -> None:
+        self.chose_alternative = True
         self.dismiss(False)
 
     def action_cancel(self) -> None:
