@@ -50,6 +50,7 @@ from .local_host import LocalHost
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .numbers import finite_nonnegative, finite_positive
 from .rundir import RunDir
+from .runs.status import Reason, transition
 from .settings import Settings
 from .settings import load as load_settings
 from .state import Store
@@ -441,7 +442,7 @@ class Engine:
             except Exception as exc:  # reconcile shows it as an orphan; say how to remove it
                 log.exception("could not terminate %s", instance.id)
                 reason += f"; could not terminate {instance.id} ({exc}): gpuctl down --orphans"
-        self.store.update_run(spec.run_id, status=RunStatus.FAILED, reason=reason)
+        transition(self.store, spec.run_id, RunStatus.FAILED, reason=reason)
         self._event(spec.run_id, "failed", {"error": reason})
         self.cut_short.append((spec.run_id, reason))
 
@@ -458,7 +459,7 @@ class Engine:
                     f"run `gpuctl down {spec.run_id}`",
                     "error",
                 )
-        self.store.update_run(spec.run_id, status=RunStatus.FAILED, reason=exc.message)
+        transition(self.store, spec.run_id, RunStatus.FAILED, reason=exc.message)
         self._event(spec.run_id, "failed", {"error": exc.message, "hint": exc.hint})
         yield Failed(spec.run_id, exc.message, exc.hint, exc.exit_code)
 
@@ -501,7 +502,7 @@ class Engine:
         host = self._host(spec, instance, wait=0.0 if resume else float(boot_wait or 0.0))
         yield SshReady(spec.run_id, host.label)
         rd = RunDir(host, spec.run_id)
-        self.store.update_run(spec.run_id, status=RunStatus.SYNCING, remote_dir=rd.path)
+        transition(self.store, spec.run_id, RunStatus.SYNCING, remote_dir=rd.path)
         python, nproc, notices = self._environment(host, spec)
         yield from notices
         code_dir = yield from rd.upload_code(self.settings.cache_dir)
@@ -511,7 +512,7 @@ class Engine:
         train["out_dir"] = rd.path
         if spec.workdir:
             train["workdir"] = rd.work
-        self.store.update_run(spec.run_id, status=RunStatus.STARTING)
+        transition(self.store, spec.run_id, RunStatus.STARTING)
         owned = self.created_for(spec, instance)
         # A machine gpuctl did not create for this run: its limits stop the trainer only.
         shutdown = provider.agent_shutdown(instance) if owned else {"action": "none"}
@@ -524,7 +525,7 @@ class Engine:
         answer = rd.start(
             code_dir=code_dir, python=python, train=train, agent=agent, resume=resume, env=env
         )
-        self.store.update_run(spec.run_id, status=RunStatus.RUNNING, reason="")
+        transition(self.store, spec.run_id, RunStatus.RUNNING, reason="")
         self._event(spec.run_id, "started", {"host": host.label, "resume": resume, **answer})
         yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
         return True
@@ -913,7 +914,7 @@ class Engine:
             yield Notice(run.id, f"run {run.id} already {run.status.value}: nothing to stop")
             return run.status
         _instance, host = self.locate(run)
-        self.store.update_run(run.id, status=RunStatus.STOPPING)
+        transition(self.store, run.id, RunStatus.STOPPING)
         yield Notice(run.id, f"stopping {run.id}: the trainer finishes its step and checkpoints")
         answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason)
         status = self._final_status(run.id, answer.get("status") or {})
@@ -1080,8 +1081,8 @@ class Engine:
         run = self.store.get_run(run.id)
         removed = "instance removed" if mine else "machine released"
         if run.status.active:
-            self.store.update_run(run.id, status=RunStatus.STOPPED, reason=removed)
-        elif run.status == RunStatus.STOPPED and run.reason.startswith("stopped by user"):
+            transition(self.store, run.id, RunStatus.STOPPED, reason=removed)
+        elif run.status == RunStatus.STOPPED and Reason.of(run.reason) is Reason.USER:
             self.store.update_run(run.id, reason=f"stopped by user: {removed}")
         return None
 
@@ -1193,7 +1194,7 @@ class Engine:
         try:
             yield from self._start_on(instance, spec, resume=True)
         except GpuctlError as exc:
-            self.store.update_run(run.id, status=RunStatus.FAILED, reason=exc.message)
+            transition(self.store, run.id, RunStatus.FAILED, reason=exc.message)
             yield Failed(run.id, exc.message, exc.hint, exc.exit_code)
             return RunStatus.FAILED
         status = yield from self.follow(run.id, from_start=False, tail_lines=0)

@@ -36,6 +36,7 @@ from .errors import GpuctlError
 from .models import Instance, InstanceState, Market, Run, RunStatus
 from .ownership import is_ours
 from .rundir import RunDir
+from .runs.status import transition
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -202,9 +203,7 @@ def _destroy_off(engine: Engine, provider: Any, inst: Instance, run: Run) -> Fin
     if not run.results_dir:
         message += "; its results had not been downloaded"
     if run.status.active:
-        engine.store.update_run(
-            run.id, status=RunStatus.STOPPED, reason=message[:2000], eta_seconds=None
-        )
+        transition(engine.store, run.id, RunStatus.STOPPED, reason=message[:2000], eta_seconds=None)
     engine._event(run.id, "teardown", {"instance": inst.id, "action": "terminated"})
     return Finding(run.id, inst.id, "destroyed", message)
 
@@ -254,22 +253,23 @@ def _foreigners(engine: Engine, foreign: Mapping[str, Instance]) -> list[Finding
 def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
     if run.status == RunStatus.STARTING and run.remote_dir and _trainer_runs(engine, run):
         message = "gpuctl was killed just after starting it; the trainer runs: adopted"
-        engine.store.update_run(run.id, status=RunStatus.RUNNING, reason="")
+        transition(engine.store, run.id, RunStatus.RUNNING, reason="")
         return Finding(run.id, run.instance_id, "adopted", message)
     claims = engine.store.events(run.id, kinds=["owner"])
     pid = f" (pid {claims[-1].get('pid')})" if claims else ""
     doing = "recovering" if run.status == RunStatus.RECOVERING else "launching"
     message = f"gpuctl was killed while {doing} it{pid}"
-    changes: dict[str, Any] = {"status": RunStatus.FAILED}
+    changes: dict[str, Any] = {}
+    status = RunStatus.FAILED
     instance_id = run.instance_id
     if inst is not None:
         instance_id = inst.id
         changes["instance_id"] = inst.id
         message += f"; its instance {inst.id} is an orphan: `gpuctl down --orphans` removes it"
     if doing == "recovering":
-        changes["status"] = RunStatus.INTERRUPTED
+        status = RunStatus.INTERRUPTED
         message += f"; `gpuctl resume {run.id}` continues it"
-    engine.store.update_run(run.id, reason=message, **changes)
+    transition(engine.store, run.id, status, message, **changes)
     return Finding(run.id, instance_id, "launch_killed", message)
 
 
@@ -303,7 +303,7 @@ def _vanished(engine: Engine, run: Run) -> Finding | None:
         if spot
         else f"vanished from {run.provider}"
     )
-    engine.store.update_run(run.id, status=status, reason=message, eta_seconds=None)
+    transition(engine.store, run.id, status, reason=message, eta_seconds=None)
     engine.store.mark_instance_gone(run.provider, run.instance_id)
     return Finding(run.id, run.instance_id, "vanished", message)
 

@@ -43,6 +43,7 @@ from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .rundir import RunDir
+from .runs.status import Reason, transition
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -52,8 +53,8 @@ log = logging.getLogger("gpuctl.recovery")
 
 Events = Generator[Event, None, Any]
 
-SPOT_REASON = "spot interruption"  # the agent's stop reason on a notice (agent.SPOT_REASON)
-GONE_PREFIX = "instance gone"  # reason when the provider says the machine no longer exists
+SPOT_REASON = Reason.SPOT.value  # the agent's stop reason on a notice (agent.SPOT_REASON)
+GONE_PREFIX = Reason.GONE.value  # the provider says the machine no longer exists
 DEFAULT_METADATA_URL = "http://169.254.169.254"
 CHECKPOINT_URL_ENV = "GPUCTL_CHECKPOINT_PUT_URL"  # agent/cloud.py reads it
 # What recovery carries from the old machine to the new one (resume needs last.pt; the
@@ -416,12 +417,8 @@ def needs_recovery(run: Run, status: RunStatus | None) -> bool:
         return False
     if status == RunStatus.LOST:
         return True
-    reason = (run.reason or "").lower()
-    return (
-        reason == SPOT_REASON
-        or reason.startswith(GONE_PREFIX)
-        or reason.startswith("agent got signal")  # the machine is shutting down
-    )
+    # The machine is shutting down under the agent (a signal) counts as the cloud's doing.
+    return Reason.of(run.reason) in (Reason.SPOT, Reason.GONE, Reason.SIGNAL)
 
 
 def supervise(engine: Engine, run_id: str, status: RunStatus | None) -> Events:
@@ -467,7 +464,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     old = engine._instance_of(run)
     pulled = None
     alive = old is not None and old.state != InstanceState.TERMINATED
-    if alive and not reason.startswith(GONE_PREFIX):
+    if alive and Reason.of(reason) is not Reason.GONE:
         pulled = yield from pull_checkpoint(engine, run)  # while the machine still answers
     if pulled is None and fetch_from_bucket(engine, run, local_dir(engine, run) / "last.pt"):
         yield Notice(run_id, "checkpoint fetched from the bucket (the agent pushed it)")
@@ -475,7 +472,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     if ckpt is None and manual:  # by hand, with the machine gone: nothing to resume from
         from .results import what_is_saved
 
-        store.update_run(run_id, status=run.status)
+        transition(store, run_id, run.status)
         yield Failed(
             run_id,
             f"run {run_id} has no checkpoint to resume from: its machine is gone and no "
@@ -490,7 +487,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     same = fate == "alive"
     if fate == "unreachable":
         message = f"{old.id if old else 'the machine'} runs but does not answer"
-        store.update_run(run_id, status=RunStatus.INTERRUPTED, reason=message)
+        transition(store, run_id, RunStatus.INTERRUPTED, reason=message)
         yield Failed(
             run_id,
             message,
@@ -518,7 +515,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
             yield from _terminate(engine, run, instance)
             _forget(engine, instance)
         message = f"recovery failed: {error.message}"
-        store.update_run(run_id, status=RunStatus.INTERRUPTED, reason=message)
+        transition(store, run_id, RunStatus.INTERRUPTED, reason=message)
         engine._event(run_id, "recovery_failed", {"attempt": attempt, "error": error.message})
         yield Failed(run_id, message, error.hint or f"`gpuctl resume {run_id}`", error.exit_code)
         return None
@@ -542,7 +539,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
 
 
 def _describe(reason: str) -> str:
-    if reason == SPOT_REASON:
+    if Reason.of(reason) is Reason.SPOT:
         return "spot interruption notice: the trainer checkpointed"
     return reason
 
@@ -563,7 +560,7 @@ def await_fate(engine: Engine, run: Run, old: Instance | None, attempt: int) -> 
     grace = float(profile.get("spot_grace_seconds", 150.0))
     poll = float(profile.get("recovery_poll_seconds", 5.0))
     silent = float(profile.get("unreachable_seconds", 300.0))
-    deadline = time.monotonic() + (grace if run.reason == SPOT_REASON else 0.0)
+    deadline = time.monotonic() + (grace if Reason.of(run.reason) is Reason.SPOT else 0.0)
     said = started = False
     while True:
         try:
@@ -644,9 +641,10 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
     store = engine.store
     spec = run.launch_spec
     if spec.instance_id:
-        store.update_run(
+        transition(
+            store,
             run.id,
-            status=RunStatus.INTERRUPTED,
+            RunStatus.INTERRUPTED,
             reason=f"{GONE_PREFIX}: {spec.instance_id} (not gpuctl's to replace)",
         )
         yield Failed(
@@ -659,7 +657,7 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
     left = cost.remaining_for(store, engine.settings, spec.provider, run.budget, run_id=run.id)
     if left is not None and left[0] <= 0:
         message = f"not relaunching {run.id}: {left[1]} is used up"
-        store.update_run(run.id, status=RunStatus.BUDGET, reason=message)
+        transition(store, run.id, RunStatus.BUDGET, reason=message)
         engine._event(run.id, "recovery_refused", {"attempt": attempt, "reason": message})
         yield Failed(
             run.id, message, "raise the budget, then `gpuctl resume " + run.id + "`", EXIT_BUDGET
@@ -671,9 +669,7 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
     try:
         instance = yield from engine.create_instance(new_spec)
     except GpuctlError as exc:
-        store.update_run(
-            run.id, status=RunStatus.INTERRUPTED, reason=f"relaunch failed: {exc.message}"
-        )
+        transition(store, run.id, RunStatus.INTERRUPTED, reason=f"relaunch failed: {exc.message}")
         engine._event(run.id, "recovery_failed", {"attempt": attempt, "error": exc.message})
         yield Failed(
             run.id,
@@ -761,7 +757,7 @@ def vanished(engine: Engine, run: Run, *, force: bool = False) -> str | None:
     reason = f"{GONE_PREFIX}: {run.instance_id} " + (
         "(spot capacity reclaimed)" if spot else "no longer exists"
     )
-    engine.store.update_run(run.id, status=RunStatus.INTERRUPTED, reason=reason)
+    transition(engine.store, run.id, RunStatus.INTERRUPTED, reason=reason)
     engine._event(run.id, "vanished", {"instance": run.instance_id, "spot": spot})
     return reason
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import GpuctlError
 from .models import Run, RunStatus
 from .rundir import RunDir
+from .runs.status import Reason
 from .tail import last_lines
 
 if TYPE_CHECKING:
@@ -56,14 +57,15 @@ def outcome(run: Run, agent: Mapping[str, Any]) -> tuple[RunStatus, str]:
     trainer = agent.get("trainer") or {}
     phase = trainer.get("phase")
     reason = str(agent.get("reason") or trainer.get("reason") or "")
-    if run.reason == "budget" or reason.startswith("budget"):
+    why = Reason.of(reason)
+    if Reason.of(run.reason) is Reason.BUDGET or why is Reason.BUDGET:
         return RunStatus.BUDGET, reason
-    if reason.startswith("stalled"):  # the agent's stall guard stopped it
+    if why is Reason.STALL:  # the agent's stall guard stopped it
         return RunStatus.STALLED, reason
     if phase == "finished":
         return RunStatus.FINISHED, reason
     if phase == "interrupted":
-        asked = "user" in reason or run.status == RunStatus.STOPPING
+        asked = why is Reason.USER or run.status == RunStatus.STOPPING
         return (RunStatus.STOPPED if asked else RunStatus.INTERRUPTED), reason
     if not agent:
         return RunStatus.LOST, "the run's directory is gone from its machine"

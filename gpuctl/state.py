@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import NotFoundError, StateError
 from .models import Instance, InstanceState, PriceSegment, Run, RunStatus
+from .runs.status import IllegalTransition, sources
 
 APPLICATION_ID = 0x67707563  # "gpuc"
 SCHEMA_VERSION = 2
@@ -280,7 +281,9 @@ class Store:
         if "spec" in changes:
             changes["spec"] = json.dumps(dict(changes["spec"]), sort_keys=True, default=str)
         if "status" in changes:
-            changes["status"] = RunStatus(changes["status"]).value
+            raise IllegalTransition(
+                "a run's status changes through gpuctl.runs.status.transition, not update_run"
+            )
         with self._tx() as db:
             cur = db.execute(
                 f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
@@ -306,7 +309,9 @@ class Store:
         cannot both win. `event` (kind, data) is recorded in the same transaction, so
         whoever loses can already read who won.
         """
-        wanted = [RunStatus(s).value for s in expected]
+        # Only from where the state machine allows: the table, not the caller, has the
+        # last word (a finished run never moves again).
+        wanted = sorted(s.value for s in sources(to, expected))
         if not wanted:
             return False
         changes = {**fields, "status": RunStatus(to).value}

@@ -8,6 +8,7 @@ from textual.widgets import Checkbox, Static
 
 from gpuctl.events import LogLines
 from gpuctl.models import InstanceState, RunStatus
+from gpuctl.runs.status import transition
 from gpuctl.tui.messages import RunEvent
 from gpuctl.tui.screens.launch import LaunchScreen
 from gpuctl.tui.screens.run import RunScreen
@@ -66,7 +67,7 @@ async def test_the_state_column_shows_a_whole_ended_state(gpuctl_home, make_app,
     store = demo.seed(gpuctl_home)
     box = make_instance("fake", 5).evolve(state=InstanceState.STOPPING, run_id=demo.FAILED)
     store.put_instance(box)
-    store.update_run(demo.FAILED, status=RunStatus.INTERRUPTED, instance_id=box.id)
+    transition(store, demo.FAILED, RunStatus.INTERRUPTED, instance_id=box.id)
     store.close()
     app = make_app(live=False, clock=lambda: demo.NOW)
     async with app.run_test(size=size) as pilot:

@@ -7,6 +7,7 @@ from textual.widgets import Input, Select, Static
 
 from gpuctl.events import Finished, GpuSampled, TornDown
 from gpuctl.models import GpuSample, RunStatus
+from gpuctl.runs.status import transition
 from gpuctl.state import Store
 from gpuctl.tui.messages import RunEvent
 from gpuctl.tui.screens.confirm import ConfirmScreen
@@ -61,7 +62,7 @@ async def test_an_open_run_screen_follows_the_store(seeded, make_app):
         assert "training" in title(app)
         with Store(seeded / "state.db") as store:
             run = store.get_run(demo.TRAINING)
-            store.update_run(run.id, status=RunStatus.STOPPED, reason="stopped by user")
+            transition(store, run.id, RunStatus.STOPPED, "stopped by user")
             store.mark_instance_gone(run.provider, run.instance_id)
         app.post_message(RunEvent(TornDown(demo.TRAINING, run.instance_id, "terminated")))
         await wait_for(lambda: "stopped" in title(app), what="stopped in the header")

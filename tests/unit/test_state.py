@@ -11,6 +11,7 @@ import pytest
 
 from gpuctl.errors import NotFoundError, StateError
 from gpuctl.models import Instance, InstanceState, PriceSegment, Run, RunStatus
+from gpuctl.runs.status import transition
 from gpuctl.state import SCHEMA_VERSION, Store
 
 
@@ -33,7 +34,8 @@ def test_runs_round_trip_and_prefix_lookup(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     store.add_run(make_run())
     store.add_run(make_run("fast-261123-ffff", preset="fast"))
-    run = store.update_run("validate-261123-a1b2", epoch=2, metric=0.5, status="finished")
+    assert transition(store, "validate-261123-a1b2", RunStatus.FINISHED, epoch=2, metric=0.5)
+    run = store.get_run("validate-261123-a1b2")
     assert run.status == RunStatus.FINISHED and run.epoch == 2 and run.metric == 0.5
     assert store.get_run("fast-26").id == "fast-261123-ffff"
     assert run.launch_spec.preset == "validate"
