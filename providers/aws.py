@@ -57,7 +57,7 @@ from .aws_errors import (
     quota_hint,
     quota_name,
 )
-from .base import FLAGS, SHUTDOWN_POWEROFF, Billing, Listing
+from .base import FLAGS, SHUTDOWN_POWEROFF, Billing, Capability, Listing
 
 if TYPE_CHECKING:
     from gpuctl.host import Host
@@ -132,6 +132,10 @@ class AwsProvider:
         per_second=True, minimum_seconds=60, billed_when_stopped=False, storage_gb_month=0.08
     )
     launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS) - {"host", "identity"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SPOT_PRICE_HISTORY, Capability.SPOT_NOTICE, Capability.CHECKPOINT_STORAGE}
+    )
+    default_type: ClassVar[str | None] = DEFAULT_TYPE
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile
