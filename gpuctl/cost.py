@@ -285,12 +285,14 @@ def backfill_spot_prices(
 def sync_spot_prices(store: Store, provider: Any, instances: Iterable[Instance]) -> int:
     """Re-price running spot instances from the provider's spot price history, if it has one.
 
-    A provider opts in with `spot_price_history(instance, since) -> [(time, $/h), ...]`
-    (AWS: describe_spot_price_history for the instance's type and zone). Called on every
-    refresh, so prices are sampled while gpuctl runs and back-filled on the next contact.
+    A provider declares Capability.SPOT_PRICE_HISTORY and answers
+    `spot_price_history(instance, since) -> [(time, $/h), ...]` (AWS: DescribeSpotPriceHistory
+    for the instance's type and zone, cached a few minutes). Called on every refresh, so
+    prices are sampled while gpuctl runs and back-filled on the next contact.
     """
-    history = getattr(provider, "spot_price_history", None)
-    if history is None:
+    from gpuctl.providers.base import Capability
+
+    if Capability.SPOT_PRICE_HISTORY not in provider.capabilities:
         return 0
     changed = 0
     for inst in instances:
@@ -300,7 +302,7 @@ def sync_spot_prices(store: Store, provider: Any, instances: Iterable[Instance])
         if seg is None:
             continue
         try:
-            points = history(inst, seg.start)
+            points = provider.spot_price_history(inst, seg.start)
         except Exception:  # a failed price lookup must never break a listing
             continue
         changed += backfill_spot_prices(store, inst, points)

@@ -12,7 +12,6 @@ asks the provider for the offer's price (the CLI's launch, the TUI's launch moda
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import statistics
@@ -385,14 +384,11 @@ def pick_offer(offers: Sequence[Offer], instance_type: str | None) -> Offer | No
 
 
 def _default_type(provider: Any) -> str | None:
-    """The type a provider launches when none is named (profile, else its DEFAULT_TYPE)."""
-    profile = getattr(provider, "profile", None)
-    named = profile.get("instance_type") if profile is not None else None
+    """The type a provider launches when none is named (profile, else its default_type)."""
+    named = provider.profile.get("instance_type")
     if named:
         return str(named)
-    module = importlib.import_module(type(provider).__module__)
-    value = getattr(module, "DEFAULT_TYPE", None)
-    return str(value) if value else None
+    return str(provider.default_type) if provider.default_type else None
 
 
 def offer_for(provider: Any, spec: LaunchSpec) -> Offer | None:
@@ -435,7 +431,7 @@ def estimate_spec(
             offer = offer_for(provider, spec)
         except Exception:  # no credentials or network yet: hours only
             offer = None
-    kind = getattr(provider, "kind", "local")
+    kind = provider.kind
     billing = cost.billing_of_kind(kind)
     price = None
     itype = spec.instance_type or ""

@@ -49,6 +49,7 @@ from .host import Host
 from .local_host import LocalHost
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .numbers import finite_nonnegative, finite_positive
+from .providers.base import Capability
 from .rundir import RunDir
 from .runs.status import Reason, transition
 from .settings import Settings
@@ -76,9 +77,7 @@ def _refuse_unsupported(profile: Any, **given: Any) -> None:
     spot or a p4d must not get a CPU run on the laptop, nor an estimate for the wrong type."""
     from gpuctl.providers.base import FLAGS, kinds_honouring, provider_class
 
-    honoured = getattr(provider_class(profile.provider), "launch_flags", None)
-    if honoured is None:  # a driver that does not say: assume it reads them all
-        return
+    honoured = provider_class(profile.provider).launch_flags
     for key, value in given.items():
         if value in (None, False, (), [], "") or key in honoured or key not in FLAGS:
             continue
@@ -974,8 +973,11 @@ class Engine:
         user typed its name. An ssh box is only let go of, so it needs no confirmation.
         """
         provider = self.provider(instance.provider)
-        ended = getattr(provider, "billing_ended_at", None)  # local: when the trainer exited
-        end = ended(instance) if ended is not None else None
+        end = (  # local: when the trainer exited
+            provider.billing_ended_at(instance)
+            if Capability.BILLING_END_TIME in provider.capabilities
+            else None
+        )
         if not confirmed and provider.kind != "ssh" and not self.is_ours(instance):
             raise ConfigError(
                 f"{instance.id} was not created by this gpuctl "

@@ -42,6 +42,7 @@ from .errors import (
 from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
+from .providers.base import Capability
 from .rundir import RunDir
 from .runs.status import Reason, transition
 
@@ -158,7 +159,7 @@ def metadata_url(engine: Engine, spec: LaunchSpec, instance: Instance) -> str | 
     if url:
         return str(url)
     provider = engine.provider(spec.provider)
-    if getattr(provider, "kind", "") == "aws" and instance.market == Market.SPOT:
+    if Capability.SPOT_NOTICE in provider.capabilities and instance.market == Market.SPOT:
         return DEFAULT_METADATA_URL
     return None
 
@@ -202,6 +203,7 @@ def agent_destroy_token(
     provider = engine.provider(spec.provider)
     if not provider.billing.billed_when_stopped:
         return cfg, {}, []
+    destroys = Capability.SELF_DESTROY in provider.capabilities
     env: dict[str, str] = {}
     why = ""
     for key in ("shutdown", "budget_shutdown"):
@@ -210,7 +212,7 @@ def agent_destroy_token(
             continue
         token_env = str(shutdown.get("token_env") or "")
         token = os.environ.get(token_env, "").strip() if token_env else ""
-        full = os.environ.get(str(getattr(provider, "token_env", "")), "").strip()
+        full = os.environ.get(provider.token_env, "").strip() if destroys else ""
         if token and token != full:
             env[token_env] = token
             continue
@@ -231,7 +233,7 @@ def agent_destroy_token(
             )
             return cfg, env, [Notice(spec.run_id, message, "warning")]
         return cfg, env, []
-    agent_env = getattr(provider, "agent_token_env", "a droplet-scoped token variable")
+    agent_env = provider.agent_token_env if destroys else "a droplet-scoped token variable"
     message = (
         f"a limit on the machine can only power {instance.id} off, and {spec.provider} still "
         f"bills it off (${price}/h) until gpuctl next lists it and destroys it"
@@ -244,7 +246,7 @@ def agent_destroy_token(
 
 def _s3(engine: Engine, spec: LaunchSpec, region: str | None) -> Any:
     provider = engine.provider(spec.provider)
-    if not hasattr(provider, "s3"):
+    if Capability.CHECKPOINT_STORAGE not in provider.capabilities:
         raise GpuctlError(
             f"--checkpoint-bucket needs S3; provider {spec.provider} has none",
             hint="use it with an AWS profile, or leave it out (gpuctl pulls the checkpoint)",

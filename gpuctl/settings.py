@@ -200,6 +200,7 @@ PROFILE_KEYS: dict[str, Check] = {
     "connect_timeout": _number(above=0.0),
     "spot_poll_seconds": _number(above=0.0),
     "spot_grace_seconds": _number(above=0.0),
+    "spot_history_seconds": _number(at_least=0.0),
     "recovery_poll_seconds": _number(above=0.0),
     "unreachable_seconds": _number(above=0.0),
 }

@@ -57,7 +57,7 @@ from .aws_errors import (
     quota_hint,
     quota_name,
 )
-from .base import FLAGS, SHUTDOWN_POWEROFF, Billing, Listing
+from .base import FLAGS, SHUTDOWN_POWEROFF, Billing, Capability, Listing
 
 if TYPE_CHECKING:
     from gpuctl.host import Host
@@ -94,6 +94,8 @@ GPU_TYPE_PATTERNS = ["g*", "p*", "dl*"]  # every EC2 family with GpuInfo starts 
 TYPES_MAX_AGE = 24 * 3600.0
 SPOT_MAX_AGE = 300.0  # spot prices move; "cached briefly"
 LAUNCH_SPOT_MAX_AGE = 60.0
+SPOT_HISTORY_MAX_AGE = 300.0  # one DescribeSpotPriceHistory per type and zone per 5 min
+SPOT_HISTORY_DAYS = 90  # how far back AWS keeps spot price history
 PRICING_MAX_AGE = 7 * 24 * 3600.0
 PRICING_RETRY_AFTER = 24 * 3600.0
 
@@ -132,6 +134,10 @@ class AwsProvider:
         per_second=True, minimum_seconds=60, billed_when_stopped=False, storage_gb_month=0.08
     )
     launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS) - {"host", "identity"}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SPOT_PRICE_HISTORY, Capability.SPOT_NOTICE, Capability.CHECKPOINT_STORAGE}
+    )
+    default_type: ClassVar[str | None] = DEFAULT_TYPE
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile
@@ -478,6 +484,67 @@ class AwsProvider:
             out.setdefault(itype, {})[zone] = price
         self._cache_put(key, out)
         return out
+
+    def spot_price_history(self, instance: Instance, since: float) -> list[tuple[float, float]]:
+        """(unix time, $/h) changes of the Linux spot price of the instance's type in its
+        zone since `since`, oldest first, with the change in effect at `since` first.
+
+        The meter asks on every refresh, for every running spot instance: one answer per
+        type and zone is reused for `spot_history_seconds` (5 min) while it reaches back
+        far enough, so a listing costs no API call most of the time.
+        """
+        zone = instance.zone
+        if instance.market != Market.SPOT or not zone or not instance.instance_type:
+            return []
+        now = time.time()
+        since = max(float(since), now - SPOT_HISTORY_DAYS * 86400.0)
+        region, aws_profile = self._target_of(instance)
+        key = f"spot-history:{region}:{aws_profile or ''}:{instance.instance_type}:{zone}"
+        max_age = float(self.profile.get("spot_history_seconds", SPOT_HISTORY_MAX_AGE))
+        cached = self._cache_get(key, max_age)
+        if cached is not None and float(cached.get("since", now)) <= since:
+            if cached.get("error"):
+                raise ProviderError(str(cached["error"]))
+            points = [(float(t), float(p)) for t, p in cached.get("points", [])]
+            return _in_effect_since(points, since)
+        try:
+            points = self._fetch_spot_history(
+                region, aws_profile, instance.instance_type, zone, since
+            )
+        except GpuctlError as exc:  # remembered too: a denied call must not slow every listing
+            self._cache_put(key, {"since": since, "points": [], "error": exc.one_line()})
+            raise
+        self._cache_put(key, {"since": since, "points": points})
+        return _in_effect_since(points, since)
+
+    def _fetch_spot_history(
+        self, region: str, aws_profile: str | None, itype: str, zone: str, since: float
+    ) -> list[tuple[float, float]]:
+        """DescribeSpotPriceHistory for one type and zone, Linux/UNIX, since `since`."""
+        ctx = self._ctx(region, aws_profile=aws_profile, action="reading spot price history")
+        points: dict[float, float] = {}
+        with aws_errors(**ctx):
+            paginator = self._ec2(region, aws_profile).get_paginator("describe_spot_price_history")
+            pages = paginator.paginate(
+                InstanceTypes=[itype],
+                AvailabilityZone=zone,
+                ProductDescriptions=["Linux/UNIX"],
+                StartTime=dt.datetime.fromtimestamp(since, dt.UTC),
+            )
+            for page in pages:
+                for record in page.get("SpotPriceHistory", []):
+                    if not str(record.get("ProductDescription", "")).startswith("Linux/UNIX"):
+                        continue
+                    if record.get("InstanceType") != itype:
+                        continue
+                    if record.get("AvailabilityZone") != zone:
+                        continue
+                    stamp = record.get("Timestamp")
+                    price = _float(record.get("SpotPrice"))
+                    if not isinstance(stamp, dt.datetime) or price is None or price < 0:
+                        continue
+                    points[stamp.timestamp()] = price
+        return sorted(points.items())
 
     # -- on-demand prices from the Pricing API ----------------------------------------------
 
@@ -1171,6 +1238,13 @@ def _float(value: Any) -> float | None:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def _in_effect_since(points: list[tuple[float, float]], since: float) -> list[tuple[float, float]]:
+    """The changes after `since`, led by the last one at or before it (the price then)."""
+    ordered = sorted(points)
+    before = [p for p in ordered if p[0] <= since]
+    return before[-1:] + [p for p in ordered if p[0] > since]
 
 
 def _reason(error: GpuctlError) -> str:

@@ -6,6 +6,7 @@ Drivers are imported lazily by name so `gpuctl --help` never pays for boto3 or p
 
 from __future__ import annotations
 
+import enum
 import importlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
@@ -90,6 +91,35 @@ def limit_shutdown(shutdown: dict[str, Any], policy: str, *, spot: bool) -> dict
     return {**shutdown, "policy": policy}
 
 
+class Capability(enum.Enum):
+    """What a driver can do beyond the required verbs; callers ask
+    `Capability.X in provider.capabilities`, never whether an attribute happens to exist."""
+
+    # spot_price_history(instance, since): the market's price changes (the meter re-prices).
+    SPOT_PRICE_HISTORY = "spot_price_history"
+    # The machine's metadata service posts a spot interruption notice (AWS IMDS): the agent
+    # watches it and checkpoints before the machine is taken.
+    SPOT_NOTICE = "spot_notice"
+    # s3(region): object storage the machine can upload a checkpoint to (--checkpoint-bucket).
+    CHECKPOINT_STORAGE = "checkpoint_storage"
+    # token_env / agent_token_env: the machine can destroy itself with a scoped API token.
+    SELF_DESTROY = "self_destroy"
+    # billing_ended_at(instance): the driver knows when billing stopped (local: trainer exit).
+    BILLING_END_TIME = "billing_end_time"
+
+
+# The attributes each capability promises (tests/unit/test_capabilities.py checks that
+# a driver declares a capability exactly when it has them); () for a promise about the
+# machine rather than a verb.
+VERBS: dict[Capability, tuple[str, ...]] = {
+    Capability.SPOT_PRICE_HISTORY: ("spot_price_history",),
+    Capability.SPOT_NOTICE: (),
+    Capability.CHECKPOINT_STORAGE: ("s3",),
+    Capability.SELF_DESTROY: ("token_env", "agent_token_env"),
+    Capability.BILLING_END_TIME: ("billing_ended_at",),
+}
+
+
 @runtime_checkable
 class Provider(Protocol):
     """What the lifecycle needs from a cloud; implementations live beside this file."""
@@ -97,7 +127,10 @@ class Provider(Protocol):
     kind: ClassVar[str]  # "local" | "ssh" | "aws" | "digitalocean"
     billing: ClassVar[Billing]
     launch_flags: ClassVar[frozenset[str]]  # keys of FLAGS this driver honours
+    capabilities: ClassVar[frozenset[Capability]]  # the optional verbs it has (VERBS)
+    default_type: ClassVar[str | None]  # what it launches when no type is named
     name: str  # profile name ("aws", "amd", "aws-emulator"...)
+    profile: Profile
 
     def check(self) -> None:
         """Raise CredentialsError/ConfigError quickly if this provider cannot be used."""
@@ -143,6 +176,33 @@ class Provider(Protocol):
         ...
 
 
+# -- the optional verbs, one protocol per Capability ------------------------------------------
+
+
+class SpotPriceHistory(Protocol):
+    def spot_price_history(self, instance: Instance, since: float) -> list[tuple[float, float]]:
+        """(unix time, $/h) changes of the spot price of the instance's type and zone since
+        `since`, oldest first, including the change in effect at `since`."""
+        ...
+
+
+class CheckpointStorage(Protocol):
+    def s3(self, region: str | None = None) -> Any:
+        """A boto3 S3 client on the provider's credentials (presigned checkpoint uploads)."""
+        ...
+
+
+class SelfDestroy(Protocol):
+    token_env: str  # the full-access token's variable: never sent to a machine
+    agent_token_env: str  # the droplet-scoped token's variable the machine may hold
+
+
+class BillingEndTime(Protocol):
+    def billing_ended_at(self, instance: Instance) -> float | None:
+        """When the machine stopped billing, or None while it bills."""
+        ...
+
+
 # kind -> "module:Class", imported on first use.
 _REGISTRY: dict[str, str] = {
     "local": "gpuctl.providers.local:LocalProvider",
@@ -184,7 +244,7 @@ def kinds_honouring(flag: str) -> list[str]:
     out = []
     for kind in kinds():
         try:
-            honoured = getattr(provider_class(kind), "launch_flags", frozenset(FLAGS))
+            honoured = provider_class(kind).launch_flags
         except ConfigError:
             continue
         if flag in honoured:

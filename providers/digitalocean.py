@@ -47,7 +47,7 @@ from gpuctl.ownership import TAG_PREFIX as TAG_INSTALLATION_PREFIX
 from gpuctl.ownership import from_tags as installation_from_tags
 
 from . import do_catalog as catalog
-from .base import SHUTDOWN_DESTROY, SHUTDOWN_POWEROFF, Billing, Listing
+from .base import SHUTDOWN_DESTROY, SHUTDOWN_POWEROFF, Billing, Capability, Listing
 
 if TYPE_CHECKING:
     from gpuctl.host import Host
@@ -138,6 +138,8 @@ class DigitalOceanProvider:
     launch_flags: ClassVar[frozenset[str]] = frozenset(
         {"spot", "fallback", "instance_type", "region", "regions", "max_price", "image"}
     )
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SELF_DESTROY})
+    default_type: ClassVar[str | None] = None  # the cheapest size that fits
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

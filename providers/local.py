@@ -24,7 +24,7 @@ from gpuctl.local_host import LocalHost
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Offer, SshTarget
 from gpuctl.settings import Profile, Settings
 
-from .base import SHUTDOWN_NONE, Billing, Listing
+from .base import SHUTDOWN_NONE, Billing, Capability, Listing
 
 PREFIX = "local-"
 
@@ -33,6 +33,8 @@ class LocalProvider:
     kind: ClassVar[str] = "local"
     billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=0.0)
     launch_flags: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.BILLING_END_TIME})
+    default_type: ClassVar[str | None] = None
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -25,7 +25,7 @@ from gpuctl.remote.endpoint import parse_host_spec, target_from_spec
 from gpuctl.remote.ssh_host import SshHost
 from gpuctl.settings import Profile, Settings
 
-from .base import SHUTDOWN_NONE, Billing, Listing
+from .base import SHUTDOWN_NONE, Billing, Capability, Listing
 
 TAG_IDENTITY = "gpuctl:identity"
 TAG_ALIAS = "gpuctl:host_alias"
@@ -41,6 +41,8 @@ class SshProvider:
     kind: ClassVar[str] = "ssh"
     billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=0.0)
     launch_flags: ClassVar[frozenset[str]] = frozenset({"host", "identity"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    default_type: ClassVar[str | None] = None
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -1,9 +1,10 @@
 """moto in server mode, reached by the real botocore wire path through AWS_ENDPOINT_URL.
 
-One server per session, reset before every test (POST /moto-api/reset). Two things moto
-cannot do over its API are seeded on the server side instead, leaving the client path
-untouched: Deep Learning AMIs owned by "amazon" (create_image would make them ours) and
-spot price history (moto answers a constant $0.00001).
+One server per session, reset before every test (POST /moto-api/reset). What moto
+cannot do over its API is seeded on the server side instead, leaving the client path
+untouched: Deep Learning AMIs owned by "amazon" (create_image would make them ours), spot
+price history (moto answers a constant $0.00001 from 2006) and an instance launched hours
+ago (moto stamps the create call's time).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import logging
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,34 +126,93 @@ def register_ami(
     return str(ami.id)
 
 
+def backdate(region: str, instance_id: str, launched_at: float) -> None:
+    """Make moto report `launched_at` as the instance's LaunchTime."""
+    from moto.ec2.models import ec2_backends
+
+    instance = ec2_backends[ACCOUNT][region].get_instance(instance_id)
+    instance.launch_time = dt.datetime.fromtimestamp(launched_at, dt.UTC).replace(tzinfo=None)
+
+
+SpotKey = tuple[str, str, str]  # (region, instance type, zone)
+
+
+@dataclass
+class SpotMarket:
+    """What moto's DescribeSpotPriceHistory serves, by (region, type, zone): explicit
+    price changes (unix time, $/h), and current prices (a dearer record 5 h ago, then now)."""
+
+    history: dict[SpotKey, list[tuple[float, float]]] = field(default_factory=dict)
+    current: dict[SpotKey, float] = field(default_factory=dict)
+
+
 @pytest.fixture
-def spot_prices(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str, str], float]:
-    """(region, type, zone) -> $/h served by moto's DescribeSpotPriceHistory."""
+def spot_market(monkeypatch: pytest.MonkeyPatch) -> SpotMarket:
+    """Served as AWS answers: the changes since StartTime plus the one in effect then, for
+    the InstanceTypes and AvailabilityZone asked."""
     from moto.core.responses import ActionResult
     from moto.ec2.responses.spot_instances import SpotInstances
 
-    table: dict[tuple[str, str, str], float] = {}
+    market = SpotMarket()
+    history, current = market.history, market.current
 
     def describe_spot_price_history(self: Any) -> Any:
         wanted = set(self._get_param("InstanceTypes", []))
-        history = []
-        for (region, itype, zone), price in sorted(table.items()):
+        zone_wanted = self._get_param("AvailabilityZone")
+        start = _when(self._get_param("StartTime"))
+        now = dt.datetime.now(dt.UTC).timestamp()
+        changes: dict[SpotKey, list[tuple[float, float]]] = {k: list(v) for k, v in history.items()}
+        for key, price in current.items():  # an older, dearer record first, then now
+            changes.setdefault(key, []).extend([(now - 5 * 3600, price * 1.3), (now, price)])
+        records = []
+        for (region, itype, zone), points in sorted(changes.items()):
             if region != self.region or (wanted and itype not in wanted):
                 continue
-            for age_h, factor in ((5, 1.3), (0, 1.0)):  # an older, dearer record first
-                history.append(
+            if zone_wanted and zone != zone_wanted:
+                continue
+            points = sorted(points)
+            if start is not None:
+                before = [p for p in points if p[0] <= start]
+                points = before[-1:] + [p for p in points if p[0] > start]
+            for at, price in points:
+                records.append(
                     {
                         "InstanceType": itype,
                         "ProductDescription": "Linux/UNIX",
-                        "SpotPrice": f"{price * factor:.6f}",
+                        "SpotPrice": f"{price:.6f}",
                         "AvailabilityZone": zone,
-                        "Timestamp": dt.datetime.now(dt.UTC) - dt.timedelta(hours=age_h),
+                        "Timestamp": dt.datetime.fromtimestamp(at, dt.UTC),
                     }
                 )
-        return ActionResult({"SpotPriceHistory": history})
+        return ActionResult({"SpotPriceHistory": records})
 
     monkeypatch.setattr(SpotInstances, "describe_spot_price_history", describe_spot_price_history)
-    return table
+    return market
+
+
+def _when(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        stamp = value
+    else:
+        stamp = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.timestamp()
+
+
+@pytest.fixture
+def spot_prices(spot_market: SpotMarket) -> dict[SpotKey, float]:
+    """(region, type, zone) -> $/h served by moto's DescribeSpotPriceHistory as the price
+    now (after a dearer record five hours ago)."""
+    return spot_market.current
+
+
+@pytest.fixture
+def spot_history(spot_market: SpotMarket) -> dict[SpotKey, list[tuple[float, float]]]:
+    """(region, type, zone) -> the spot price changes [(unix time, $/h)] moto serves."""
+    return spot_market.history
 
 
 @pytest.fixture

@@ -197,6 +197,7 @@ class TeardownProvider:
     """Just enough of a provider for Engine.finish: it records what was asked of it."""
 
     kind = "aws"
+    capabilities: frozenset[object] = frozenset()
 
     def __init__(self) -> None:
         from gpuctl.providers.aws import AwsProvider

@@ -10,7 +10,7 @@ import pytest
 from gpuctl import cost
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, Market
-from gpuctl.providers.base import Listing
+from gpuctl.providers.base import Capability, Listing
 from gpuctl.state import Store
 from tests.cost.conftest import T0, inst, run, settings_with
 
@@ -121,6 +121,7 @@ def test_stopped_aws_keeps_storage_and_stopped_droplet_keeps_billing(
 
 class FakeProvider:
     kind = "aws"
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self, instances: list[Instance]) -> None:
         self.instances = instances
@@ -145,6 +146,8 @@ def test_refresh_reconciles_and_records_a_flag(store: Store, gpuctl_home: Path) 
 
 
 class SpotProvider(FakeProvider):
+    capabilities = frozenset({Capability.SPOT_PRICE_HISTORY})
+
     def __init__(self, instances: list[Instance], points: list[tuple[float, float]]) -> None:
         super().__init__(instances)
         self.points = points

@@ -19,7 +19,7 @@ from gpuctl.errors import CredentialsError, NotFoundError, ProviderError
 from gpuctl.events import Event, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
 from gpuctl.ownership import installation_id
-from gpuctl.providers.base import SHUTDOWN_NONE, Billing, Listing
+from gpuctl.providers.base import FLAGS, SHUTDOWN_NONE, Billing, Capability, Listing
 from gpuctl.settings import Profile, Settings
 
 # A fixed epoch so listings (and snapshots) never depend on the wall clock.
@@ -72,6 +72,9 @@ def make_instance(profile: str, i: int, now: float = BASE_TIME) -> Instance:
 class FakeProvider:
     kind: ClassVar[str] = "fake"
     billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=60.0)
+    launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    default_type: ClassVar[str | None] = None
     calls: ClassVar[list[tuple[str, str]]] = []
     gone: ClassVar[set[str]] = set()
     failing: ClassVar[dict[str, str]] = {}  # profile name -> "credentials" | "error"
