@@ -682,7 +682,7 @@ def projected_total(run: Run, line: CostLine, now: float) -> float | None:
 
 
 def describe(line: CostLine) -> str:
-    """The one-liner: '2.5h elapsed, ~$4.98 spent, $1.99/h now'."""
+    """The one-liner: '2.5 h elapsed, ~$4.98 spent, $1.992/h now'."""
     parts = [f"{rough_duration(line.hours * 3600)} elapsed", f"~{money(line.spent)} spent"]
     if line.burn_per_hour:
         parts.append(f"{rate(line.burn_per_hour)} now")
