@@ -3,7 +3,8 @@
 Nothing here imports textual: a snapshot is built in a worker thread (it reads SQLite),
 handed to the UI thread in a message, and rendered there. Keeping the data layer pure
 (nvitop style) makes it testable without a terminal and keeps the UI thread free of I/O.
-Every value the store does not know is None and renders as "-" or "N/A", never as 0.
+Every value the store does not know is None and renders as "-", "N/A" or "$?" (gpuctl.format),
+never as 0.
 """
 
 from __future__ import annotations

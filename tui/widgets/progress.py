@@ -107,7 +107,7 @@ class CostLine(Static):
         if spent is not None and burn is not None and eta is not None:
             projected = spent + burn * eta / 3600.0
         out.append("projected ", style="dim")
-        out.append(money(projected) if projected is not None else "N/A")
+        out.append(money(projected, unknown="N/A"))
         if budget:
             fraction = (spent or 0.0) / budget
             style = "red" if fraction >= 1 else ("yellow" if fraction >= 0.8 else "")
