@@ -11,6 +11,7 @@ import math
 import pytest
 
 from gpuctl.format import BLANK, age, duration, money, percent, rate, rough_duration
+from gpuctl.models import Instance, InstanceState
 
 NOT_NUMBERS = [math.nan, math.inf, -math.inf]
 
@@ -26,6 +27,15 @@ def test_unknown_money_and_rates_never_read_as_zero() -> None:
     assert money(None, unknown=BLANK) == "-" and rate(None, unknown=BLANK) == "-"
     assert money(None, unknown="N/A", symbol=False) == "N/A"
     assert duration(None) == "-"
+
+
+@pytest.mark.parametrize(("price", "text"), [(None, "$?/h"), (1.99, "$1.990/h"), (0.0, "$0.000/h")])
+def test_a_powered_off_machine_says_what_it_still_bills(price: float | None, text: str) -> None:
+    """`gpuctl ls` and the control center's state column: an unknown price is not free."""
+    off = Instance(
+        "amd", "d-1", "r1", "atl1", "mi300x", InstanceState.STOPPED, price_per_hour=price
+    )
+    assert off.state_label(billed_when_stopped=True) == f"off, still billing {text}"
 
 
 @pytest.mark.parametrize("tiny", [0.001, 0.0049, 1e-9])
