@@ -23,6 +23,7 @@ from . import __version__
 from .console import Number, echo, fail, guarded, setup_logging
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
+from .format import BLANK, duration, money, percent, rate, rough_duration
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -62,19 +63,6 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
-
-
-def money(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"${value:.{digits}f}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
 _ENGINES: list[Any] = []  # this process's engines: what a Ctrl-C cut short is theirs to say
@@ -401,7 +389,7 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
         sys.exit(problems[0][1].exit_code)  # nothing to show: not a success
     rows = []
     for o in found:
-        saving = "" if o.spot_saving is None else f"-{o.spot_saving:.0%}"
+        saving = "" if o.spot_saving is None else f"-{percent(o.spot_saving)}"
         rows.append(
             [
                 o.provider,
@@ -410,8 +398,8 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
                 f"{o.gpu_memory_gb:g}" if o.gpu_memory_gb else "-",
                 str(o.vcpus),
                 f"{o.memory_gb:g}",
-                money(o.price_per_hour, 3),
-                money(o.spot_price_per_hour, 3),
+                money(o.price_per_hour, digits=3, unknown=BLANK),
+                money(o.spot_price_per_hour, digits=3, unknown=BLANK),
                 saving,
                 o.region or ",".join(o.regions[:3]),
             ]
@@ -568,7 +556,7 @@ def ls(
                 (f"{inst.gpu_count}x {inst.gpu_name}" if inst.gpu_count else "-"),
                 state,
                 duration(inst.uptime(now)),
-                money(metered[inst.key].burn_per_hour, 3),
+                money(metered[inst.key].burn_per_hour, digits=3, unknown=BLANK),
                 run.status.value if run else "-",
                 metered[inst.key].note,
             ]
@@ -624,7 +612,6 @@ def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
 def status(run_id: str, as_json: bool) -> None:
     """One run: status, progress, cost, where it runs, watchdog limits."""
     from . import cost
-    from .estimate import fmt_hours
     from .rundir import RunDir
     from .runstate import epoch_text, sync_run
 
@@ -659,7 +646,7 @@ def status(run_id: str, as_json: bool) -> None:
         f"progress  epoch {epoch_text(run.epoch, run.epochs)}"
         + ("" if run.metric is None else f", metric {run.metric:.4f}")
         + ("" if run.eta_seconds is None else f", eta {duration(run.eta_seconds)}"),
-        f"cost      {money(spent)} spent, {money(burn, 3)}/h now"
+        f"cost      {money(spent)} spent, {rate(burn)} now"
         + ("" if run.budget is None else f", budget {money(run.budget)}")
         + (
             f", ~{money(line.projected_total)} projected at the end"
@@ -668,7 +655,8 @@ def status(run_id: str, as_json: bool) -> None:
         ),
         "estimate  "
         + (
-            f"~{fmt_hours(estimate['hours'])}, ~{money(estimate.get('cost'))}"
+            f"~{rough_duration(estimate['hours'] * 3600)}, "
+            + ("price unknown" if estimate.get("cost") is None else f"~{money(estimate['cost'])}")
             + (f" ({estimate['minimum_note']})" if estimate.get("minimum_note") else "")
             + " before launch "
             f"({'from past runs' if estimate.get('basis') == 'history' else 'rough, table'})"

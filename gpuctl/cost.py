@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import BudgetExceeded, ConfigError
+from .format import money, percent, rate, rough_duration
 from .models import CostLine, Instance, InstanceState, LaunchSpec, Market, PriceSegment, Run
 from .settings import Profile, Settings
 from .state import Store
@@ -683,23 +684,15 @@ def projected_total(run: Run, line: CostLine, now: float) -> float | None:
 
 
 def describe(line: CostLine) -> str:
-    """The one-liner: '2.5h elapsed, ~$4.98 spent, $1.99/h now'."""
-    parts = [f"{_hours(line.hours)} elapsed", f"~${line.spent:.2f} spent"]
+    """The one-liner: '2.5 h elapsed, ~$4.98 spent, $1.992/h now'."""
+    parts = [f"{rough_duration(line.hours * 3600)} elapsed", f"~{money(line.spent)} spent"]
     if line.burn_per_hour:
-        parts.append(f"${line.burn_per_hour:.3f}/h now")
+        parts.append(f"{rate(line.burn_per_hour)} now")
     if line.projected_total is not None and line.burn_per_hour:
-        parts.append(f"~${line.projected_total:.2f} at the end")
+        parts.append(f"~{money(line.projected_total)} at the end")
     if line.budget:
-        parts.append(f"{line.spent / line.budget:.0%} of ${line.budget:.2f}")
+        parts.append(f"{percent(line.spent / line.budget)} of {money(line.budget)}")
     return ", ".join(parts)
-
-
-def _hours(hours: float) -> str:
-    if hours < 1 / 60:
-        return f"{hours * 3600:.0f}s"
-    if hours < 1:
-        return f"{hours * 60:.0f}m"
-    return f"{hours:.1f}h"
 
 
 # -- budgets -------------------------------------------------------------------------------------
@@ -828,10 +821,10 @@ class Alert:
         s = self.state
         if self.level == "stop":
             return (
-                f"budget reached: {s.label} has spent ${s.spent:.2f} of ${s.budget:.2f}; "
+                f"budget reached: {s.label} has spent {money(s.spent)} of {money(s.budget)}; "
                 "stopping (the trainer checkpoints)"
             )
-        return f"{s.label} has spent ${s.spent:.2f} of ${s.budget:.2f} ({s.fraction:.0%})"
+        return f"{s.label} has spent {money(s.spent)} of {money(s.budget)} ({percent(s.fraction)})"
 
 
 def fire_alerts(
@@ -891,7 +884,7 @@ def remaining_for(
     options: list[tuple[float, str]] = []
     if run_budget is not None:
         used = sum(c.amount for c in owed if run_id and c.segment.run_id == run_id)
-        options.append((run_budget - used, f"the run budget of ${run_budget:.2f}"))
+        options.append((run_budget - used, f"the run budget of {money(run_budget)}"))
     if not settings.budget.monthly and not settings.budget.per_provider.get(provider):
         return min(options) if options else None
     held = committed(store, settings, exclude=run_id, now=now)
@@ -899,7 +892,7 @@ def remaining_for(
     def after(amount: float, runs: int) -> str:
         if runs == 0:
             return ""
-        return f" after ${amount:.2f} held for {runs} active run{'s' if runs != 1 else ''}"
+        return f" after {money(amount)} held for {runs} active run{'s' if runs != 1 else ''}"
 
     if settings.budget.monthly:
         used = sum(c.within(month, math.inf) for c in owed)
@@ -907,7 +900,7 @@ def remaining_for(
         options.append(
             (
                 settings.budget.monthly - used - amount,
-                f"what is left of the monthly budget (${settings.budget.monthly:.2f})"
+                f"what is left of the monthly budget ({money(settings.budget.monthly)})"
                 + after(amount, len(held)),
             )
         )
@@ -919,7 +912,7 @@ def remaining_for(
         options.append(
             (
                 per - used - amount,
-                f"what is left of the {provider} budget (${per:.2f}/month)"
+                f"what is left of the {provider} budget ({money(per)}/month)"
                 + after(amount, len(mine)),
             )
         )
@@ -1022,7 +1015,7 @@ def launch_refusal(
         "launch anyway (the guard still stops the run at 100%)"
     )
     if amount <= 0:
-        return BudgetExceeded(f"{which} is used up (${-amount:.2f} over)", hint=hint)
+        return BudgetExceeded(f"{which} is used up ({money(-amount)} over)", hint=hint)
     if estimate_cost is None:
         return BudgetExceeded(
             f"the price of this machine is unknown, so {which} cannot be checked",
@@ -1035,16 +1028,16 @@ def launch_refusal(
         if minimum > amount:
             return BudgetExceeded(
                 f"{which}"
-                + (f" (${amount:.2f} left)" if "left" in which else "")
+                + (f" ({money(amount)} left)" if "left" in which else "")
                 + " is below the provider's minimum charge: "
-                f"${minimum:.2f} ({billing.minimum_seconds:.0f} s at ${price_per_hour:.3f}/h)",
-                hint=f"raise the budget to more than ${minimum:.2f}, or choose a cheaper "
+                f"{money(minimum)} ({billing.minimum_seconds:.0f} s at {rate(price_per_hour)})",
+                hint=f"raise the budget to more than {money(minimum)}, or choose a cheaper "
                 "offer; a budget stop cannot bill less than the minimum",
             )
     if estimate_cost > amount:
         return BudgetExceeded(
-            f"estimated ${estimate_cost:.2f} exceeds {which}"
-            + (f": ${amount:.2f} left" if "left" in which else ""),
+            f"estimated {money(estimate_cost)} exceeds {which}"
+            + (f": {money(amount)} left" if "left" in which else ""),
             hint=hint,
         )
     return None
@@ -1111,7 +1104,7 @@ def instance_money(
     for inst in instances:
         segs = store.segments(provider=inst.provider, instance_id=inst.id)
         live = [s for s in segs if s.end is None and s.start <= now]
-        listed = "" if inst.price_per_hour is None else f"; listed at ${inst.price_per_hour:.3f}/h"
+        listed = "" if inst.price_per_hour is None else f"; listed at {rate(inst.price_per_hour)}"
         if live:
             burn = sum(s.rate_per_hour for s in live)
             kinds = {s.kind for s in live}
@@ -1239,7 +1232,7 @@ def reconcile(
                     "metered",
                     start,
                     f"{provider} {inst.id} is {inst.state.value} but {why}: metering it from "
-                    f"{when} (${inst.price_per_hour:.3f}/h)",
+                    f"{when} ({rate(inst.price_per_hour)})",
                 )
             )
             if STORAGE not in open_kinds:

@@ -20,6 +20,7 @@ import click
 from . import cost
 from .console import Number, guarded
 from .errors import EXIT_INTERRUPTED, GpuctlError
+from .format import BLANK, money, percent, rate, rough_duration
 from .models import CostLine
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -39,10 +40,6 @@ def _engine() -> Any:
     return engine()
 
 
-def _money(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"${value:,.{digits}f}"
-
-
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -56,7 +53,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 def _budget(line: CostLine) -> str:
     if not line.budget:
         return "-"
-    return f"{_money(line.budget)} ({line.spent / line.budget:.0%})"
+    return f"{money(line.budget)} ({percent(line.spent / line.budget)})"
 
 
 def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
@@ -64,19 +61,19 @@ def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
     t = m.total
     live = [i for i in m.instances if i.burn_per_hour > 0]
     out = [
-        f"now     {_money(t.burn_per_hour, 3)}/h burning on {len(live)} "
+        f"now     {rate(t.burn_per_hour)} burning on {len(live)} "
         f"instance{'s' if len(live) != 1 else ''}",
-        f"today   {_money(t.spent_today)}",
-        f"month   {_money(t.spent_month)}"
-        + (f" of {_money(t.budget)} ({t.spent_month / t.budget:.0%})" if t.budget else ""),
+        f"today   {money(t.spent_today)}",
+        f"month   {money(t.spent_month)}"
+        + (f" of {money(t.budget)} ({percent(t.spent_month / t.budget)})" if t.budget else ""),
     ]
     if m.providers:
         rows = [
             [
                 p.key,
-                f"{_money(p.burn_per_hour, 3)}/h",
-                _money(p.spent_today),
-                _money(p.spent_month),
+                rate(p.burn_per_hour),
+                money(p.spent_today),
+                money(p.spent_month),
                 _budget(p),
             ]
             for p in m.providers
@@ -98,11 +95,11 @@ def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
                     r.key,
                     run.provider if run else "-",
                     run.status.value if run else "-",
-                    cost._hours(r.hours),
-                    _money(r.spent),
-                    _money(r.burn_per_hour, 3) if r.burn_per_hour else "-",
+                    rough_duration(r.hours * 3600),
+                    money(r.spent),
+                    money(r.burn_per_hour, digits=3) if r.burn_per_hour else BLANK,
                     _budget(r),
-                    _money(r.projected_total) if r.projected_total is not None else "-",
+                    money(r.projected_total, unknown=BLANK),
                 ]
             )
         headers = ["RUN", "PROVIDER", "STATUS", "ELAPSED", "SPENT", "$/H", "BUDGET", "PROJECTED"]
@@ -111,8 +108,8 @@ def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
         if b.level != "ok":
             word = "over budget" if b.level == "exceeded" else "warning"
             out.append(
-                f"{word}: {b.label} has spent {_money(b.spent)} of {_money(b.budget)} "
-                f"({b.fraction:.0%})"
+                f"{word}: {b.label} has spent {money(b.spent)} of {money(b.budget)} "
+                f"({percent(b.fraction)})"
             )
     for key in m.flagged:
         out.append(
@@ -137,10 +134,9 @@ def watch_lines(m: cost.Meter, runs: dict[str, Any], runless: set[str]) -> list[
         if inst.burn_per_hour > 0 and inst.key in runless:
             lines.append(f"{inst.key}: {cost.describe(inst)}")
     t = m.total
-    month = _money(t.spent_month) + (f" of {_money(t.budget)}" if t.budget else "")
+    month = money(t.spent_month) + (f" of {money(t.budget)}" if t.budget else "")
     lines.append(
-        f"total: {_money(t.burn_per_hour, 3)}/h now, {_money(t.spent_today)} today, "
-        f"{month} this month"
+        f"total: {rate(t.burn_per_hour)} now, {money(t.spent_today)} today, {month} this month"
     )
     return lines
 
@@ -276,11 +272,11 @@ def report_cmd(since: str, by: str, as_csv: bool, as_json: bool) -> None:
             row.key + (" (flagged)" if row.flagged else ""),
             *([row.provider, row.preset, row.status] if by == "run" else []),
             f"{row.hours:.2f}",
-            _money(row.cost),
+            money(row.cost),
         ]
         for row in rep.rows
     ]
     headers = [by.upper(), *(["PROVIDER", "PRESET", "STATUS"] if by == "run" else [])]
     headers += ["HOURS", "COST"]
     click.echo(_table(rows, headers))
-    click.echo(f"total {_money(rep.total)} over {rep.hours:.2f} instance-hours since {since_text}")
+    click.echo(f"total {money(rep.total)} over {rep.hours:.2f} instance-hours since {since_text}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .format import money, rate, rough_duration
 from .models import LaunchSpec, Offer, Run
 from .state import Store
 
@@ -280,12 +281,12 @@ class Estimate:
             return ""
         if self.hours * 3600.0 >= self.minimum_seconds:
             return ""
-        return f"{fmt_hours(self.minimum_seconds / 3600.0)} minimum"
+        return f"{rough_duration(self.minimum_seconds)} minimum"
 
     def text(self) -> str:
         where = self.instance_type or self.gpu_class
-        price = "" if self.price_per_hour is None else f", ${self.price_per_hour:.3f}/h"
-        cost = "price unknown" if self.cost is None else f"~${self.cost:.2f}"
+        price = "" if self.price_per_hour is None else f", {rate(self.price_per_hour)}"
+        cost = "price unknown" if self.cost is None else f"~{money(self.cost)}"
         if self.minimum_note:
             cost += f" ({self.minimum_note})"
         source = (
@@ -295,19 +296,12 @@ class Estimate:
         )
         cap = f"; stops at its {self.max_hours:g} h limit" if self.capped else ""
         return (
-            f"rough estimate: ~{fmt_hours(self.hours)}, {cost} on {where} "
+            f"rough estimate: ~{rough_duration(self.hours * 3600)}, {cost} on {where} "
             f"({self.gpu_class}{price}), {source}{cap}"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "capped": self.capped, "minimum_note": self.minimum_note}
-
-
-def fmt_hours(hours: float) -> str:
-    """A duration for people: '15 s', '3 min', '2.5 h' (never '0.00 h')."""
-    if hours < 2 / 60:
-        return f"{hours * 3600:.0f} s"
-    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
 
 
 def _blend(table: float, observed: Sequence[float]) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from .format import duration, money, rate, rough_duration
 from .models import GpuSample
 
 
@@ -44,13 +45,11 @@ class Resolved(Event):
     estimate_note: str = ""  # "60 s minimum": the cost is the provider's minimum charge
 
     def text(self) -> str:
-        from .estimate import fmt_hours
-
         est = ""
         if self.estimate_hours is not None:
-            est = f", estimate ~{fmt_hours(self.estimate_hours)}"
+            est = f", estimate ~{rough_duration(self.estimate_hours * 3600)}"
             if self.estimate_cost is not None:
-                est += f" / ${self.estimate_cost:.2f}"
+                est += f" / {money(self.estimate_cost)}"
             if self.estimate_note:
                 est += f" ({self.estimate_note})"
         return f"run {self.run_id}: preset {self.preset} on {self.provider}{est}"
@@ -90,7 +89,7 @@ class InstanceUp(Event):
     market: str = "on-demand"
 
     def text(self) -> str:
-        price = "" if self.price_per_hour is None else f" at ${self.price_per_hour:.3f}/h"
+        price = "" if self.price_per_hour is None else f" at {rate(self.price_per_hour)}"
         where = f" ({self.public_ip})" if self.public_ip else ""
         return f"instance {self.instance_id} up{where}{price}"
 
@@ -185,7 +184,7 @@ class EpochDone(Event):
     def text(self) -> str:
         metric = "" if self.metric is None else f" acc {self.metric:.3f}"
         loss = "" if self.train_loss is None else f" loss {self.train_loss:.4f}"
-        eta = "" if self.eta_seconds is None else f" eta {self.eta_seconds / 60:.1f} min"
+        eta = "" if self.eta_seconds is None else f" eta {duration(self.eta_seconds)}"
         return f"epoch {self.epoch}/{self.epochs}{loss}{metric}{eta}"
 
 
@@ -198,8 +197,8 @@ class CostTick(Event):
     budget: float | None = None
 
     def text(self) -> str:
-        budget = "" if self.budget is None else f" of ${self.budget:.2f}"
-        return f"cost ${self.spent:.2f}{budget} (${self.burn_per_hour:.3f}/h)"
+        budget = "" if self.budget is None else f" of {money(self.budget)}"
+        return f"cost {money(self.spent)}{budget} ({rate(self.burn_per_hour)})"
 
 
 @dataclass(frozen=True)
@@ -246,7 +245,7 @@ class Finished(Event):
 
     def text(self) -> str:
         metric = "" if self.metric is None else f", best acc {self.metric:.3f}"
-        cost = "" if self.cost is None else f", cost ${self.cost:.2f}"
+        cost = "" if self.cost is None else f", cost {money(self.cost)}"
         where = f", results in {self.results_dir}" if self.results_dir else ""
         return f"run {self.run_id} {self.status}{metric}{cost}{where}"
 

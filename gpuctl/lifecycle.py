@@ -45,6 +45,7 @@ from .events import (
     TornDown,
     TrainerStarted,
 )
+from .format import rate
 from .host import Host
 from .local_host import LocalHost
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
@@ -836,7 +837,7 @@ class Engine:
         spent, _ = cost.spent(self.store, self.settings, run_id=run_id)
         run = self.store.get_run(run_id)
         if kept is not None and save_error is not None:
-            price = "" if kept.price_per_hour is None else f", billing ${kept.price_per_hour:.3f}/h"
+            price = "" if kept.price_per_hour is None else f", billing {rate(kept.price_per_hour)}"
             yield Failed(
                 run_id,
                 f"run {run_id} {status.value} but its results could not be saved "
@@ -943,7 +944,7 @@ class Engine:
             )
             yield Notice(run.id, f"{instance.id} is left as it is; the meter of {run.id} ends")
             return
-        price = "" if instance.price_per_hour is None else f" (${instance.price_per_hour:.3f}/h)"
+        price = "" if instance.price_per_hour is None else f" ({rate(instance.price_per_hour)})"
         spec = run.launch_spec
         idle = (
             f", or the idle rule does after {spec.idle_minutes:g} minutes"

@@ -15,6 +15,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Self
 
+from .format import rate
+
 
 class InstanceState(StrEnum):
     """Provider-neutral machine state; each provider maps its own once (STATE_MAP)."""
@@ -236,8 +238,7 @@ class Instance(_Value):
     def state_label(self, billed_when_stopped: bool) -> str:
         """The state as a user must read it: a powered-off droplet still costs money."""
         if self.state == InstanceState.STOPPED and billed_when_stopped:
-            price = "?" if self.price_per_hour is None else f"{self.price_per_hour:.2f}"
-            return f"off, still billing ${price}/h"
+            return f"off, still billing {rate(self.price_per_hour)}"
         return self.state.value
 
 

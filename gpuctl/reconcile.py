@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import recovery, runstate
 from .errors import GpuctlError
+from .format import rate
 from .models import Instance, InstanceState, Market, Run, RunStatus
 from .ownership import is_ours
 from .rundir import RunDir
@@ -185,12 +186,12 @@ def _off_and_billed(
 def _destroy_off(engine: Engine, provider: Any, inst: Instance, run: Run) -> Finding | None:
     from . import cost
 
-    price = "?" if inst.price_per_hour is None else f"{inst.price_per_hour:.2f}"
+    price = rate(inst.price_per_hour)
     try:
         provider.terminate(inst, wait=False)
     except GpuctlError as exc:
         message = (
-            f"{inst.provider} {inst.id} is off, still billing ${price}/h, and could not be "
+            f"{inst.provider} {inst.id} is off, still billing {price}, and could not be "
             f"destroyed ({exc.one_line()}): `gpuctl down {run.id}` retries"
         )
         return Finding(run.id, inst.id, "off_billed", message)
@@ -198,7 +199,7 @@ def _destroy_off(engine: Engine, provider: Any, inst: Instance, run: Run) -> Fin
     engine.store.mark_instance_gone(inst.provider, inst.id)
     message = (
         f"{inst.provider} {inst.id} was powered off by a limit on the machine and was still "
-        f"billed (${price}/h): destroyed (teardown policy terminate)"
+        f"billed ({price}): destroyed (teardown policy terminate)"
     )
     if not run.results_dir:
         message += "; its results had not been downloaded"

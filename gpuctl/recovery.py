@@ -41,6 +41,7 @@ from .errors import (
 )
 from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
+from .format import rate
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .providers.base import Capability
 from .rundir import RunDir
@@ -222,21 +223,21 @@ def agent_destroy_token(
             else f"{token_env} holds the full-access token, which never goes to a machine"
         )
         cfg[key] = {**shutdown, "action": "poweroff"}
-    price = "?" if instance.price_per_hour is None else f"{instance.price_per_hour:.2f}"
+    price = rate(instance.price_per_hour)
     keys = ["shutdown"] + (["budget_shutdown"] if cfg.get("budget_seconds") is not None else [])
     off = [cfg.get(k) or {} for k in keys if (cfg.get(k) or {}).get("action") == "poweroff"]
     if not any(s.get("policy", "terminate") == "terminate" for s in off):
         if off:  # --teardown stop: the user's choice, said with its price
             message = (
                 f"--teardown stop: a limit powers {instance.id} off and {spec.provider} still "
-                f"bills it off (${price}/h) until `gpuctl down {spec.run_id}`"
+                f"bills it off ({price}) until `gpuctl down {spec.run_id}`"
             )
             return cfg, env, [Notice(spec.run_id, message, "warning")]
         return cfg, env, []
     agent_env = provider.agent_token_env if destroys else "a droplet-scoped token variable"
     message = (
         f"a limit on the machine can only power {instance.id} off, and {spec.provider} still "
-        f"bills it off (${price}/h) until gpuctl next lists it and destroys it"
+        f"bills it off ({price}) until gpuctl next lists it and destroys it"
         + (f" ({why})" if why else "")
         + f"; export {agent_env}=<a token scoped to droplet:delete and droplet:read> "
         "to let the machine destroy itself"

@@ -34,6 +34,7 @@ from gpuctl.errors import (
     QuotaError,
 )
 from gpuctl.events import Attempt, Event, Notice, Provisioning
+from gpuctl.format import rate
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
 from gpuctl.ownership import TAG as TAG_INSTALLATION
 
@@ -874,8 +875,8 @@ class AwsProvider:
                 failure = _Failure(
                     where,
                     "price",
-                    f"max price ${max_price:.4g}/h is below the current spot price "
-                    f"${current:.4g}/h",
+                    f"max price {rate(max_price, digits=4)} is below the current spot price "
+                    f"{rate(current, digits=4)}",
                     current_spot=current,
                 )
                 failures.append(failure)
@@ -1078,8 +1079,9 @@ class AwsProvider:
         if kinds == {"price"} and known:
             cheapest = min(known, key=lambda f: f.current_spot or 0.0)
             return CapacityError(
-                f"--max-price ${spec.max_price:.4g}/h is below the current spot price of "
-                f"{itype} (${cheapest.current_spot:.4g}/h in {cheapest.where.split()[0]}, "
+                f"--max-price {rate(spec.max_price, digits=4)} is below the current spot price "
+                f"of {itype} ({rate(cheapest.current_spot, digits=4)} in "
+                f"{cheapest.where.split()[0]}, "
                 "the cheapest zone)",
                 hint=f"raise --max-price to at least {cheapest.current_spot:.4g}, omit it "
                 "(defaults to the on-demand price), or add --fallback on-demand",

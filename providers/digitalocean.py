@@ -42,6 +42,7 @@ from gpuctl.errors import (
     QuotaError,
 )
 from gpuctl.events import Attempt, Event, Notice, Provisioning
+from gpuctl.format import rate
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
 from gpuctl.ownership import TAG_PREFIX as TAG_INSTALLATION_PREFIX
 from gpuctl.ownership import from_tags as installation_from_tags
@@ -731,7 +732,7 @@ class DigitalOceanProvider:
             yield Notice(rid, f"no spot market here; {slug} runs on-demand", level="warning")
         if spec.max_price is not None and price is not None and float(price) > spec.max_price:
             raise CapacityError(
-                f"{slug} costs ${float(price):.2f}/h, above your max price ${spec.max_price:.2f}/h",
+                f"{slug} costs {rate(float(price))}, above your max price {rate(spec.max_price)}",
                 hint=f"raise --max-price or pick a cheaper size (gpuctl offers -p {self.name})",
             )
         regions = self._regions_to_try(spec, size)
@@ -759,7 +760,8 @@ class DigitalOceanProvider:
             yield Provisioning(
                 rid,
                 self.name,
-                f"creating {name}: {slug} (${price}/h) in {region}, image {label}",
+                f"creating {name}: {slug} ({rate(None if price is None else float(price))}) in "
+                f"{region}, image {label}",
             )
             if not catalog.has_torch(image):
                 yield Notice(

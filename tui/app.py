@@ -42,6 +42,7 @@ from gpuctl.events import (
     TornDown,
     TrainerStarted,
 )
+from gpuctl.format import rate
 from gpuctl.host import Host
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, LaunchSpec
@@ -610,7 +611,7 @@ class GpuctlApp(App[None]):
                 f"{row.name} has no live machine", title="nothing to terminate", severity="warning"
             )
             return
-        price = "" if inst.price_per_hour is None else f" at ${inst.price_per_hour:.3f}/h"
+        price = "" if inst.price_per_hour is None else f" at {rate(inst.price_per_hour)}"
         where = f"{inst.id} ({inst.instance_type}, {inst.provider} {inst.region}){price}"
         run = self.engine.store.find_run(row.run_id) if row.run_id else None
         alternative = None

@@ -3,7 +3,8 @@
 Nothing here imports textual: a snapshot is built in a worker thread (it reads SQLite),
 handed to the UI thread in a message, and rendered there. Keeping the data layer pure
 (nvitop style) makes it testable without a terminal and keeps the UI thread free of I/O.
-Every value the store does not know is None and renders as "-" or "N/A", never as 0.
+Every value the store does not know is None and renders as "-", "N/A" or "$?" (gpuctl.format),
+never as 0.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from gpuctl import cost
+from gpuctl.format import BLANK, duration, money
 from gpuctl.models import Instance, InstanceState, Run, RunStatus
 from gpuctl.ownership import is_foreign
 from gpuctl.runstate import epoch_text
@@ -22,30 +24,6 @@ from gpuctl.state import Store
 
 # How long finished runs without a live machine stay in the table.
 RECENT_RUN_SECONDS = 3 * 24 * 3600
-
-# -- formatting --------------------------------------------------------------------------------
-
-
-def money(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"${value:,.{digits}f}"
-
-
-def rate(value: float | None) -> str:
-    return "-" if value is None else f"${value:.3f}/h"
-
-
-def duration(seconds: float | None) -> str:
-    """Compact and stable width: 42s, 3m12s, 2h05m, 3d04h."""
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def text_bar(fraction: float, width: int) -> str:
@@ -163,8 +141,10 @@ class Row:
             "gpus": self.gpus,
             "state": self.state,
             "uptime": duration(self.uptime(now)),
-            "price": "-" if self.price_per_hour is None else f"{self.price_per_hour:.3f}",
-            "cost": "-" if spent is None else ("~" if approx else "") + f"{spent:.2f}",
+            "price": money(self.price_per_hour, digits=3, symbol=False, unknown=BLANK),
+            "cost": BLANK
+            if spent is None
+            else ("~" if approx else "") + money(spent, symbol=False),
             "preset": self.preset or "-",
             "epoch": self.epoch_text(),
         }

@@ -251,8 +251,8 @@ def test_max_price_below_spot_says_the_current_price(make_provider: Any, spot_pr
     calls = inject(provider, "RunInstances", lambda region, params: None)
     with pytest.raises(CapacityError) as err:
         drive(provider.launch(spec(spot=True, max_price=0.2)))
-    assert "$0.2/h is below the current spot price" in err.value.message
-    assert "$0.35/h in us-east-1b" in err.value.message
+    assert "$0.2000/h is below the current spot price" in err.value.message
+    assert "$0.3500/h in us-east-1b" in err.value.message
     assert "at least 0.35" in err.value.hint
     assert calls == []  # nothing was created
 

@@ -165,7 +165,7 @@ def test_meter_splits_today_month_provider_run_instance(store: Store, gpuctl_hom
     assert runs["r1"].spent == pytest.approx(7.2) and runs["r1"].hours == pytest.approx(2.0)
     assert runs["r2"].spent == pytest.approx(6.0) and runs["r2"].burn_per_hour == 36.0
     assert {i.key for i in m.instances} == {"aws/i-1", "local/local-r2"}
-    assert cost.describe(runs["r1"]) == "2.0h elapsed, ~$7.20 spent"
+    assert cost.describe(runs["r1"]) == "2.0 h elapsed, ~$7.20 spent"
     # Next month, the month's spend starts over; a run still going keeps its whole cost,
     # one that ended last month has left the meter (the report still has it).
     later = cost.meter(store, settings, now=T0 + 31 * day)
@@ -184,7 +184,7 @@ def test_meter_line_describes_like_fresnel(store: Store, gpuctl_home: Path) -> N
 
     store.add_run(run("r1", budget=12.0))
     line = cost.run_line(store, settings, "r1", now=T0 + 2.5 * 3600)
-    assert cost.describe(line).startswith("2.5h elapsed, ~$4.98 spent, $1.992/h now")
+    assert cost.describe(line).startswith("2.5 h elapsed, ~$4.98 spent, $1.992/h now")
     assert "42% of $12.00" in cost.describe(line)  # 4.98 / 12
 
 

@@ -138,7 +138,7 @@ def test_cli_meter_json_and_watch(gpuctl_home: Path) -> None:
     assert watch.returncode == 0, watch.stderr
     frames = [ln for ln in watch.stdout.splitlines() if ln.startswith("fast-1: ")]
     assert len(frames) == 2
-    assert frames[0].startswith("fast-1: 2.5h elapsed, ~$4.98 spent, $1.992/h now")
+    assert frames[0].startswith("fast-1: 2.5 h elapsed, ~$4.98 spent, $1.992/h now")
     assert sum(ln.startswith("total: $1.992/h now") for ln in watch.stdout.splitlines()) == 2
     table = gpuctl("cost")
     assert "month   $" in table.stdout and "of $100.00" in table.stdout

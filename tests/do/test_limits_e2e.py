@@ -84,7 +84,7 @@ def test_a_droplet_a_limit_powered_off_is_destroyed_at_the_next_listing(
     _config(gpuctl_home, fake, sshd, marker)
     run = _launch(tmp_path)
     # Said up front: no delete-capable token here, so a limit can only power it off.
-    assert any("still bills it off ($1.99/h)" in w for w in run["warnings"]), run["warnings"]
+    assert any("still bills it off ($1.990/h)" in w for w in run["warnings"]), run["warnings"]
     assert any("AMD_DEVCLOUD_AGENT_TOKEN" in w for w in run["warnings"])
     # The test sshd never ran cloud-init: the boot guard is missing and the agent arms it.
     assert any(w.startswith("no boot guard on") for w in run["warnings"]), run["warnings"]
@@ -117,7 +117,7 @@ def test_with_teardown_stop_an_off_droplet_is_kept_and_shown_still_billing(
 
     listed = gpuctl("ls", "--refresh", env=run["env"])
     assert listed.returncode == 0, listed.stderr
-    assert "off, still billing $1.99/h" in listed.stdout, listed.stdout
+    assert "off, still billing $1.990/h" in listed.stdout, listed.stdout
     assert run["droplet"] in fake.droplets  # the user asked to keep it (stopped)
 
 

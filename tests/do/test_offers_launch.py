@@ -273,5 +273,5 @@ def test_spot_is_refused_unless_on_demand_fallback(
 def test_max_price_is_enforced(fake: FakeDigitalOcean, make_provider: MakeProvider):
     with pytest.raises(CapacityError) as err:
         drain(make_provider(fake).launch(spec(instance_type="gpu-mi300x8-1536gb", max_price=5.0)))
-    assert "$15.92/h" in err.value.message
+    assert "$15.920/h" in err.value.message
     assert fake.calls("POST", "/v2/droplets") == []

@@ -59,7 +59,7 @@ def test_only_a_droplet_scoped_token_goes_to_the_agent(
     else:
         assert env == {} and cfg["shutdown"]["action"] == "poweroff"
         (notice,) = notices
-        assert notice.level == "warning" and "still bills it off ($1.99/h)" in notice.message
+        assert notice.level == "warning" and "still bills it off ($1.990/h)" in notice.message
     assert "metadata_url" not in cfg  # DigitalOcean has no spot notice
 
 

@@ -17,8 +17,9 @@ from gpuctl.events import (
     SyncProgress,
     TrainerStarted,
 )
+from gpuctl.format import duration
 from gpuctl.tui.feed import RunFeed
-from gpuctl.tui.model import Live, Meter, Row, chip_for, duration, text_bar
+from gpuctl.tui.model import Live, Meter, Row, chip_for, text_bar
 from gpuctl.tui.widgets.instances import fit_columns
 from gpuctl.tui.widgets.meter import CostMeter
 
@@ -158,6 +159,6 @@ def test_a_powered_off_droplet_reads_still_billing(gpuctl_home) -> None:  # type
             )
         )
     rows = {r.provider: r for r in build_snapshot(store, settings, time.time()).rows}
-    assert rows["amd"].state.startswith("off, still billing $1.99/h")  # a droplet bills off
+    assert rows["amd"].state.startswith("off, still billing $1.990/h")  # a droplet bills off
     assert rows["amd"].tone == "warn" and rows["amd"].billed
     assert rows["aws"].state.startswith("stopped")  # an EC2 instance does not

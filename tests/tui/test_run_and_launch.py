@@ -151,13 +151,13 @@ async def test_launch_modal_validates_inline_and_updates_the_estimate(seeded, ma
         spot = modal.query_one("#spot", Checkbox)
         assert not spot.disabled and "0.210" in str(spot.label)
         on_demand = str(estimate.render())
-        assert "0.526 $/h" in on_demand
+        assert "$0.526/h" in on_demand
         spot.value = True
         await pilot.pause()
-        assert "0.210 $/h" in str(estimate.render())
+        assert "$0.210/h" in str(estimate.render())
         table.move_cursor(row=3)
         await pilot.pause()
-        assert "3.670 $/h" in str(estimate.render())  # p3.8xlarge spot
+        assert "$3.670/h" in str(estimate.render())  # p3.8xlarge spot
         await pilot.press("escape")
         await wait_for(lambda: isinstance(app.screen, MainScreen))
         assert app.main.table.row_count == 15  # cancelled: nothing launched

@@ -17,9 +17,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from gpuctl import cost
+from gpuctl.format import money, percent, rate
 
 from ..messages import ReportReady
-from ..model import money, rate, text_bar
+from ..model import text_bar
 
 if TYPE_CHECKING:
     from ..app import GpuctlApp
@@ -124,7 +125,9 @@ class CostScreen(Screen[None]):
             budgets.append(f" {state.label:<28}", style="bold")
             budgets.append(f"{money(state.spent)} of {money(state.budget)} ")
             budgets.append(text_bar(min(1.0, state.fraction), 12), style=style)
-            budgets.append(f" {state.fraction:.0%} {LEVEL_WORD.get(state.level, '')}", style=style)
+            budgets.append(
+                f" {percent(state.fraction)} {LEVEL_WORD.get(state.level, '')}", style=style
+            )
         if not budgets:
             budgets.append(" no budgets set (budget.monthly in config.toml, --budget per run)")
             budgets.stylize("dim")

@@ -22,11 +22,11 @@ from textual.worker import get_current_worker
 
 from gpuctl.console import plural
 from gpuctl.errors import GpuctlError
+from gpuctl.format import BLANK, money, percent, rate, rough_duration
 from gpuctl.models import LaunchSpec, Offer
 from gpuctl.presets import loader
 
 from ..messages import OffersLoaded
-from ..model import duration, money
 from ..widgets.tickbox import TickBox
 
 if TYPE_CHECKING:
@@ -219,14 +219,14 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 Text(o.instance_type),
                 Text(o.gpu_label),
                 Text(
-                    f"{o.price_per_hour:.3f}" if o.price_per_hour is not None else "N/A",
+                    money(o.price_per_hour, digits=3, symbol=False, unknown="N/A"),
                     justify="right",
                 ),
                 Text(
-                    f"{o.spot_price_per_hour:.3f}" if o.spot_price_per_hour is not None else "-",
+                    money(o.spot_price_per_hour, digits=3, symbol=False, unknown=BLANK),
                     justify="right",
                 ),
-                Text(f"{saving:.0%}" if saving is not None else "-", justify="right"),
+                Text(BLANK if saving is None else percent(saving), justify="right"),
                 Text(o.region or ",".join(o.regions[:2]) or "-"),
             )
         table.border_subtitle = (
@@ -331,8 +331,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         else:
             assert offer is not None and offer.spot_price_per_hour is not None
             saving = offer.spot_saving
-            spot.label = f"Spot ${offer.spot_price_per_hour:.3f}/h" + (
-                f" −{saving:.0%}" if saving else ""
+            spot.label = f"Spot {rate(offer.spot_price_per_hour)}" + (
+                f" −{percent(saving)}" if saving else ""
             )
         self._revalidate()
 
@@ -448,11 +448,11 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 force.value = False
         out = Text(no_wrap=False)
         out.append("Estimate ", style="bold")
-        out.append(f"~{duration(est.hours * 3600)}", style="bold")
+        out.append(f"~{rough_duration(est.hours * 3600)}", style="bold")
         out.append(" · ")
         out.append("$ N/A" if est.cost is None else f"~{money(est.cost)}", style="bold")
         if est.price_per_hour is not None:
-            out.append(f" at {est.price_per_hour:.3f} $/h", style="dim")
+            out.append(f" at {rate(est.price_per_hour)}", style="dim")
         source = (
             f"{est.runs_used} past run{'s' if est.runs_used != 1 else ''} here"
             if est.basis == "history"
@@ -472,7 +472,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             out.append(self.refusal.message, style="red")
             self.query_one("#force", Checkbox).display = True
         elif values["budget"] and est.price_per_hour:
-            buys = duration(values["budget"] / est.price_per_hour * 3600)
+            buys = rough_duration(values["budget"] / est.price_per_hour * 3600)
             out.append(f"\nbudget {money(values['budget'])} buys {buys}", style="dim")
         box.update(out)
 

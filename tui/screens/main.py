@@ -11,7 +11,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..model import Row, Snapshot, duration
+from gpuctl.format import age as ago
+
+from ..model import Row, Snapshot
 from ..widgets.instances import InstancesTable
 from ..widgets.meter import CostMeter, ProviderChips
 from .actions import RowActions
@@ -102,7 +104,7 @@ class MainScreen(RowActions, Screen[None]):
             out.append(" · cached listing", style="dim")
         else:
             age = max(0.0, self.gpuctl.now() - listed)
-            out.append(f" · listed {duration(age)} ago", style="dim")
+            out.append(f" · listed {ago(age)}", style="dim")
         if not total:
             out.append(" · nothing running: press l to launch a run", style="italic")
         self.query_one("#status", Static).update(out)

@@ -11,7 +11,9 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..model import Chip, Meter, money, text_bar
+from gpuctl.format import money, percent, rate
+
+from ..model import Chip, Meter, text_bar
 
 LEVEL_TEXT = {"ok": "ok", "warn": "WARN", "over": "OVER BUDGET", "none": ""}
 
@@ -36,7 +38,7 @@ class CostMeter(Widget):
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(" gpuctl ", style="bold reverse")
         out.append(" ")
-        out.append(f"{money(m.burn_per_hour)}/h", style="bold")
+        out.append(rate(m.burn_per_hour), style="bold")
         out.append(" · today " if compact else " now · today ", style="dim")
         out.append(money(m.today))
         out.append(" · month ", style="dim")
@@ -46,13 +48,13 @@ class CostMeter(Widget):
             fraction = m.fraction or 0.0
             style = {"ok": "green", "warn": "bold yellow", "over": "bold red"}[m.level]
             out.append("/" if compact else " of ", style="dim")
-            out.append(money(m.budget, 0))
+            out.append(money(m.budget, digits=0))
             word = LEVEL_TEXT[m.level]
             room = width - out.cell_len - len(tail) - len(word) - 8
             bar = max(4, min(20, room))
             out.append(" ")
             out.append(text_bar(fraction, bar), style=style)
-            out.append(f" {fraction:.0%} ", style=style)
+            out.append(f" {percent(fraction)} ", style=style)
             out.append(word, style=style + (" reverse" if m.level == "over" else ""))
         else:
             out.append(" · no budget" if compact else " · no monthly budget", style="dim")

@@ -8,10 +8,10 @@ from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
 
+from gpuctl.format import duration, money, percent, rate
 from gpuctl.models import Run
 
 from ..feed import RunFeed
-from ..model import duration, money, rate
 
 
 class EpochProgress(Vertical):
@@ -107,12 +107,12 @@ class CostLine(Static):
         if spent is not None and burn is not None and eta is not None:
             projected = spent + burn * eta / 3600.0
         out.append("projected ", style="dim")
-        out.append(money(projected) if projected is not None else "N/A")
+        out.append(money(projected, unknown="N/A"))
         if budget:
             fraction = (spent or 0.0) / budget
             style = "red" if fraction >= 1 else ("yellow" if fraction >= 0.8 else "")
             out.append("  budget ", style="dim")
-            out.append(f"{money(budget)} ({fraction:.0%})", style=style)
+            out.append(f"{money(budget)} ({percent(fraction)})", style=style)
         self.update(out)
 
 
