@@ -54,6 +54,14 @@ from .settings import Settings
 from .settings import load as load_settings
 from .state import Store
 from .tail import Tail, last_lines
+from .trainer.protocol import (
+    AGENT_ENDED,
+    EVENTS_FILE,
+    LAST_CHECKPOINT_FILE,
+    TRAIN_LOG_FILE,
+    StopReason,
+    TrainerEvent,
+)
 
 log = logging.getLogger("gpuctl")
 
@@ -610,15 +618,15 @@ class Engine:
             return run.status
         rd = RunDir(host, run_id, run.remote_dir)
         if log_offset is not None:
-            log_tail = Tail(host, rd.p("train.log"), log_offset)
+            log_tail = Tail(host, rd.p(TRAIN_LOG_FILE), log_offset)
         elif from_start:
-            log_tail = Tail(host, rd.p("train.log"))
+            log_tail = Tail(host, rd.p(TRAIN_LOG_FILE))
         else:
-            lines, offset = last_lines(host, rd.p("train.log"), tail_lines)
+            lines, offset = last_lines(host, rd.p(TRAIN_LOG_FILE), tail_lines)
             if lines:
                 yield LogLines(run_id, tuple(lines))
-            log_tail = Tail(host, rd.p("train.log"), offset)
-        events_tail = Tail(host, rd.p("events.jsonl"))
+            log_tail = Tail(host, rd.p(TRAIN_LOG_FILE), offset)
+        events_tail = Tail(host, rd.p(EVENTS_FILE))
         seen_epochs = EpochClock(() if from_start else range(1, run.epoch + 1))
         next_status = next_gpu = next_cost = 0.0
         final: dict[str, Any] = {}
@@ -650,7 +658,7 @@ class Engine:
                     status = rd.status()
                     yield from recovery.status_notices(run_id, status, warned)  # spot notice
                     state = status.get("state")
-                    if state in ("exited", "lost") or not status:
+                    if state in AGENT_ENDED or not status:
                         for line_batch in (log_tail.flush(),):
                             if line_batch:
                                 yield LogLines(run_id, tuple(line_batch))
@@ -699,7 +707,7 @@ class Engine:
     def _trainer_event(
         self, run_id: str, ev: dict[str, Any], seen: EpochClock, tail: Tail | None = None
     ) -> Iterator[Event]:
-        if ev.get("event") != "epoch_end":
+        if ev.get("event") != TrainerEvent.EPOCH_END:
             return
         try:
             epoch, epochs = _count(ev.get("epoch", 0)), _count(ev.get("epochs", 0))
@@ -756,10 +764,11 @@ class Engine:
         over = cost.exceeded(states)
         if over is not None and "stop" not in warned and run.status.active:
             warned.add("stop")
-            self.store.update_run(run_id, reason="budget")
+            self.store.update_run(run_id, reason=StopReason.BUDGET.value)
             try:
                 _instance, host = self.locate(run)
-                RunDir(host, run_id, run.remote_dir).stop(reason=f"budget: {over.label}")
+                why = f"{StopReason.BUDGET}: {over.label}"
+                RunDir(host, run_id, run.remote_dir).stop(reason=why)
             except GpuctlError as exc:
                 yield Notice(run_id, f"budget stop failed: {exc.one_line()}", "error")
 
@@ -885,7 +894,7 @@ class Engine:
             parts.append(f"`gpuctl status {run.id}` says how it ended")
         return "; ".join(parts)
 
-    def stop(self, run_id: str, *, reason: str = "stopped by user") -> Events:
+    def stop(self, run_id: str, *, reason: str = StopReason.USER) -> Events:
         run = self.store.get_run(run_id)
         if not run.remote_dir:
             raise NotFoundError(f"run {run.id} never started", hint="nothing to stop")
@@ -1017,7 +1026,7 @@ class Engine:
             return None
         run = runstate.sync_run(self, run)  # a run that already ended keeps its status
         if run.status.active:
-            reason = "stopped by user: instance removed"
+            reason = f"{StopReason.USER}: instance removed"
             try:
                 _, host = self.locate(run)
                 answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason, timeout=30)
@@ -1147,7 +1156,7 @@ class Engine:
             except NotFoundError:  # the machine is gone: a new one, with our checkpoint
                 return (yield from recovery.resume_elsewhere(self, run.id))
             rd = RunDir(host, run.id, run.remote_dir)
-            if host.file_size(rd.p("last.pt")) is None and not (
+            if host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is None and not (
                 yield from recovery.restore(self, run, rd)
             ):
                 raise ConfigError(

@@ -36,6 +36,7 @@ from .errors import GpuctlError
 from .models import Instance, InstanceState, Market, Run, RunStatus
 from .ownership import is_ours
 from .rundir import RunDir
+from .trainer.protocol import AgentState
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -279,7 +280,10 @@ def _trainer_runs(engine: Engine, run: Run) -> bool:
     except GpuctlError:
         return False
     try:
-        return RunDir(host, run.id, run.remote_dir).status().get("state") in ("starting", "running")
+        return RunDir(host, run.id, run.remote_dir).status().get("state") in (
+            AgentState.STARTING,
+            AgentState.RUNNING,
+        )
     except GpuctlError:
         return False
     finally:

@@ -43,6 +43,17 @@ from .events import Event, Failed, InstanceUp, Notice, Recovered, Recovering
 from .files import FileEntry
 from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .rundir import RunDir
+from .trainer.protocol import (
+    AGENT_LOG_FILE,
+    AGENT_STATUS_FILE,
+    EVENTS_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT_FILE,
+    STATUS_FILE,
+    TRAIN_LOG_FILE,
+    Phase,
+    StopReason,
+)
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -52,14 +63,13 @@ log = logging.getLogger("gpuctl.recovery")
 
 Events = Generator[Event, None, Any]
 
-SPOT_REASON = "spot interruption"  # the agent's stop reason on a notice (agent.SPOT_REASON)
 GONE_PREFIX = "instance gone"  # reason when the provider says the machine no longer exists
 DEFAULT_METADATA_URL = "http://169.254.169.254"
 CHECKPOINT_URL_ENV = "GPUCTL_CHECKPOINT_PUT_URL"  # agent/cloud.py reads it
 # What recovery carries from the old machine to the new one (resume needs last.pt; the
 # rest keeps the log, the event stream and the history continuous across machines).
-CARRY_FILES = ("last.pt", "history.json", "train.log", "events.jsonl")
-PULL_FILES = (*CARRY_FILES, "status.json", "agent_status.json", "agent.log")
+CARRY_FILES = (LAST_CHECKPOINT_FILE, HISTORY_FILE, TRAIN_LOG_FILE, EVENTS_FILE)
+PULL_FILES = (*CARRY_FILES, STATUS_FILE, AGENT_STATUS_FILE, AGENT_LOG_FILE)
 MAX_RECOVERIES = 10
 VANISH_CHECK_SECONDS = 15.0
 
@@ -251,7 +261,7 @@ def _s3(engine: Engine, spec: LaunchSpec, region: str | None) -> Any:
 
 
 def bucket_key(run_id: str) -> str:
-    return f"gpuctl/{run_id}/last.pt"
+    return f"gpuctl/{run_id}/{LAST_CHECKPOINT_FILE}"
 
 
 def presign_put(engine: Engine, spec: LaunchSpec, instance: Instance, bucket: str) -> str:
@@ -329,7 +339,7 @@ def local_dir(engine: Engine, run: Run) -> Path:
 
 
 def local_checkpoint(engine: Engine, run: Run) -> Path | None:
-    path = local_dir(engine, run) / "last.pt"
+    path = local_dir(engine, run) / LAST_CHECKPOINT_FILE
     return path if valid_checkpoint(path) else None
 
 
@@ -340,7 +350,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
         _instance, host = engine.locate(run)
         try:
             rd = RunDir(host, run.id, run.remote_dir)
-            if host.file_size(rd.p("last.pt")) is None:
+            if host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is None:
                 return None
             yield from rd.download(target, PULL_FILES)
         finally:
@@ -355,7 +365,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
 def restore(engine: Engine, run: Run, rd: RunDir) -> Events:
     """Put the newest checkpoint gpuctl holds into rd (a new machine); True if there was one."""
     bucket = run.launch_spec.options.get("checkpoint_bucket")
-    if fetch_from_bucket(engine, run, local_dir(engine, run) / "last.pt") is not None:
+    if fetch_from_bucket(engine, run, local_dir(engine, run) / LAST_CHECKPOINT_FILE) is not None:
         yield Notice(run.id, f"newest checkpoint fetched from s3://{bucket}")
     ckpt = local_checkpoint(engine, run)
     if ckpt is None:
@@ -390,9 +400,9 @@ def needs_recovery(run: Run, status: RunStatus | None) -> bool:
         return True
     reason = (run.reason or "").lower()
     return (
-        reason == SPOT_REASON
+        reason == StopReason.SPOT
         or reason.startswith(GONE_PREFIX)
-        or reason.startswith("agent got signal")  # the machine is shutting down
+        or reason.startswith(StopReason.SIGNAL)  # the machine is shutting down
     )
 
 
@@ -441,7 +451,8 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     alive = old is not None and old.state != InstanceState.TERMINATED
     if alive and not reason.startswith(GONE_PREFIX):
         pulled = yield from pull_checkpoint(engine, run)  # while the machine still answers
-    if pulled is None and fetch_from_bucket(engine, run, local_dir(engine, run) / "last.pt"):
+    target = local_dir(engine, run) / LAST_CHECKPOINT_FILE
+    if pulled is None and fetch_from_bucket(engine, run, target):
         yield Notice(run_id, "checkpoint fetched from the bucket (the agent pushed it)")
     ckpt = pulled or local_checkpoint(engine, run)
     if ckpt is None and manual:  # by hand, with the machine gone: nothing to resume from
@@ -514,7 +525,7 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
 
 
 def _describe(reason: str) -> str:
-    if reason == SPOT_REASON:
+    if reason == StopReason.SPOT:
         return "spot interruption notice: the trainer checkpointed"
     return reason
 
@@ -535,7 +546,7 @@ def await_fate(engine: Engine, run: Run, old: Instance | None, attempt: int) -> 
     grace = float(profile.get("spot_grace_seconds", 150.0))
     poll = float(profile.get("recovery_poll_seconds", 5.0))
     silent = float(profile.get("unreachable_seconds", 300.0))
-    deadline = time.monotonic() + (grace if run.reason == SPOT_REASON else 0.0)
+    deadline = time.monotonic() + (grace if run.reason == StopReason.SPOT else 0.0)
     said = started = False
     while True:
         try:
@@ -676,12 +687,12 @@ def start_resumed(engine: Engine, run: Run, instance: Instance, same: bool) -> E
     host = engine._host(spec, instance, wait=0.0 if same else float(boot_wait or 0.0))
     try:
         rd = RunDir(host, run.id)
-        have = same and host.file_size(rd.p("last.pt")) is not None
+        have = same and host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is not None
         if not have:
             have = yield from restore(engine, run, rd)
         if not have:
             yield Notice(run.id, "no checkpoint anywhere: the run starts over", "warning")
-        offset = (host.file_size(rd.p("train.log")) or 0) if have else 0
+        offset = (host.file_size(rd.p(TRAIN_LOG_FILE)) or 0) if have else 0
     finally:
         host.close()
     yield from engine._start_on(instance, spec, resume=have)
@@ -693,18 +704,18 @@ def _position(engine: Engine, run: Run) -> tuple[int, int]:
     else the epoch after the last one completed (a killed trainer's last.pt)."""
     root = local_dir(engine, run)
     try:
-        status = json.loads((root / "status.json").read_text())
+        status = json.loads((root / STATUS_FILE).read_text())
     except (OSError, ValueError):
         status = {}
     if not isinstance(status, dict):  # written by the machine: trust nothing of its shape
         status = {}
-    if status.get("phase") == "interrupted" and status.get("epoch"):
+    if status.get("phase") == Phase.INTERRUPTED and status.get("epoch"):
         try:
             return int(status["epoch"]), int(status.get("step") or 0)
         except (TypeError, ValueError, OverflowError):
             pass
     try:
-        done = max(int(h["epoch"]) for h in json.loads((root / "history.json").read_text()))
+        done = max(int(h["epoch"]) for h in json.loads((root / HISTORY_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         done = run.epoch
     return done + 1, 0
