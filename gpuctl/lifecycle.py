@@ -59,6 +59,7 @@ from .trainer.protocol import (
     EVENTS_FILE,
     LAST_CHECKPOINT_FILE,
     TRAIN_LOG_FILE,
+    ShutdownAction,
     StopReason,
     TrainerEvent,
 )
@@ -514,7 +515,7 @@ class Engine:
         self.store.update_run(spec.run_id, status=RunStatus.STARTING)
         owned = self.created_for(spec, instance)
         # A machine gpuctl did not create for this run: its limits stop the trainer only.
-        shutdown = provider.agent_shutdown(instance) if owned else {"action": "none"}
+        shutdown = provider.agent_shutdown(instance) if owned else {"action": ShutdownAction.NONE}
         agent = self._agent_config(spec, instance, nproc, shutdown)
         agent["owned"] = owned  # not booted by gpuctl: no boot guard to re-arm or verify
         if owned:

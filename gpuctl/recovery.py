@@ -52,6 +52,7 @@ from .trainer.protocol import (
     STATUS_FILE,
     TRAIN_LOG_FILE,
     Phase,
+    ShutdownAction,
     StopReason,
 )
 
@@ -214,7 +215,7 @@ def agent_destroy_token(
     why = ""
     for key in ("shutdown", "budget_shutdown"):
         shutdown = cfg.get(key) or {}
-        if shutdown.get("action") != "destroy":
+        if shutdown.get("action") != ShutdownAction.DESTROY:
             continue
         token_env = str(shutdown.get("token_env") or "")
         token = os.environ.get(token_env, "").strip() if token_env else ""
@@ -227,10 +228,14 @@ def agent_destroy_token(
             if not token
             else f"{token_env} holds the full-access token, which never goes to a machine"
         )
-        cfg[key] = {**shutdown, "action": "poweroff"}
+        cfg[key] = {**shutdown, "action": ShutdownAction.POWEROFF}
     price = "?" if instance.price_per_hour is None else f"{instance.price_per_hour:.2f}"
     keys = ["shutdown"] + (["budget_shutdown"] if cfg.get("budget_seconds") is not None else [])
-    off = [cfg.get(k) or {} for k in keys if (cfg.get(k) or {}).get("action") == "poweroff"]
+    off = [
+        cfg.get(k) or {}
+        for k in keys
+        if (cfg.get(k) or {}).get("action") == ShutdownAction.POWEROFF
+    ]
     if not any(s.get("policy", "terminate") == "terminate" for s in off):
         if off:  # --teardown stop: the user's choice, said with its price
             message = (

@@ -25,7 +25,8 @@ from tests.conftest import REPO
 PROTOCOL = REPO / "trainer" / "protocol.py"
 CHECKED = ("gpuctl", "trainer", "tui", "providers")
 WRITERS = ("trainer", "gpuctl/agent")  # where events, phases and states are written
-FIELDS = {"event", "state", "phase"}  # the JSON keys whose values are protocol words
+FIELDS = {"event", "state", "phase", "action"}  # JSON keys whose values are protocol words
+KEYWORDS = {"state", "phase"}  # ...that the writers also pass as keywords (save, status)
 
 FILES = {v for k, v in vars(protocol).items() if k.endswith("_FILE")}
 # Multi-word reasons say what they are wherever they appear; one-word ones ("stalled",
@@ -128,7 +129,7 @@ def _offences(source: str, rel: str) -> Iterator[str]:
                 yield f"{where}: event {_strings(node.args[0])[0]!r} written as a literal"
             if writer:
                 for kw in node.keywords:
-                    if kw.arg in FIELDS and _strings(kw.value):
+                    if kw.arg in KEYWORDS and _strings(kw.value):
                         yield f"{where}: {kw.arg}={_strings(kw.value)[0]!r}"
         elif writer and isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values, strict=True):
@@ -149,11 +150,11 @@ def test_no_protocol_word_is_spelled_outside_the_protocol() -> None:
 def test_the_check_catches_what_it_is_for() -> None:
     """Each kind of bare word the rule exists for is reported (the check is not vacuous)."""
     sample = (
-        "def f(status, ev, out, reason, run_dir):\n"
+        "def f(status, ev, out, reason, run_dir, cfg):\n"
         "    if status.get('state') in ('exited', 'lost'):\n"
         "        pass\n"
         "    phase = status['phase']\n"
-        "    if phase == 'finished':\n"
+        "    if phase == 'finished' or cfg.get('action') != 'destroy':\n"
         "        pass\n"
         "    if ev['event'] == 'epoch_end' or reason.startswith('stalled'):\n"
         "        pass\n"
@@ -167,6 +168,7 @@ def test_the_check_catches_what_it_is_for() -> None:
     for expected in (
         "state compared",
         "phase compared",
+        "action compared",
         "event compared",
         "reason.startswith",
         "event 'finished'",

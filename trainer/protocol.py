@@ -72,6 +72,15 @@ class StopReason(StrEnum):
     STOP_FILE = "STOP file"  # the trainer's own reason when it found the STOP file
 
 
+class ShutdownAction(StrEnum):
+    """`action` of agent.json's `shutdown` (and `budget_shutdown`): what the agent does to
+    the machine once a limit has stopped the trainer. gpuctl's provider chooses it."""
+
+    NONE = "none"  # local, ssh, keep: stop the trainer only, leave the machine alone
+    POWEROFF = "poweroff"  # run the given command (`shutdown -h now`)
+    DESTROY = "destroy"  # DigitalOcean: delete its own droplet through the API
+
+
 # Files in a run directory (base/runs/<run>/ on the machine, results/<run>/ at home).
 RUN_CONFIG_FILE: Final = "run.json"  # the trainer's resolved config, written by gpuctl
 AGENT_CONFIG_FILE: Final = "agent.json"  # limits and shutdown action, written by gpuctl

@@ -42,6 +42,7 @@ except ImportError:  # run as a script on the machine: agent/ is sys.path[0]
 
 AgentState = protocol.AgentState
 StopReason = protocol.StopReason
+ShutdownAction = protocol.ShutdownAction
 STATUS = protocol.AGENT_STATUS_FILE
 CONFIG = protocol.AGENT_CONFIG_FILE
 PROGRESS_FILES = (protocol.TRAIN_LOG_FILE, protocol.EVENTS_FILE, protocol.TRAINER_OUT_FILE)
@@ -317,15 +318,15 @@ class Supervisor:
 
     def shutdown(self, reason: str) -> None:
         cfg = self.shutdown_config(reason)
-        action = cfg.get("action", "none")
+        action = cfg.get("action", ShutdownAction.NONE)
         command = cfg.get("command") or []
         self.save(shutdown={"action": action, "reason": reason, "at": now()})
-        if action == "none":
+        if action == ShutdownAction.NONE:
             self.log(f"{reason}: the trainer is stopped; the machine is left as it is")
             return
-        if action == "destroy" and self.destroy_self(cfg):
+        if action == ShutdownAction.DESTROY and self.destroy_self(cfg):
             return
-        if action == "none" or not command:
+        if action == ShutdownAction.NONE or not command:
             return
         self.log(f"shutdown ({action}): {reason}")
         try:
@@ -432,7 +433,7 @@ class Supervisor:
                 k: self.cfg.get(k)
                 for k in ("max_seconds", "budget_seconds", "idle_seconds", "stall_seconds")
             },
-            shutdown_action=(self.cfg.get("shutdown") or {}).get("action", "none"),
+            shutdown_action=(self.cfg.get("shutdown") or {}).get("action", ShutdownAction.NONE),
         )
         stop_requested = {"reason": ""}
 
@@ -485,7 +486,8 @@ class Supervisor:
             self.shutdown(limit_reason)
             return 0
         idle = self.cfg.get("idle_seconds")
-        if idle and (self.cfg.get("shutdown") or {}).get("action", "none") != "none":
+        action = (self.cfg.get("shutdown") or {}).get("action", ShutdownAction.NONE)
+        if idle and action != ShutdownAction.NONE:
             self.idle_watch(float(idle))
         elif (self.stop_reason or "").startswith(StopReason.STALL):
             self.shutdown(self.stop_reason or StopReason.STALL)  # no idle rule: act now
