@@ -280,10 +280,8 @@ def _trainer_runs(engine: Engine, run: Run) -> bool:
     except GpuctlError:
         return False
     try:
-        return RunDir(host, run.id, run.remote_dir).status().get("state") in (
-            AgentState.STARTING,
-            AgentState.RUNNING,
-        )
+        state = RunDir(host, run.id, run.remote_dir).status().get("state")
+        return state in (AgentState.STARTING, AgentState.RUNNING)
     except GpuctlError:
         return False
     finally:
