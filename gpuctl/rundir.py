@@ -3,7 +3,7 @@
 Layout on the machine (base = Host.base_dir(), `~/gpuctl` over SSH):
 
     base/code/<hash>/trainer/     the bundled trainer, shared by runs with the same code
-    base/code/<hash>/agent/agent.py
+    base/code/<hash>/agent/agent.py   (imports ../trainer/protocol.py: the shared names)
     base/runs/<run>/run.json      resolved trainer config
     base/runs/<run>/agent.json    watchdog limits and shutdown action
     base/runs/<run>/work/         the user's work directory (if any)
