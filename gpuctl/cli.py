@@ -699,6 +699,7 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
     from .rundir import RunDir
     from .runstate import sync_run
     from .tail import last_lines
+    from .trainer.protocol import TRAIN_LOG_FILE
 
     eng = engine()
     run = eng.store.get_run(run_id)
@@ -710,7 +711,7 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
             + ")",
             hint=f"`gpuctl status {run.id}` says why",
         )
-    saved_log = Path(run.results_dir) / "train.log" if run.results_dir else None
+    saved_log = Path(run.results_dir) / TRAIN_LOG_FILE if run.results_dir else None
     if follow and not (run.status.terminal and saved_log and saved_log.is_file()):
         _, failure = drive(out, eng.follow(run.id, tail_lines=lines))
         if failure:
@@ -718,7 +719,8 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
         return
     try:
         _, host = eng.locate(run)
-        text_lines, _ = last_lines(host, RunDir(host, run.id, run.remote_dir).p("train.log"), lines)
+        log_path = RunDir(host, run.id, run.remote_dir).p(TRAIN_LOG_FILE)
+        text_lines, _ = last_lines(host, log_path, lines)
         sync_run(eng, run)  # the log may say it ended: so does the store, from now on
     except NotFoundError as exc:
         if saved_log is None or not saved_log.is_file():

@@ -23,6 +23,7 @@ from typing import Any
 from .format import money, rate, rough_duration
 from .models import LaunchSpec, Offer, Run
 from .state import Store
+from .trainer.protocol import HISTORY_FILE
 
 # The bundled model at the reference shape: 64 px images, width 32, depth 3 (`fast`).
 REFERENCE = {"image_size": 64, "width": 32, "depth": 3}
@@ -200,7 +201,7 @@ def epoch_times(store: Store, run: Run) -> list[tuple[int, float, bool]]:
     if out or not run.results_dir:
         return out
     try:
-        rows = json.loads((Path(run.results_dir) / "history.json").read_text())
+        rows = json.loads((Path(run.results_dir) / HISTORY_FILE).read_text())
     except (OSError, ValueError):
         return []
     for i, row in enumerate(rows if isinstance(rows, list) else []):

@@ -57,6 +57,15 @@ from .settings import Settings
 from .settings import load as load_settings
 from .state import Store
 from .tail import Tail, last_lines
+from .trainer.protocol import (
+    AGENT_ENDED,
+    EVENTS_FILE,
+    LAST_CHECKPOINT_FILE,
+    TRAIN_LOG_FILE,
+    ShutdownAction,
+    StopReason,
+    TrainerEvent,
+)
 
 log = logging.getLogger("gpuctl")
 
@@ -515,7 +524,7 @@ class Engine:
         transition(self.store, spec.run_id, RunStatus.STARTING)
         owned = self.created_for(spec, instance)
         # A machine gpuctl did not create for this run: its limits stop the trainer only.
-        shutdown = provider.agent_shutdown(instance) if owned else {"action": "none"}
+        shutdown = provider.agent_shutdown(instance) if owned else {"action": ShutdownAction.NONE}
         agent = self._agent_config(spec, instance, nproc, shutdown)
         agent["owned"] = owned  # not booted by gpuctl: no boot guard to re-arm or verify
         if owned:
@@ -619,15 +628,15 @@ class Engine:
             return run.status
         rd = RunDir(host, run_id, run.remote_dir)
         if log_offset is not None:
-            log_tail = Tail(host, rd.p("train.log"), log_offset)
+            log_tail = Tail(host, rd.p(TRAIN_LOG_FILE), log_offset)
         elif from_start:
-            log_tail = Tail(host, rd.p("train.log"))
+            log_tail = Tail(host, rd.p(TRAIN_LOG_FILE))
         else:
-            lines, offset = last_lines(host, rd.p("train.log"), tail_lines)
+            lines, offset = last_lines(host, rd.p(TRAIN_LOG_FILE), tail_lines)
             if lines:
                 yield LogLines(run_id, tuple(lines))
-            log_tail = Tail(host, rd.p("train.log"), offset)
-        events_tail = Tail(host, rd.p("events.jsonl"))
+            log_tail = Tail(host, rd.p(TRAIN_LOG_FILE), offset)
+        events_tail = Tail(host, rd.p(EVENTS_FILE))
         seen_epochs = EpochClock(() if from_start else range(1, run.epoch + 1))
         next_status = next_gpu = next_cost = 0.0
         final: dict[str, Any] = {}
@@ -670,7 +679,7 @@ class Engine:
                                 "following (the trainer may be running)",
                                 "warning",
                             )
-                    elif state in ("exited", "lost") or not status:
+                    elif state in AGENT_ENDED or not status:
                         for line_batch in (log_tail.flush(),):
                             if line_batch:
                                 yield LogLines(run_id, tuple(line_batch))
@@ -719,7 +728,7 @@ class Engine:
     def _trainer_event(
         self, run_id: str, ev: dict[str, Any], seen: EpochClock, tail: Tail | None = None
     ) -> Iterator[Event]:
-        if ev.get("event") != "epoch_end":
+        if ev.get("event") != TrainerEvent.EPOCH_END:
             return
         try:
             epoch, epochs = _count(ev.get("epoch", 0)), _count(ev.get("epochs", 0))
@@ -776,10 +785,11 @@ class Engine:
         over = cost.exceeded(states)
         if over is not None and "stop" not in warned and run.status.active:
             warned.add("stop")
-            self.store.update_run(run_id, reason="budget")
+            self.store.update_run(run_id, reason=StopReason.BUDGET.value)
             try:
                 _instance, host = self.locate(run)
-                RunDir(host, run_id, run.remote_dir).stop(reason=f"budget: {over.label}")
+                why = f"{StopReason.BUDGET}: {over.label}"
+                RunDir(host, run_id, run.remote_dir).stop(reason=why)
             except GpuctlError as exc:
                 yield Notice(run_id, f"budget stop failed: {exc.one_line()}", "error")
 
@@ -905,7 +915,7 @@ class Engine:
             parts.append(f"`gpuctl status {run.id}` says how it ended")
         return "; ".join(parts)
 
-    def stop(self, run_id: str, *, reason: str = "stopped by user") -> Events:
+    def stop(self, run_id: str, *, reason: str = StopReason.USER) -> Events:
         run = self.store.get_run(run_id)
         if not run.remote_dir:
             raise NotFoundError(f"run {run.id} never started", hint="nothing to stop")
@@ -1041,7 +1051,7 @@ class Engine:
         run = runstate.sync_run(self, run)  # a run that already ended keeps its status
         stopped_here = run.status.active
         if stopped_here:
-            reason = "stopped by user (gpuctl down)"
+            reason = f"{StopReason.USER} (gpuctl down)"
             try:
                 _, host = self.locate(run)
                 answer = RunDir(host, run.id, run.remote_dir).stop(reason=reason, timeout=30)
@@ -1065,7 +1075,7 @@ class Engine:
                 if stopped_here:  # the reason says what really happened to the machine
                     self.store.update_run(
                         run.id,
-                        reason=f"stopped by user; {instance.id} kept: its results could "
+                        reason=f"{StopReason.USER}; {instance.id} kept: its results could "
                         "not be downloaded",
                     )
                 yield Failed(
@@ -1086,7 +1096,7 @@ class Engine:
         if run.status.active:
             transition(self.store, run.id, RunStatus.STOPPED, reason=removed)
         elif run.status == RunStatus.STOPPED and Reason.of(run.reason) is Reason.USER:
-            self.store.update_run(run.id, reason=f"stopped by user: {removed}")
+            self.store.update_run(run.id, reason=f"{StopReason.USER}: {removed}")
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:
@@ -1179,7 +1189,7 @@ class Engine:
             except NotFoundError:  # the machine is gone: a new one, with our checkpoint
                 return (yield from recovery.resume_elsewhere(self, run.id))
             rd = RunDir(host, run.id, run.remote_dir)
-            if host.file_size(rd.p("last.pt")) is None and not (
+            if host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is None and not (
                 yield from recovery.restore(self, run, rd)
             ):
                 raise ConfigError(

@@ -38,6 +38,7 @@ from .models import Instance, InstanceState, Market, Run, RunStatus
 from .ownership import is_ours
 from .rundir import RunDir
 from .runs.status import transition
+from .trainer.protocol import AgentState
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -280,7 +281,8 @@ def _trainer_runs(engine: Engine, run: Run) -> bool:
     except GpuctlError:
         return False
     try:
-        return RunDir(host, run.id, run.remote_dir).status().get("state") in ("starting", "running")
+        state = RunDir(host, run.id, run.remote_dir).status().get("state")
+        return state in (AgentState.STARTING, AgentState.RUNNING)
     except GpuctlError:
         return False
     finally:

@@ -46,6 +46,17 @@ from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .providers.base import Capability
 from .rundir import RunDir
 from .runs.status import Reason, transition
+from .trainer.protocol import (
+    AGENT_LOG_FILE,
+    AGENT_STATUS_FILE,
+    EVENTS_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT_FILE,
+    STATUS_FILE,
+    TRAIN_LOG_FILE,
+    Phase,
+    ShutdownAction,
+)
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -55,14 +66,13 @@ log = logging.getLogger("gpuctl.recovery")
 
 Events = Generator[Event, None, Any]
 
-SPOT_REASON = Reason.SPOT.value  # the agent's stop reason on a notice (agent.SPOT_REASON)
 GONE_PREFIX = Reason.GONE.value  # the provider says the machine no longer exists
 DEFAULT_METADATA_URL = "http://169.254.169.254"
 CHECKPOINT_URL_ENV = "GPUCTL_CHECKPOINT_PUT_URL"  # agent/cloud.py reads it
 # What recovery carries from the old machine to the new one (resume needs last.pt; the
 # rest keeps the log, the event stream and the history continuous across machines).
-CARRY_FILES = ("last.pt", "history.json", "train.log", "events.jsonl")
-PULL_FILES = (*CARRY_FILES, "status.json", "agent_status.json", "agent.log")
+CARRY_FILES = (LAST_CHECKPOINT_FILE, HISTORY_FILE, TRAIN_LOG_FILE, EVENTS_FILE)
+PULL_FILES = (*CARRY_FILES, STATUS_FILE, AGENT_STATUS_FILE, AGENT_LOG_FILE)
 MAX_RECOVERIES = 10
 PULL_SECONDS = 100.0  # a spot notice gives about 120 s; the pull must end before the machine
 VANISH_CHECK_SECONDS = 15.0
@@ -209,7 +219,7 @@ def agent_destroy_token(
     why = ""
     for key in ("shutdown", "budget_shutdown"):
         shutdown = cfg.get(key) or {}
-        if shutdown.get("action") != "destroy":
+        if shutdown.get("action") != ShutdownAction.DESTROY:
             continue
         token_env = str(shutdown.get("token_env") or "")
         token = os.environ.get(token_env, "").strip() if token_env else ""
@@ -222,10 +232,14 @@ def agent_destroy_token(
             if not token
             else f"{token_env} holds the full-access token, which never goes to a machine"
         )
-        cfg[key] = {**shutdown, "action": "poweroff"}
+        cfg[key] = {**shutdown, "action": ShutdownAction.POWEROFF}
     price = rate(instance.price_per_hour)
     keys = ["shutdown"] + (["budget_shutdown"] if cfg.get("budget_seconds") is not None else [])
-    off = [cfg.get(k) or {} for k in keys if (cfg.get(k) or {}).get("action") == "poweroff"]
+    off = [
+        cfg.get(k) or {}
+        for k in keys
+        if (cfg.get(k) or {}).get("action") == ShutdownAction.POWEROFF
+    ]
     if not any(s.get("policy", "terminate") == "terminate" for s in off):
         if off:  # --teardown stop: the user's choice, said with its price
             message = (
@@ -256,7 +270,7 @@ def _s3(engine: Engine, spec: LaunchSpec, region: str | None) -> Any:
 
 
 def bucket_key(run_id: str) -> str:
-    return f"gpuctl/{run_id}/last.pt"
+    return f"gpuctl/{run_id}/{LAST_CHECKPOINT_FILE}"
 
 
 def presign_put(engine: Engine, spec: LaunchSpec, instance: Instance, bucket: str) -> str:
@@ -334,7 +348,7 @@ def local_dir(engine: Engine, run: Run) -> Path:
 
 
 def local_checkpoint(engine: Engine, run: Run) -> Path | None:
-    path = local_dir(engine, run) / "last.pt"
+    path = local_dir(engine, run) / LAST_CHECKPOINT_FILE
     return path if valid_checkpoint(path) else None
 
 
@@ -355,7 +369,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
         _instance, host = engine.locate(run)
         hosts.append(host)
         rd = RunDir(host, run.id, run.remote_dir)
-        if host.file_size(rd.p("last.pt")) is None:
+        if host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is None:
             return False
         yield from rd.download(target, PULL_FILES)
         return True
@@ -387,7 +401,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
 def restore(engine: Engine, run: Run, rd: RunDir) -> Events:
     """Put the newest checkpoint gpuctl holds into rd (a new machine); True if there was one."""
     bucket = run.launch_spec.options.get("checkpoint_bucket")
-    if fetch_from_bucket(engine, run, local_dir(engine, run) / "last.pt") is not None:
+    if fetch_from_bucket(engine, run, local_dir(engine, run) / LAST_CHECKPOINT_FILE) is not None:
         yield Notice(run.id, f"newest checkpoint fetched from s3://{bucket}")
     ckpt = local_checkpoint(engine, run)
     if ckpt is None:
@@ -469,7 +483,8 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
     alive = old is not None and old.state != InstanceState.TERMINATED
     if alive and Reason.of(reason) is not Reason.GONE:
         pulled = yield from pull_checkpoint(engine, run)  # while the machine still answers
-    if pulled is None and fetch_from_bucket(engine, run, local_dir(engine, run) / "last.pt"):
+    target = local_dir(engine, run) / LAST_CHECKPOINT_FILE
+    if pulled is None and fetch_from_bucket(engine, run, target):
         yield Notice(run_id, "checkpoint fetched from the bucket (the agent pushed it)")
     ckpt = pulled or local_checkpoint(engine, run)
     if ckpt is None and manual:  # by hand, with the machine gone: nothing to resume from
@@ -703,12 +718,12 @@ def start_resumed(engine: Engine, run: Run, instance: Instance, same: bool) -> E
     host = engine._host(spec, instance, wait=0.0 if same else float(boot_wait or 0.0))
     try:
         rd = RunDir(host, run.id)
-        have = same and host.file_size(rd.p("last.pt")) is not None
+        have = same and host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is not None
         if not have:
             have = yield from restore(engine, run, rd)
         if not have:
             yield Notice(run.id, "no checkpoint anywhere: the run starts over", "warning")
-        offset = (host.file_size(rd.p("train.log")) or 0) if have else 0
+        offset = (host.file_size(rd.p(TRAIN_LOG_FILE)) or 0) if have else 0
     finally:
         host.close()
     yield from engine._start_on(instance, spec, resume=have)
@@ -720,18 +735,18 @@ def _position(engine: Engine, run: Run) -> tuple[int, int]:
     else the epoch after the last one completed (a killed trainer's last.pt)."""
     root = local_dir(engine, run)
     try:
-        status = json.loads((root / "status.json").read_text())
+        status = json.loads((root / STATUS_FILE).read_text())
     except (OSError, ValueError):
         status = {}
     if not isinstance(status, dict):  # written by the machine: trust nothing of its shape
         status = {}
-    if status.get("phase") == "interrupted" and status.get("epoch"):
+    if status.get("phase") == Phase.INTERRUPTED and status.get("epoch"):
         try:
             return int(status["epoch"]), int(status.get("step") or 0)
         except (TypeError, ValueError, OverflowError):
             pass
     try:
-        done = max(int(h["epoch"]) for h in json.loads((root / "history.json").read_text()))
+        done = max(int(h["epoch"]) for h in json.loads((root / HISTORY_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         done = run.epoch
     return done + 1, 0

@@ -3,7 +3,7 @@
 Layout on the machine (base = Host.base_dir(), `~/gpuctl` over SSH):
 
     base/code/<hash>/trainer/     the bundled trainer, shared by runs with the same code
-    base/code/<hash>/agent/agent.py
+    base/code/<hash>/agent/agent.py   (imports ../trainer/protocol.py: the shared names)
     base/runs/<run>/run.json      resolved trainer config
     base/runs/<run>/agent.json    watchdog limits and shutdown action
     base/runs/<run>/work/         the user's work directory (if any)
@@ -27,21 +27,35 @@ from .events import Event, Notice, Synced
 from .files import FileEntry, walk_tree
 from .host import Host, SyncStats
 from .settings import private_dir
+from .trainer.protocol import (
+    AGENT_CONFIG_FILE,
+    AGENT_LOG_FILE,
+    AGENT_STATUS_FILE,
+    BEST_CHECKPOINT_FILE,
+    EVENTS_FILE,
+    HISTORY_FILE,
+    LAST_CHECKPOINT_FILE,
+    RUN_CONFIG_FILE,
+    STATUS_FILE,
+    TRAIN_LOG_FILE,
+    TRAINER_OUT_FILE,
+    StopReason,
+)
 
 log = logging.getLogger(__name__)
 
 # What `download` brings home by default: small, and everything needed to resume or report.
 RESULT_FILES: tuple[str, ...] = (
-    "best.pt",
-    "last.pt",
-    "history.json",
-    "train.log",
-    "events.jsonl",
-    "status.json",
-    "run.json",
-    "agent_status.json",
-    "agent.log",
-    "trainer.out",
+    BEST_CHECKPOINT_FILE,
+    LAST_CHECKPOINT_FILE,
+    HISTORY_FILE,
+    TRAIN_LOG_FILE,
+    EVENTS_FILE,
+    STATUS_FILE,
+    RUN_CONFIG_FILE,
+    AGENT_STATUS_FILE,
+    AGENT_LOG_FILE,
+    TRAINER_OUT_FILE,
 )
 
 
@@ -154,7 +168,7 @@ class RunDir:
         return value if isinstance(value, dict) else {}
 
     def exists(self) -> bool:
-        return self.host.file_size(self.p("run.json")) is not None
+        return self.host.file_size(self.p(RUN_CONFIG_FILE)) is not None
 
     # -- agent -----------------------------------------------------------------------------
 
@@ -193,7 +207,7 @@ class RunDir:
         env: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Write the configs and start the supervisor detached; returns its pids."""
-        self.write_json("run.json", train)
+        self.write_json(RUN_CONFIG_FILE, train)
         agent_cfg = {
             **agent,
             "python": python,
@@ -201,14 +215,14 @@ class RunDir:
             "resume": resume,
             "run_id": self.run_id,
         }
-        self.write_json("agent.json", agent_cfg)
+        self.write_json(AGENT_CONFIG_FILE, agent_cfg)
         answer = self._agent(code_dir, python, "start", env=env)  # secrets: env only
         if answer.get("error"):
             raise RemoteError(f"agent: {answer['error']}", hint="`gpuctl status` shows the run")
         return answer
 
-    def stop(self, *, reason: str = "stopped by user", timeout: float = 90.0) -> dict[str, Any]:
-        cfg = self.read_json("agent.json")
+    def stop(self, *, reason: str = StopReason.USER, timeout: float = 90.0) -> dict[str, Any]:
+        cfg = self.read_json(AGENT_CONFIG_FILE)
         if not cfg:
             raise RemoteError(
                 f"run {self.run_id} was never started on {self.host.label}",
@@ -220,7 +234,7 @@ class RunDir:
 
     def status(self) -> dict[str, Any]:
         """Agent status (state, pids, exit code, reason) with the trainer's status.json."""
-        cfg = self.read_json("agent.json")
+        cfg = self.read_json(AGENT_CONFIG_FILE)
         if not cfg:
             return {}
         return self._agent(cfg["code_dir"], cfg["python"], "status")

@@ -24,6 +24,7 @@ from .models import Run, RunStatus
 from .rundir import RunDir
 from .runs.status import Reason
 from .tail import last_lines
+from .trainer.protocol import AGENT_ENDED, TRAIN_LOG_FILE, AgentState, Phase
 
 if TYPE_CHECKING:
     from .lifecycle import Engine
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpuctl.runstate")
 
 LIVE = frozenset({RunStatus.RUNNING, RunStatus.STOPPING})  # a trainer was started
-ENDED = ("exited", "lost")  # agent states after which the trainer no longer runs
 LOG_LINES = 5  # last log lines quoted in the reason of a run that died unwatched
 
 
@@ -47,7 +47,7 @@ def epochs_done(run: Run, trainer: Mapping[str, Any]) -> int:
     done = trainer.get("epochs_done")
     if isinstance(done, int) and not isinstance(done, bool) and done >= 0:
         return done
-    if trainer.get("phase") == "finished" and isinstance(trainer.get("epochs"), int):
+    if trainer.get("phase") == Phase.FINISHED and isinstance(trainer.get("epochs"), int):
         return int(trainer["epochs"])
     return run.epoch  # an older trainer: its `epoch` is the one in progress, not done
 
@@ -62,14 +62,14 @@ def outcome(run: Run, agent: Mapping[str, Any]) -> tuple[RunStatus, str]:
         return RunStatus.BUDGET, reason
     if why is Reason.STALL:  # the agent's stall guard stopped it
         return RunStatus.STALLED, reason
-    if phase == "finished":
+    if phase == Phase.FINISHED:
         return RunStatus.FINISHED, reason
-    if phase == "interrupted":
+    if phase == Phase.INTERRUPTED:
         asked = why is Reason.USER or run.status == RunStatus.STOPPING
         return (RunStatus.STOPPED if asked else RunStatus.INTERRUPTED), reason
     if not agent:
         return RunStatus.LOST, "the run's directory is gone from its machine"
-    if agent.get("state") == "lost":
+    if agent.get("state") == AgentState.LOST:
         return RunStatus.LOST, reason or "the agent on the machine died"
     code = agent.get("exit_code")
     why = str(trainer.get("reason") or reason)
@@ -87,7 +87,7 @@ def record_end(
     """
     store = engine.store
     run = store.get_run(run_id)
-    if agent and agent.get("state") not in ENDED:
+    if agent and agent.get("state") not in AGENT_ENDED:
         return run.status, False
     status, reason = outcome(run, agent)
     if explain is not None and status in (RunStatus.FAILED, RunStatus.LOST):
@@ -140,17 +140,17 @@ def check(engine: Engine, run: Run, agent: Mapping[str, Any] | None = None) -> t
     if not agent or agent.get("error") or not _this_attempt(engine, run, agent):
         return run, False
     trainer = agent.get("trainer") or {}
-    if agent.get("state") not in ENDED:
+    if agent.get("state") not in AGENT_ENDED:
         _progress(engine, run, trainer)
         return engine.store.get_run(run.id), False
 
     def explain(status: RunStatus, reason: str) -> tuple[RunStatus, str]:
         try:
-            lines, _ = last_lines(host, rd.p("train.log"), LOG_LINES)
+            lines, _ = last_lines(host, rd.p(TRAIN_LOG_FILE), LOG_LINES)
         except GpuctlError:
             lines = []
         said = " | ".join(ln.strip() for ln in lines if ln.strip())
-        what = "the agent died" if agent.get("state") == "lost" else "the trainer died"
+        what = "the agent died" if agent.get("state") == AgentState.LOST else "the trainer died"
         return RunStatus.FAILED, f"{what} ({reason})" + (f"; last log: {said}" if said else "")
 
     _status, recorded = record_end(engine, run.id, agent, explain=explain)

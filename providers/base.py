@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from gpuctl.errors import ConfigError
 from gpuctl.events import Event
 from gpuctl.models import Instance, LaunchSpec, Offer, SshTarget
+from gpuctl.trainer.protocol import ShutdownAction
 
 if TYPE_CHECKING:
     from gpuctl.host import Host
@@ -49,9 +50,9 @@ class Billing:
 
 # What the on-machine agent does when a watchdog limit (max hours, idle, budget) fires
 # after the trainer has been stopped gracefully. See gpuctl/agent/agent.py.
-SHUTDOWN_NONE = "none"  # local, ssh: stop the trainer only, leave the machine alone
-SHUTDOWN_POWEROFF = "poweroff"  # `shutdown -h now` (AWS with shutdown behaviour terminate)
-SHUTDOWN_DESTROY = "destroy"  # DigitalOcean: destroy own droplet via API (opt-in token)
+SHUTDOWN_NONE = ShutdownAction.NONE  # local, ssh: stop the trainer only, leave the machine
+SHUTDOWN_POWEROFF = ShutdownAction.POWEROFF  # `shutdown -h now` (AWS, behaviour terminate)
+SHUTDOWN_DESTROY = ShutdownAction.DESTROY  # DigitalOcean: destroy own droplet via API (opt-in)
 
 
 # Launch flags by LaunchSpec field (or launch option) -> what the user typed. A driver's

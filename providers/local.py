@@ -23,6 +23,7 @@ from gpuctl.events import Event, Provisioning
 from gpuctl.local_host import LocalHost
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Offer, SshTarget
 from gpuctl.settings import Profile, Settings
+from gpuctl.trainer.protocol import AGENT_STATUS_FILE, STOP_FILE, AgentState
 
 from .base import SHUTDOWN_NONE, Billing, Capability, Listing
 
@@ -76,7 +77,7 @@ class LocalProvider:
         run_dir = self._run_dir(run_id)
         status: dict[str, Any] = {}
         try:
-            status = json.loads((run_dir / "agent_status.json").read_text())
+            status = json.loads((run_dir / AGENT_STATUS_FILE).read_text())
         except (OSError, ValueError):
             pass
         if not run_dir.exists():
@@ -110,7 +111,7 @@ class LocalProvider:
             raw_state=str(status.get("state", "")),
             tags={"gpuctl:run": run_id},
             stopped_at=_ended_at(status)
-            if state == InstanceState.STOPPED and status.get("state") == "exited"
+            if state == InstanceState.STOPPED and status.get("state") == AgentState.EXITED
             else None,
             owner=owner,
         )
@@ -119,11 +120,11 @@ class LocalProvider:
         """When this "machine" stopped billing: the moment its trainer and agent exited
         (None while they run). The ledger closes there, not when gpuctl next looks."""
         try:
-            path = self._run_dir(instance.id.removeprefix(PREFIX)) / "agent_status.json"
+            path = self._run_dir(instance.id.removeprefix(PREFIX)) / AGENT_STATUS_FILE
             status = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return _ended_at(status) if status.get("state") == "exited" else None
+        return _ended_at(status) if status.get("state") == AgentState.EXITED else None
 
     def list_instances(self, *, include_unmanaged: bool = False) -> Listing:
         runs = self.root / "runs"
@@ -147,7 +148,7 @@ class LocalProvider:
     def _signal_all(self, instance: Instance, sig: int) -> None:
         run_dir = self._run_dir(instance.id.removeprefix(PREFIX))
         try:
-            status = json.loads((run_dir / "agent_status.json").read_text())
+            status = json.loads((run_dir / AGENT_STATUS_FILE).read_text())
         except (OSError, ValueError):
             return
         for key in ("trainer_pid",):
@@ -167,7 +168,7 @@ class LocalProvider:
         """Stop the trainer (gracefully, it checkpoints); the run dir stays."""
         run_dir = self._run_dir(instance.id.removeprefix(PREFIX))
         if run_dir.exists():
-            (run_dir / "STOP").write_text("instance stopped\n")
+            (run_dir / STOP_FILE).write_text("instance stopped\n")
         self._signal_all(instance, signal.SIGTERM)
 
     def start(self, instance: Instance) -> None:

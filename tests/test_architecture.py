@@ -46,14 +46,19 @@ def test_trainer_uses_relative_imports_only() -> None:
 
 def test_agent_is_standard_library_only() -> None:
     """The agent runs with whatever python3 the machine has: stdlib imports only (and its
-    sibling modules in agent/, which ship with it)."""
+    sibling modules in agent/, which ship with it, and trainer/protocol.py, which ships
+    next to agent/ and is stdlib only itself)."""
     agent_dir = REPO / "gpuctl" / "agent"
     siblings = {p.stem for p in agent_dir.glob("*.py")}
     for path in agent_dir.glob("*.py"):
         source = path.read_text()
         imported = set(re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_]\w*)", source, re.M))
-        allowed = set(sys.stdlib_module_names) | {"__future__"} | siblings
+        allowed = set(sys.stdlib_module_names) | {"__future__", "trainer"} | siblings
         assert imported <= allowed, (path.name, imported - allowed)
+        from_trainer = re.findall(r"^\s*from\s+(\.\.)?trainer\b(.*)$", source, re.M)
+        names = [rest.split("#")[0].strip() for _, rest in from_trainer]
+        assert all(name == "import protocol" for name in names), (path.name, names)
+        assert not re.search(r"^\s*import\s+trainer\b", source, re.M), path.name
 
 
 def test_every_core_module_is_under_the_no_textual_contract() -> None:

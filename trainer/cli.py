@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from .config import ConfigError
+from .protocol import EVENTS_FILE, STATUS_FILE, Phase, TrainerEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -58,7 +59,7 @@ def _write_config_failure(raw: dict[str, object] | None, config_path: Path, reas
             return
         now = time.time()
         status = {
-            "phase": "failed",
+            "phase": Phase.FAILED,
             "epoch": 0,
             "epochs": None,
             "step": 0,
@@ -69,9 +70,11 @@ def _write_config_failure(raw: dict[str, object] | None, config_path: Path, reas
             "best_metric": None,
             "reason": reason,
         }
-        write_json_atomic(out_dir / "status.json", status)
-        with open(out_dir / "events.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"event": "failed", "time": now, "reason": reason}) + "\n")
+        write_json_atomic(out_dir / STATUS_FILE, status)
+        with open(out_dir / EVENTS_FILE, "a", encoding="utf-8") as f:
+            f.write(
+                json.dumps({"event": TrainerEvent.FAILED, "time": now, "reason": reason}) + "\n"
+            )
     except OSError:
         pass
 

@@ -42,6 +42,13 @@ from .device import (
 from .distributed import DistInfo
 from .errors import TrainerError
 from .outputs import Outputs
+from .protocol import (
+    BEST_CHECKPOINT_FILE,
+    LAST_CHECKPOINT_FILE,
+    STOP_FILE,
+    Phase,
+    TrainerEvent,
+)
 from .schedule import build_scheduler
 from .stop import StopRequest
 from .tasks import load_task
@@ -119,9 +126,9 @@ def train(
     """Train cfg.epochs epochs (or the rest of them on resume); 0 = finished or interrupted."""
     t_start = time.monotonic()
     out_dir = Path(str(cfg.out_dir))
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    last_path, best_path = out_dir / LAST_CHECKPOINT_FILE, out_dir / BEST_CHECKPOINT_FILE
     ws, rank = info.world_size, info.rank
-    out.status(phase="starting", epochs=cfg.epochs, reason=None)
+    out.status(phase=Phase.STARTING, epochs=cfg.epochs, reason=None)
 
     # -------- precision and kernels
     configure_backends(device, cfg.deterministic)
@@ -268,7 +275,7 @@ def train(
         + (", torch.compile" if cfg.compile else "")
     )
     out.event(
-        "start",
+        TrainerEvent.START,
         run_id=cfg.run_id,
         config=to_dict(cfg),
         device=describe(device),
@@ -281,7 +288,7 @@ def train(
     )
     out.history(history)
     out.status(
-        phase="warmup",
+        phase=Phase.WARMUP,
         epoch=min(start_epoch + 1, cfg.epochs),
         epochs_done=start_epoch,
         step=start_step,
@@ -321,7 +328,7 @@ def train(
     steady_seconds: list[float] = []  # epoch times of this process, warm-up epoch excluded
     for epoch in range(start_epoch, cfg.epochs):
         warmup = epoch == start_epoch
-        phase = "warmup" if warmup else "training"
+        phase = Phase.WARMUP if warmup else Phase.TRAINING
         step0 = start_step if warmup else 0
         if not warmup or not step0:
             partial_epoch = _no_progress()
@@ -380,12 +387,12 @@ def train(
                 state = make_state(epoch, done, progress)
                 if info.is_main:
                     checkpoint.atomic_save(state, last_path)
-                out.event("checkpoint", path=str(last_path), epoch=epoch + 1, best=False)
+                out.event(TrainerEvent.CHECKPOINT, path=str(last_path), epoch=epoch + 1, best=False)
                 last_ckpt = time.monotonic()
                 if want_stop:
                     reason = stop.reason or "stop requested on another rank"
-                    out.event("interrupted", epoch=epoch + 1, step=done, reason=reason)
-                    out.status(phase="interrupted", reason=reason, eta_seconds=None)
+                    out.event(TrainerEvent.INTERRUPTED, epoch=epoch + 1, step=done, reason=reason)
+                    out.status(phase=Phase.INTERRUPTED, reason=reason, eta_seconds=None)
                     out.log(
                         f"interrupted ({reason}) at epoch {epoch + 1} step {done}; "
                         "last.pt written; continue with --resume"
@@ -431,16 +438,16 @@ def train(
                     checkpoint.atomic_save(state, best_path)
             del state
         out.event(
-            "epoch_end",
+            TrainerEvent.EPOCH_END,
             **row,
             epochs=cfg.epochs,
             peak_mem_mb=peak_memory_mb(device),
             warmup=warmup,
         )
         if due:
-            out.event("checkpoint", path=str(last_path), epoch=epoch + 1, best=False)
+            out.event(TrainerEvent.CHECKPOINT, path=str(last_path), epoch=epoch + 1, best=False)
         if is_best:
-            out.event("checkpoint", path=str(best_path), epoch=epoch + 1, best=True)
+            out.event(TrainerEvent.CHECKPOINT, path=str(best_path), epoch=epoch + 1, best=True)
         out.history(history)
         if not warmup:  # ETA from whole epochs (checkpoint included), warm-up excluded
             steady_seconds.append(partial_epoch["seconds"] + time.monotonic() - t_epoch)
@@ -448,7 +455,7 @@ def train(
         if steady_seconds:
             eta = round(sum(steady_seconds) / len(steady_seconds) * (cfg.epochs - epoch - 1), 1)
         out.status(
-            phase="training",
+            phase=Phase.TRAINING,
             epoch=epoch + 1,
             epochs_done=epoch + 1,
             step=steps_per_epoch,
@@ -464,15 +471,15 @@ def train(
         )
         if want_stop and not finished:
             reason = stop.reason or "stop requested on another rank"
-            out.event("interrupted", epoch=epoch + 2, step=0, reason=reason)
-            out.status(phase="interrupted", epoch=epoch + 2, step=0, reason=reason)
+            out.event(TrainerEvent.INTERRUPTED, epoch=epoch + 2, step=0, reason=reason)
+            out.status(phase=Phase.INTERRUPTED, epoch=epoch + 2, step=0, reason=reason)
             out.log(f"interrupted ({reason}) after epoch {epoch + 1}; continue with --resume")
             return 0
 
     seconds = round(elapsed_before + time.monotonic() - t_start, 3)
-    out.event("finished", epochs=cfg.epochs, best_metric=best_metric, seconds=seconds)
+    out.event(TrainerEvent.FINISHED, epochs=cfg.epochs, best_metric=best_metric, seconds=seconds)
     out.status(
-        phase="finished",
+        phase=Phase.FINISHED,
         epoch=cfg.epochs,
         epochs_done=cfg.epochs,
         eta_seconds=0.0,
@@ -488,8 +495,8 @@ def _fail(out: Outputs, reason: str, detail: str | None = None) -> int:
     out.error(f"trainer failed: {reason}")
     if detail:
         out.error(detail.rstrip())
-    out.event("failed", reason=reason)
-    out.status(phase="failed", reason=reason, eta_seconds=None)
+    out.event(TrainerEvent.FAILED, reason=reason)
+    out.status(phase=Phase.FAILED, reason=reason, eta_seconds=None)
     return 1
 
 
@@ -497,9 +504,9 @@ def run(cfg: TrainConfig, *, resume: bool = False, auto_resume: bool = False) ->
     """Train with process setup and error mapping around it; returns the exit code."""
     info = distributed.from_env()
     out_dir = Path(str(cfg.out_dir))
-    resuming = resume or (auto_resume and (out_dir / "last.pt").exists())
+    resuming = resume or (auto_resume and (out_dir / LAST_CHECKPOINT_FILE).exists())
     out = Outputs(out_dir, enabled=info.is_main, fresh=not resuming)
-    stop = StopRequest(out_dir / "STOP" if info.is_main else None)
+    stop = StopRequest(out_dir / STOP_FILE if info.is_main else None)
     stop.install()
     try:
         device = pick_device(info.local_rank)

@@ -14,6 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .protocol import (
+    EVENTS_FILE,
+    HISTORY_FILE,
+    STATUS_FILE,
+    TRAIN_LOG_FILE,
+    Phase,
+    TrainerEvent,
+)
+
 STATUS_EVERY_SECONDS = 2.0
 
 
@@ -35,7 +44,7 @@ class Outputs:
         self.dir = Path(out_dir)
         self.enabled = enabled
         self.status_fields: dict[str, Any] = {
-            "phase": "starting",
+            "phase": Phase.STARTING,
             "epoch": 0,
             "epochs_done": 0,
             "epochs": None,
@@ -52,10 +61,10 @@ class Outputs:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         mode = "w" if fresh else "a"
-        self._log = open(self.dir / "train.log", mode, buffering=1, encoding="utf-8")  # noqa: SIM115
+        self._log = open(self.dir / TRAIN_LOG_FILE, mode, buffering=1, encoding="utf-8")  # noqa: SIM115
         # Append mode (O_APPEND) even when fresh: another writer of the file (the failure
         # path in cli.py) then adds whole lines instead of overwriting ours.
-        events = self.dir / "events.jsonl"
+        events = self.dir / EVENTS_FILE
         if fresh:
             events.write_text("", encoding="utf-8")
         self._events = open(events, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
@@ -68,7 +77,7 @@ class Outputs:
         self._log.write(line + "\n")
         print(line, flush=True)
 
-    def event(self, name: str, **fields: Any) -> None:
+    def event(self, name: TrainerEvent, **fields: Any) -> None:
         """One JSON object per line: {"event": name, "time": unix seconds, ...fields}."""
         if not self.enabled:
             return
@@ -85,12 +94,12 @@ class Outputs:
             return
         self._last_status = now
         self.status_fields["updated_at"] = time.time()
-        write_json_atomic(self.dir / "status.json", self.status_fields)
+        write_json_atomic(self.dir / STATUS_FILE, self.status_fields)
 
     def history(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite history.json with every finished epoch."""
         if self.enabled:
-            write_json_atomic(self.dir / "history.json", rows)
+            write_json_atomic(self.dir / HISTORY_FILE, rows)
 
     def error(self, message: str) -> None:
         """A line for stderr from any rank (failures must never be silent)."""

@@ -15,6 +15,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .protocol import StopReason
+
 FILE_CHECK_SECONDS = 0.5
 DUPLICATE_SECONDS = 2.0
 
@@ -58,6 +60,6 @@ class StopRequest:
             if now >= self._next_file_check:
                 self._next_file_check = now + FILE_CHECK_SECONDS
                 if self.stop_file.exists():
-                    self.reason = "STOP file"
+                    self.reason = StopReason.STOP_FILE
                     self.stop_file.unlink(missing_ok=True)  # so a resume does not stop at once
         return self.reason is not None

@@ -791,6 +791,7 @@ def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[st
 
     from gpuctl.rundir import RunDir
     from gpuctl.tail import Tail, last_lines
+    from gpuctl.trainer.protocol import EVENTS_FILE, TRAIN_LOG_FILE, TrainerEvent
 
     run = engine.store.find_run(run_id)
     if run is None:
@@ -799,18 +800,18 @@ def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[st
     epochs: list[dict[str, Any]] = []
     if run.results_dir and Path(run.results_dir).is_dir():
         results = Path(run.results_dir)
-        log_path = results / "train.log"
+        log_path = results / TRAIN_LOG_FILE
         if log_path.exists():
             with log_path.open(errors="replace") as fh:
                 lines = fh.read().splitlines()[-HISTORY_LINES:]
-        events = results / "events.jsonl"
+        events = results / EVENTS_FILE
         if events.exists():
             for line in events.read_text(errors="replace").splitlines():
                 try:
                     ev = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(ev, dict) and ev.get("event") == "epoch_end":
+                if isinstance(ev, dict) and ev.get("event") == TrainerEvent.EPOCH_END:
                     epochs.append(ev)
         return lines, epochs
     if not run.remote_dir:
@@ -819,9 +820,11 @@ def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[st
         _instance, host = engine.locate(run)
         rd = RunDir(host, run.id, run.remote_dir)
         if run.status.terminal:
-            lines, _ = last_lines(host, rd.p("train.log"), HISTORY_LINES)
+            lines, _ = last_lines(host, rd.p(TRAIN_LOG_FILE), HISTORY_LINES)
         epochs = [
-            e for e in Tail(host, rd.p("events.jsonl")).poll_json() if e.get("event") == "epoch_end"
+            e
+            for e in Tail(host, rd.p(EVENTS_FILE)).poll_json()
+            if e.get("event") == TrainerEvent.EPOCH_END
         ]
     except GpuctlError as exc:
         return [f"── history unavailable: {exc.one_line()}"], []

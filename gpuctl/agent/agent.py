@@ -30,16 +30,22 @@ from pathlib import Path
 from typing import Any
 
 try:  # imported as gpuctl.agent.agent (tests, the local provider)
+    from ..trainer import protocol
     from . import cloud
 except ImportError:  # run as a script on the machine: agent/ is sys.path[0]
+    # The names it shares with the trainer and gpuctl are in trainer/protocol.py, which
+    # every code bundle ships next to agent/ (stdlib only, like this file).
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
     import cloud  # type: ignore[no-redef]
 
-STATUS = "agent_status.json"
-CONFIG = "agent.json"
-TERMINAL_PHASES = ("finished", "failed", "interrupted")
-SPOT_REASON = "spot interruption"
-STALL_REASON = "stalled"  # reasons starting with this mark the run `stalled`
-PROGRESS_FILES = ("train.log", "events.jsonl", "trainer.out")
+    from trainer import protocol  # type: ignore[no-redef]
+
+AgentState = protocol.AgentState
+StopReason = protocol.StopReason
+ShutdownAction = protocol.ShutdownAction
+STATUS = protocol.AGENT_STATUS_FILE
+CONFIG = protocol.AGENT_CONFIG_FILE
+PROGRESS_FILES = (protocol.TRAIN_LOG_FILE, protocol.EVENTS_FILE, protocol.TRAINER_OUT_FILE)
 
 
 def now() -> float:
@@ -132,9 +138,9 @@ class Progress:
                 sizes.append((self.dir / name).stat().st_size)
             except OSError:
                 sizes.append(None)
-        status = read_json(self.dir / "status.json")
+        status = read_json(self.dir / protocol.STATUS_FILE)
         step = tuple(status.get(k) for k in ("phase", "epoch", "step", "updated_at"))
-        if status.get("step") or status.get("phase") == "training":
+        if status.get("step") or status.get("phase") == protocol.Phase.TRAINING:
             self.stepped = True
         return (*sizes, *step)
 
@@ -190,14 +196,14 @@ class Supervisor:
 
     def log(self, message: str) -> None:
         line = f"[agent {time.strftime('%Y-%m-%d %H:%M:%S')}] {message}\n"
-        with open(self.dir / "agent.log", "a") as fh:
+        with open(self.dir / protocol.AGENT_LOG_FILE, "a") as fh:
             fh.write(line)
 
     # -- trainer -----------------------------------------------------------------------
 
     def trainer_command(self) -> list[str]:
         python = self.cfg.get("python") or sys.executable
-        config = str(self.dir / "run.json")
+        config = str(self.dir / protocol.RUN_CONFIG_FILE)
         nproc = int(self.cfg.get("nproc") or 1)
         if nproc > 1:
             cmd = [python, "-m", "torch.distributed.run", "--standalone"]
@@ -221,10 +227,10 @@ class Supervisor:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
-        (self.dir / "STOP").unlink(missing_ok=True)
+        (self.dir / protocol.STOP_FILE).unlink(missing_ok=True)
         cmd = self.trainer_command()
         self.log("starting trainer: " + shlex.join(cmd))
-        out = open(self.dir / "trainer.out", "ab")  # noqa: SIM115 - handed to the child
+        out = open(self.dir / protocol.TRAINER_OUT_FILE, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             cmd,
             cwd=code_dir,
@@ -236,7 +242,7 @@ class Supervisor:
         )
         out.close()
         self.save(
-            state="running",
+            state=AgentState.RUNNING,
             trainer_pid=self.proc.pid,
             trainer_started_at=now(),
             exit_code=None,
@@ -259,11 +265,11 @@ class Supervisor:
             return
         self.stop_reason = reason
         self.log(f"stopping trainer: {reason}")
-        self.save(state="stopping", reason=reason)
-        (self.dir / "STOP").write_text(reason + "\n")
+        self.save(state=AgentState.STOPPING, reason=reason)
+        (self.dir / protocol.STOP_FILE).write_text(reason + "\n")
         self.signal_trainer(signal.SIGTERM)
         grace = float(self.cfg.get("grace_seconds", 90))
-        if reason.startswith(STALL_REASON) and self.progress is not None:
+        if reason.startswith(StopReason.STALL) and self.progress is not None:
             grace = min(grace, self.progress.stall_seconds)  # it was stuck that long already
         deadline = now() + grace
         while self.proc is not None and self.proc.poll() is None and now() < deadline:
@@ -285,10 +291,11 @@ class Supervisor:
         elapsed = time.monotonic() - self.started_mono
         max_s = self.cfg.get("max_seconds")
         if max_s and elapsed >= float(max_s):
-            return f"max hours reached ({float(max_s) / 3600:.2f} h)"
+            return f"{StopReason.MAX_HOURS} ({float(max_s) / 3600:.2f} h)"
         budget_s = self.cfg.get("budget_seconds")
         if budget_s is not None and elapsed >= float(budget_s):  # 0 = nothing left: stop now
-            return f"budget reached (time limit = budget / price = {float(budget_s):.0f} s)"
+            limit = f"time limit = budget / price = {float(budget_s):.0f} s"
+            return f"{StopReason.BUDGET} reached ({limit})"
         return None
 
     def check_stall(self) -> str | None:
@@ -299,25 +306,27 @@ class Supervisor:
             return None
         gpu = self.progress.gpu
         busy = f", GPU {gpu:.0f}% busy" if gpu is not None else ""
-        return f"{STALL_REASON}: no training progress for {quiet / 60:.1f} min{busy}"
+        return f"{StopReason.STALL}: no training progress for {quiet / 60:.1f} min{busy}"
 
     def shutdown_config(self, reason: str) -> dict[str, Any]:
         """The action for this limit: the budget's own policy, else the run's teardown's."""
-        if reason.startswith("budget") and isinstance(self.cfg.get("budget_shutdown"), dict):
+        if reason.startswith(StopReason.BUDGET) and isinstance(
+            self.cfg.get("budget_shutdown"), dict
+        ):
             return dict(self.cfg["budget_shutdown"])
         return dict(self.cfg.get("shutdown") or {})
 
     def shutdown(self, reason: str) -> None:
         cfg = self.shutdown_config(reason)
-        action = cfg.get("action", "none")
+        action = cfg.get("action", ShutdownAction.NONE)
         command = cfg.get("command") or []
         self.save(shutdown={"action": action, "reason": reason, "at": now()})
-        if action == "none":
+        if action == ShutdownAction.NONE:
             self.log(f"{reason}: the trainer is stopped; the machine is left as it is")
             return
-        if action == "destroy" and self.destroy_self(cfg):
+        if action == ShutdownAction.DESTROY and self.destroy_self(cfg):
             return
-        if action == "none" or not command:
+        if action == ShutdownAction.NONE or not command:
             return
         self.log(f"shutdown ({action}): {reason}")
         try:
@@ -385,13 +394,13 @@ class Supervisor:
         if notice is not None:
             self.log(f"spot interruption notice: {json.dumps(notice)}")
             self.save(spot={**notice, "noticed_at": now()})
-            self.graceful_stop(SPOT_REASON)
+            self.graceful_stop(StopReason.SPOT)
 
     def note_checkpoint(self) -> None:
         """The trainer has written last.pt: say when (before 'exited', which gpuctl sees)."""
         spot = dict(self.status.get("spot") or {})
         try:
-            spot["checkpoint_at"] = (self.dir / "last.pt").stat().st_mtime
+            spot["checkpoint_at"] = (self.dir / protocol.LAST_CHECKPOINT_FILE).stat().st_mtime
         except OSError:
             spot["checkpoint_error"] = "no last.pt after the stop"
         self.status["spot"] = spot
@@ -402,7 +411,7 @@ class Supervisor:
         url = cloud.env_value(cloud.CHECKPOINT_URL_ENV)
         if not url or "checkpoint_at" not in spot:
             return
-        last = self.dir / "last.pt"
+        last = self.dir / protocol.LAST_CHECKPOINT_FILE
         started = now()
         try:
             sent = cloud.put_file(url, last)
@@ -417,19 +426,19 @@ class Supervisor:
 
     def run(self) -> int:
         self.save(
-            state="starting",
+            state=AgentState.STARTING,
             agent_pid=os.getpid(),
             started_at=self.started,
             limits={
                 k: self.cfg.get(k)
                 for k in ("max_seconds", "budget_seconds", "idle_seconds", "stall_seconds")
             },
-            shutdown_action=(self.cfg.get("shutdown") or {}).get("action", "none"),
+            shutdown_action=(self.cfg.get("shutdown") or {}).get("action", ShutdownAction.NONE),
         )
         stop_requested = {"reason": ""}
 
         def on_term(signum: int, _frame: object) -> None:
-            stop_requested["reason"] = f"agent got signal {signum}"
+            stop_requested["reason"] = f"{StopReason.SIGNAL} {signum}"
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -437,7 +446,7 @@ class Supervisor:
         try:
             self.start_trainer()
         except OSError as exc:
-            self.save(state="exited", exit_code=127, reason=f"cannot start trainer: {exc}")
+            self.save(state=AgentState.EXITED, exit_code=127, reason=f"cannot start trainer: {exc}")
             return 1
         poll = float(self.cfg.get("poll_seconds", 2.0))
         limit_reason: str | None = None
@@ -462,23 +471,26 @@ class Supervisor:
                 continue
             nap = min(poll, 0.5) if now() - self.started < 5 else poll
             time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
-        stop_file = self.dir / "STOP"
+        stop_file = self.dir / protocol.STOP_FILE
         if not self.stop_reason and stop_file.exists():
             self.stop_reason = stop_file.read_text().strip() or "stopped"
-        if self.stop_reason == SPOT_REASON:
+        if self.stop_reason == StopReason.SPOT:
             self.note_checkpoint()
-        self.save(state="exited", exit_code=code, ended_at=now(), reason=self.stop_reason or "")
+        self.save(
+            state=AgentState.EXITED, exit_code=code, ended_at=now(), reason=self.stop_reason or ""
+        )
         self.log(f"trainer exited with code {code}")
-        if self.stop_reason == SPOT_REASON:
+        if self.stop_reason == StopReason.SPOT:
             self.push_checkpoint()
         if limit_reason:
             self.shutdown(limit_reason)
             return 0
         idle = self.cfg.get("idle_seconds")
-        if idle and (self.cfg.get("shutdown") or {}).get("action", "none") != "none":
+        action = (self.cfg.get("shutdown") or {}).get("action", ShutdownAction.NONE)
+        if idle and action != ShutdownAction.NONE:
             self.idle_watch(float(idle))
-        elif (self.stop_reason or "").startswith(STALL_REASON):
-            self.shutdown(self.stop_reason or STALL_REASON)  # no idle rule: act now
+        elif (self.stop_reason or "").startswith(StopReason.STALL):
+            self.shutdown(self.stop_reason or StopReason.STALL)  # no idle rule: act now
         return 0
 
     def idle_watch(self, idle_seconds: float) -> None:
@@ -488,7 +500,7 @@ class Supervisor:
             time.sleep(min(5.0, idle_seconds))
             status = read_json(self.dir / STATUS)
             if (
-                status.get("state") in ("starting", "running")
+                status.get("state") in (AgentState.STARTING, AgentState.RUNNING)
                 and status.get("agent_pid") != os.getpid()
             ):
                 return  # a resumed run took over this machine
@@ -500,9 +512,7 @@ class Supervisor:
 
 def cmd_start(run_dir: Path) -> int:
     status = read_json(run_dir / STATUS)
-    if status.get("state") in ("starting", "running", "stopping") and pid_alive(
-        status.get("agent_pid")
-    ):
+    if status.get("state") in protocol.AGENT_ACTIVE and pid_alive(status.get("agent_pid")):
         print(json.dumps({"error": "already running", "agent_pid": status.get("agent_pid")}))
         return 3
     # Secrets go to the supervisor on a pipe: its environment (readable in /proc by the
@@ -510,7 +520,7 @@ def cmd_start(run_dir: Path) -> int:
     names = cloud.secret_env_names(read_json(run_dir / CONFIG))
     secrets = {n: cloud.env_value(n) for n in names if cloud.env_value(n)}
     env = {k: v for k, v in os.environ.items() if k not in names}
-    log = open(run_dir / "agent.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(run_dir / protocol.AGENT_LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
     argv = [sys.executable, os.path.abspath(__file__), "supervise", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(
         [*argv, "--secrets-on-stdin"],
@@ -533,7 +543,7 @@ def cmd_start(run_dir: Path) -> int:
         status = read_json(run_dir / STATUS)
         if status.get("agent_pid") == proc.pid and status.get("trainer_pid"):
             break
-        if status.get("agent_pid") == proc.pid and status.get("state") == "exited":
+        if status.get("agent_pid") == proc.pid and status.get("state") == AgentState.EXITED:
             break
         if proc.poll() is not None:
             break
@@ -546,7 +556,7 @@ def cmd_start(run_dir: Path) -> int:
 def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
     """Ask the trainer to checkpoint and exit; the supervisor records the outcome."""
     status = read_json(run_dir / STATUS)
-    (run_dir / "STOP").write_text(reason + "\n")
+    (run_dir / protocol.STOP_FILE).write_text(reason + "\n")
     pid = status.get("trainer_pid")
     agent_pid = status.get("agent_pid")
     if pid and pid_alive(pid):
@@ -566,7 +576,7 @@ def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
             pass
     while now() < deadline + 5 and pid_alive(agent_pid):
         status = read_json(run_dir / STATUS)
-        if status.get("state") == "exited":
+        if status.get("state") == AgentState.EXITED:
             break
         time.sleep(0.1)
     status = full_status(run_dir)
@@ -578,11 +588,9 @@ def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
 def full_status(run_dir: Path) -> dict[str, Any]:
     """The agent's status with the trainer's status.json inside; 'lost' if the agent died."""
     status = read_json(run_dir / STATUS)
-    if status.get("state") in ("starting", "running", "stopping") and not pid_alive(
-        status.get("agent_pid")
-    ):
-        status["state"] = "lost"
-    status["trainer"] = read_json(run_dir / "status.json")
+    if status.get("state") in protocol.AGENT_ACTIVE and not pid_alive(status.get("agent_pid")):
+        status["state"] = AgentState.LOST
+    status["trainer"] = read_json(run_dir / protocol.STATUS_FILE)
     status["trainer_alive"] = pid_alive(status.get("trainer_pid"))
     return status
 
@@ -596,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpuctl-agent")
     parser.add_argument("command", choices=["start", "supervise", "stop", "status"])
     parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--reason", default="stopped by user")
+    parser.add_argument("--reason", default=StopReason.USER)
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--secrets-on-stdin", action="store_true")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from gpuctl.models import ACTIVE_RUN_STATUSES, RunStatus
+from gpuctl.trainer.protocol import StopReason
 
 if TYPE_CHECKING:
     from gpuctl.state import Store
@@ -76,14 +77,14 @@ def transition(
 class Reason(StrEnum):
     """Why a run stopped, as code decides on it; the stored reason text keeps the detail."""
 
-    USER = "stopped by user"
-    BUDGET = "budget"
-    MAX_HOURS = "max hours reached"
+    USER = StopReason.USER.value
+    BUDGET = StopReason.BUDGET.value
+    MAX_HOURS = StopReason.MAX_HOURS.value
     IDLE = "idle"
-    STALL = "stalled"
-    SPOT = "spot interruption"
-    GONE = "instance gone"
-    SIGNAL = "agent got signal"  # the machine is shutting down under the agent
+    STALL = StopReason.STALL.value
+    SPOT = StopReason.SPOT.value
+    GONE = "instance gone"  # gpuctl's own: the provider says the machine no longer exists
+    SIGNAL = StopReason.SIGNAL.value  # the machine is shutting down under the agent
     OTHER = ""
 
     @classmethod

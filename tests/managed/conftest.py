@@ -72,6 +72,8 @@ class Machine:
             shutil.copy2(src, self.code / "agent" / src.name)
         (self.code / "trainer").mkdir()
         (self.code / "trainer" / "__main__.py").write_text(FAKE_TRAINER)
+        # The agent reads the names it shares with the trainer from trainer/protocol.py.
+        shutil.copy2(REPO / "trainer" / "protocol.py", self.code / "trainer" / "protocol.py")
         self.run_dir = root / "runs" / "r1"
         self.run_dir.mkdir(parents=True)
 

@@ -17,8 +17,7 @@ from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from gpuctl.reconcile import is_orphan
 from gpuctl.recovery import claim
-
-REPO = Path(__file__).resolve().parents[2]
+from gpuctl.rundir import code_bundle
 
 
 @pytest.fixture
@@ -38,6 +37,11 @@ def _add(engine: Engine, run_id: str, status: RunStatus, **fields: object) -> Ru
     return engine.store.add_run(
         Run(run_id, "validate", "local", status, now, now, spec=spec, **fields)  # type: ignore[arg-type]
     )
+
+
+def _code_dir(engine: Engine) -> str:
+    """The code gpuctl uploads (agent/ next to trainer/), here on this machine."""
+    return str(code_bundle(engine.settings.cache_dir)[0])
 
 
 def _dead_owner(engine: Engine, run_id: str) -> None:
@@ -101,7 +105,7 @@ def test_tagged_machine_without_a_run_is_adopted_as_an_orphan(engine: Engine) ->
 
 def test_dead_trainer_fails_the_run_with_its_last_log_lines(engine: Engine) -> None:
     run_dir = _local_dir(engine, "r-died")
-    cfg = {"code_dir": str(REPO / "gpuctl"), "python": sys.executable}
+    cfg = {"code_dir": _code_dir(engine), "python": sys.executable}
     (run_dir / "agent.json").write_text(json.dumps(cfg))
     dead = _dead_pid()
     status = {"state": "running", "agent_pid": dead, "trainer_pid": dead}
@@ -122,7 +126,7 @@ def test_dead_trainer_fails_the_run_with_its_last_log_lines(engine: Engine) -> N
 
 def test_killed_just_after_start_adopts_the_running_trainer(engine: Engine) -> None:
     run_dir = _local_dir(engine, "r-started")
-    cfg = {"code_dir": str(REPO / "gpuctl"), "python": sys.executable}
+    cfg = {"code_dir": _code_dir(engine), "python": sys.executable}
     (run_dir / "agent.json").write_text(json.dumps(cfg))
     alive = {"state": "running", "agent_pid": os.getpid(), "trainer_pid": os.getpid()}
     (run_dir / "agent_status.json").write_text(json.dumps(alive))
