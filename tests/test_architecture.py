@@ -1,4 +1,4 @@
-"""The dependency rules of DESIGN.md, checked on the installed layout."""
+"""The dependency rules of the README's Architecture section, on the installed layout."""
 
 from __future__ import annotations
 
