@@ -17,7 +17,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import BudgetExceeded, ConfigError
@@ -524,11 +524,23 @@ class Meter:
     instances: tuple[CostLine, ...] = ()
     budgets: tuple[BudgetState, ...] = ()
     flagged: tuple[str, ...] = ()  # instances metered by reconciliation, not by a launch
+    # Listed machines that bill but have no open segment (not gpuctl's, or not yet seen by
+    # a reconcile), at their listed prices: part of what burns now, not of what was spent.
+    unmetered: tuple[str, ...] = ()
+    unmetered_per_hour: float = 0.0
+
+    @property
+    def burn_now(self) -> float:
+        """Everything that bills now: the ledger's burn plus the listed, unmetered machines."""
+        return self.total.burn_per_hour + self.unmetered_per_hour
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "now": self.now,
             "total": self.total.to_dict(),
+            "unmetered": list(self.unmetered),
+            "unmetered_per_hour": self.unmetered_per_hour,
+            "burn_now": self.burn_now,
             "providers": [line.to_dict() for line in self.providers],
             "runs": [line.to_dict() for line in self.runs],
             "instances": [line.to_dict() for line in self.instances],
@@ -650,7 +662,31 @@ def meter(store: Store, settings: Settings, now: float | None = None) -> Meter:
     for provider, iid in {(s.provider, s.instance_id) for s in window if not s.run_id}:
         segs.update({s.id: s for s in store.segments(provider=provider, instance_id=iid)})
     ordered = sorted(segs.values(), key=lambda s: (s.start, s.id or 0))
-    return compute_meter(ordered, store.list_runs(), settings, now)
+    m = compute_meter(ordered, store.list_runs(), settings, now)
+    keys, per_hour = listed_unmetered(store.instances(), ordered, settings)
+    return replace(m, unmetered=keys, unmetered_per_hour=per_hour)
+
+
+def listed_unmetered(
+    instances: Iterable[Instance], segments: Iterable[PriceSegment], settings: Settings
+) -> tuple[tuple[str, ...], float]:
+    """(keys, $/h) of the listed machines of the configured providers that bill now (up, or
+    off where off still bills) but have no open ledger segment. One rule for every view."""
+    names = set(settings.providers)
+    open_ = {(s.provider, s.instance_id) for s in segments if s.end is None}
+    keys: list[str] = []
+    per_hour = 0.0
+    for inst in instances:
+        if inst.provider not in names or (inst.provider, inst.id) in open_:
+            continue
+        off_billed = inst.state == InstanceState.STOPPED and (
+            billing_for(settings, inst.provider).billed_when_stopped
+        )
+        if not (inst.state.billed or off_billed):
+            continue
+        keys.append(f"{inst.provider}/{inst.id}")
+        per_hour += inst.price_per_hour or 0.0
+    return tuple(keys), per_hour
 
 
 def run_line(store: Store, settings: Settings, run_id: str, now: float | None = None) -> CostLine:

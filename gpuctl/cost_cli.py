@@ -59,10 +59,15 @@ def _budget(line: CostLine) -> str:
 def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
     """The meter as text: burn now, today, month, per provider, per live run, budgets."""
     t = m.total
-    live = [i for i in m.instances if i.burn_per_hour > 0]
+    live = len([i for i in m.instances if i.burn_per_hour > 0]) + len(m.unmetered)
     out = [
-        f"now     {rate(t.burn_per_hour)} burning on {len(live)} "
-        f"instance{'s' if len(live) != 1 else ''}",
+        f"now     {rate(m.burn_now)} burning on {live} instance{'s' if live != 1 else ''}"
+        + (
+            f" ({rate(m.unmetered_per_hour)} of it on {len(m.unmetered)} listed machine"
+            f"{'s' if len(m.unmetered) != 1 else ''} gpuctl does not meter)"
+            if m.unmetered
+            else ""
+        ),
         f"today   {money(t.spent_today)}",
         f"month   {money(t.spent_month)}"
         + (f" of {money(t.budget)} ({percent(t.spent_month / t.budget)})" if t.budget else ""),
@@ -133,11 +138,11 @@ def watch_lines(m: cost.Meter, runs: dict[str, Any], runless: set[str]) -> list[
     for inst in m.instances:
         if inst.burn_per_hour > 0 and inst.key in runless:
             lines.append(f"{inst.key}: {cost.describe(inst)}")
+    for key in m.unmetered:
+        lines.append(f"{key}: listed and billing, not metered by gpuctl")
     t = m.total
     month = money(t.spent_month) + (f" of {money(t.budget)}" if t.budget else "")
-    lines.append(
-        f"total: {rate(t.burn_per_hour)} now, {money(t.spent_today)} today, {month} this month"
-    )
+    lines.append(f"total: {rate(m.burn_now)} now, {money(t.spent_today)} today, {month} this month")
     return lines
 
 

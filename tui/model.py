@@ -374,7 +374,6 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
     money_now = cost.compute_meter(segments, runs, settings, now)
     per_instance = {line.key: line.spent for line in money_now.instances}
     per_run = {line.key: line.spent for line in money_now.runs}
-    metered = {(s.provider, s.instance_id) for s in segments if s.end is None}
 
     rows: list[Row] = []
     seen_runs: set[str] = set()
@@ -395,11 +394,7 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
             continue
         rows.append(_row(None, run, per_run.get(run.id), billed_when_stopped))
 
-    unmetered = sum(
-        r.price_per_hour or 0.0
-        for r in rows
-        if r.billed and r.instance_id and (r.provider, r.instance_id) not in metered
-    )
+    _keys, unmetered = cost.listed_unmetered(instances, segments, settings)  # as `gpuctl cost`
     total = money_now.total
     meter = Meter(
         burn_per_hour=total.burn_per_hour + unmetered,
