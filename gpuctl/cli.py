@@ -854,7 +854,7 @@ def _confirm_instance(eng: Any, inst: Any, yes: bool) -> bool:
 def _confirm_run_machine(eng: Any, run: Any, yes: bool) -> bool:
     """`down RUN` on a machine gpuctl did not create for the run releases it; in a
     terminal (without --yes) the user may type its name to terminate it as well."""
-    inst = eng._instance_of(run)
+    inst = eng.instance_of(run)
     if inst is None or eng.created_for(run.launch_spec, inst):
         return False
     if yes or not sys.stdin.isatty():

@@ -312,7 +312,7 @@ class Engine:
                     )
                 )
                 if est is not None and est.cost is not None:
-                    self._event(spec.run_id, cost.RESERVED, {"amount": est.cost})
+                    self.record_event(spec.run_id, cost.RESERVED, {"amount": est.cost})
         if not admitted and refusal is not None:
             yield self._resolved(spec, est)
             yield Failed(spec.run_id, refusal.message, refusal.hint, refusal.exit_code)
@@ -320,11 +320,13 @@ class Engine:
         instance: Instance | None = None
         created = False
         try:  # from here on an interrupt marks the run failed: never `provisioning` forever
-            self._event(spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider})
+            self.record_event(
+                spec.run_id, "launch", {"preset": spec.preset, "provider": spec.provider}
+            )
             recovery.claim(self.store, spec.run_id, "launch")  # reconcile: is it alive?
             yield self._resolved(spec, est)
             if est is not None:
-                self._event(spec.run_id, "estimate", est.to_dict())
+                self.record_event(spec.run_id, "estimate", est.to_dict())
                 yield Notice(spec.run_id, est.text())
             if refusal is not None:
                 yield Notice(
@@ -354,7 +356,7 @@ class Engine:
                 instance.region,
                 instance.market.value,
             )
-            started = yield from self._start_on(instance, spec, resume=False)
+            started = yield from self.start_on(instance, spec, resume=False)
             return started
         except (KeyboardInterrupt, GeneratorExit):
             # Ctrl-C, or the consumer went away, before the trainer started: a machine
@@ -452,7 +454,7 @@ class Engine:
                 log.exception("could not terminate %s", instance.id)
                 reason += f"; could not terminate {instance.id} ({exc}): gpuctl down --orphans"
         transition(self.store, spec.run_id, RunStatus.FAILED, reason=reason)
-        self._event(spec.run_id, "failed", {"error": reason})
+        self.record_event(spec.run_id, "failed", {"error": reason})
         self.cut_short.append((spec.run_id, reason))
 
     def _fail_launch(
@@ -469,10 +471,16 @@ class Engine:
                     "error",
                 )
         transition(self.store, spec.run_id, RunStatus.FAILED, reason=exc.message)
-        self._event(spec.run_id, "failed", {"error": exc.message, "hint": exc.hint})
+        self.record_event(spec.run_id, "failed", {"error": exc.message, "hint": exc.hint})
         yield Failed(spec.run_id, exc.message, exc.hint, exc.exit_code)
 
-    def _host(self, run: Run | LaunchSpec, instance: Instance, wait: float = 0.0) -> Host:
+    def release_hosts(self, provider: str, instance_id: str | None) -> None:
+        """Close this process's connections to one machine (a pool thread is done with it)."""
+        for key, host in list(self._hosts.items()):
+            if key[:2] == (provider, instance_id):
+                host.close()
+
+    def host_for(self, run: Run | LaunchSpec, instance: Instance, wait: float = 0.0) -> Host:
         """One Host (one SSH connection) per machine and address for this process."""
         key = (instance.provider, instance.id, instance.public_ip)
         host = self._hosts.get(key)
@@ -502,13 +510,13 @@ class Engine:
                 hint="drop --require-gpu to train on its CPU, or launch on a GPU provider",
             )
 
-    def _start_on(self, instance: Instance, spec: LaunchSpec, *, resume: bool) -> Events:
+    def start_on(self, instance: Instance, spec: LaunchSpec, *, resume: bool) -> Events:
         """Reach the machine, sync code and workdir, write configs, start the agent."""
         provider = self.provider(spec.provider)
         # A machine created a moment ago is still booting: retry SSH (with backoff) for up
         # to the profile's `boot_wait` seconds; on resume it must answer now.
         boot_wait = self.settings.profile(spec.provider).get("boot_wait", 300.0)
-        host = self._host(spec, instance, wait=0.0 if resume else float(boot_wait or 0.0))
+        host = self.host_for(spec, instance, wait=0.0 if resume else float(boot_wait or 0.0))
         yield SshReady(spec.run_id, host.label)
         rd = RunDir(host, spec.run_id)
         transition(self.store, spec.run_id, RunStatus.SYNCING, remote_dir=rd.path)
@@ -535,7 +543,7 @@ class Engine:
             code_dir=code_dir, python=python, train=train, agent=agent, resume=resume, env=env
         )
         transition(self.store, spec.run_id, RunStatus.RUNNING, reason="")
-        self._event(spec.run_id, "started", {"host": host.label, "resume": resume, **answer})
+        self.record_event(spec.run_id, "started", {"host": host.label, "resume": resume, **answer})
         yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
         return True
 
@@ -558,12 +566,12 @@ class Engine:
         if self.provider(spec.provider).kind not in ("aws", "digitalocean") or not command:
             return  # local and ssh machines get no boot guard: they are not gpuctl's to end
         if bootguard.armed(host, spec.run_id):
-            self._event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})
+            self.record_event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})
             return
         scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
         agent["guard_seconds"] = bootguard.boot_guard_minutes(spec.max_hours) * 60 * scale
         agent["guard_command"] = list(command)
-        self._event(spec.run_id, "boot_guard", {"armed_by": "agent"})
+        self.record_event(spec.run_id, "boot_guard", {"armed_by": "agent"})
         yield Notice(
             spec.run_id,
             f"no boot guard on {host.label} (its image did not run cloud-init user data): "
@@ -583,7 +591,7 @@ class Engine:
             budget_seconds *= scale
         max_seconds = spec.max_hours * 3600 * scale if spec.max_hours else None
         # What this run may still spend, for the budgets it shares with later launches.
-        self._event(
+        self.record_event(
             spec.run_id, "limits", {"max_seconds": max_seconds, "budget_seconds": budget_seconds}
         )
         spot = instance.market == Market.SPOT
@@ -707,7 +715,9 @@ class Engine:
                     # Unknown is not done: the machine still exists (or nobody can tell),
                     # so its run may still be training. The run stays as it is and
                     # nothing is torn down; the user decides.
-                    self._event(run_id, "unreachable", {"host": host.label, "error": str(exc)})
+                    self.record_event(
+                        run_id, "unreachable", {"host": host.label, "error": str(exc)}
+                    )
                     yield Failed(
                         run_id,
                         f"lost the link to {host.label} for {lost_after:.0f}s ({exc}); its "
@@ -744,7 +754,7 @@ class Engine:
         self.store.update_run(
             run_id, epoch=epoch, epochs=epochs, metric=ev.get("val_metric"), eta_seconds=eta
         )
-        self._event(
+        self.record_event(
             run_id,
             "epoch",
             {k: ev.get(k) for k in ("epoch", "epoch_seconds", "samples_per_second", "warmup")},
@@ -780,7 +790,7 @@ class Engine:
         states = cost.run_budgets(self.store, self.settings, run)
         self._cost_next[run_id] = cost.seconds_to_threshold(states, line.burn_per_hour)
         for alert in cost.fire_alerts(self.store, states):
-            self._event(run_id, "budget", {"level": alert.level, **alert.state.to_dict()})
+            self.record_event(run_id, "budget", {"level": alert.level, **alert.state.to_dict()})
             yield Notice(run_id, alert.message, "error" if alert.level == "stop" else "warning")
         over = cost.exceeded(states)
         if over is not None and "stop" not in warned and run.status.active:
@@ -826,7 +836,7 @@ class Engine:
         policy = spec.teardown
         if status == RunStatus.BUDGET:
             policy = self.settings.budget.on_exceed
-        instance = self._instance_of(run)
+        instance = self.instance_of(run)
         kept = None
         unsaved = save_error is not None and instance is not None
         if unsaved and results.pending(self.store, self.store.get_run(run_id), instance):
@@ -880,13 +890,13 @@ class Engine:
 
     # -- locate, stop, down, resume, download ---------------------------------------------------
 
-    def _instance_of(self, run: Run) -> Instance | None:
+    def instance_of(self, run: Run) -> Instance | None:
         if not run.instance_id:
             return None
         return self.store.get_instance(run.provider, run.instance_id)
 
     def locate(self, run: Run) -> tuple[Instance, Host]:
-        instance = self._instance_of(run)
+        instance = self.instance_of(run)
         if instance is None or instance.state == InstanceState.TERMINATED:
             fresh = None
             if run.instance_id:
@@ -899,7 +909,7 @@ class Engine:
                 )
             instance = fresh
             self.store.put_instance(instance)
-        return instance, self._host(run, instance)
+        return instance, self.host_for(run, instance)
 
     def gone_hint(self, run: Run) -> str:
         """What still works for a run whose machine is gone (never the command that failed)."""
@@ -1013,7 +1023,7 @@ class Engine:
             action = "released" if provider.kind == "ssh" else "terminated"
             cost.close_instance(self.store, instance, end)
             self.store.mark_instance_gone(instance.provider, instance.id)
-        self._event(run_id, "teardown", {"instance": instance.id, "action": action})
+        self.record_event(run_id, "teardown", {"instance": instance.id, "action": action})
         yield TornDown(run_id or "", instance.id, action)
 
     def release(self, run_id: str, instance: Instance) -> Events:
@@ -1030,7 +1040,7 @@ class Engine:
                 f"{instance.id} was not created by gpuctl for this run: left running; "
                 f"`gpuctl down {instance.id}` terminates it once you type its name",
             )
-        self._event(run_id, "teardown", {"instance": instance.id, "action": "released"})
+        self.record_event(run_id, "teardown", {"instance": instance.id, "action": "released"})
         yield TornDown(run_id, instance.id, "released")
 
     def down(
@@ -1044,7 +1054,7 @@ class Engine:
         `confirmed` (the user typed its name): then it is terminated too.
         """
         run = self.store.get_run(run_id)
-        instance = self._instance_of(run)
+        instance = self.instance_of(run)
         if instance is None or instance.state == InstanceState.TERMINATED:
             yield Notice(run.id, f"run {run.id} has no live instance; nothing to remove")
             return None
@@ -1120,7 +1130,7 @@ class Engine:
         except OSError as exc:  # the results dir here: read-only, full, a file in the way
             raise from_os_error(exc, f"save results in {target}") from None
         self.store.update_run(run.id, results_dir=str(target))
-        self._event(run.id, results.DOWNLOADED, {"to": str(target), "files": files})
+        self.record_event(run.id, results.DOWNLOADED, {"to": str(target), "files": files})
         yield Downloaded(run.id, str(target), files, stats.bytes)
         return target
 
@@ -1205,7 +1215,7 @@ class Engine:
         self.store.update_run(run.id, attempt=run.attempt + 1)
         cost.open_compute(self.store, instance, run.id)
         try:
-            yield from self._start_on(instance, spec, resume=True)
+            yield from self.start_on(instance, spec, resume=True)
         except GpuctlError as exc:
             transition(self.store, run.id, RunStatus.FAILED, reason=exc.message)
             yield Failed(run.id, exc.message, exc.hint, exc.exit_code)
@@ -1262,9 +1272,9 @@ class Engine:
             log.exception("reconciling the ledger with %s failed", listing.provider)
             return
         for item in found:
-            self._event(item.run_id, "reconciled", item.to_dict())
+            self.record_event(item.run_id, "reconciled", item.to_dict())
 
-    def _event(self, run_id: str | None, kind: str, data: dict[str, Any]) -> None:
+    def record_event(self, run_id: str | None, kind: str, data: dict[str, Any]) -> None:
         try:
             self.store.add_event(run_id, kind, data)
         except Exception:  # the journal must never break a launch

@@ -41,7 +41,7 @@ from .runs.status import transition
 from .trainer.protocol import AgentState
 
 if TYPE_CHECKING:
-    from .lifecycle import Engine
+    from .runs.ports import EngineOps
 
 log = logging.getLogger("gpuctl.reconcile")
 
@@ -80,7 +80,7 @@ def is_orphan(instance: Instance, run: Run | None, *, installation: str) -> bool
     return not spec.get("instance_id") and spec.get("teardown", "terminate") == "terminate"
 
 
-def after_refresh(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
+def after_refresh(engine: EngineOps, listings: Sequence[Any]) -> list[Finding]:
     """Reconcile runs with fresh listings; never breaks a listing."""
     try:
         return _reconcile(engine, listings)
@@ -89,12 +89,12 @@ def after_refresh(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
         return []
 
 
-def without_listing(engine: Engine) -> list[Finding]:
+def without_listing(engine: EngineOps) -> list[Finding]:
     """What needs no provider: launches whose gpuctl died (`gpuctl ls` from the cache)."""
     return after_refresh(engine, [])
 
 
-def _reconcile(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
+def _reconcile(engine: EngineOps, listings: Sequence[Any]) -> list[Finding]:
     store = engine.store
     now = time.time()
     usable = {
@@ -151,12 +151,12 @@ def _reconcile(engine: Engine, listings: Sequence[Any]) -> list[Finding]:
                 if finding is not None:
                     findings.append(finding)
     for finding in findings:
-        engine._event(finding.run_id, EVENT, finding.to_dict())
+        engine.record_event(finding.run_id, EVENT, finding.to_dict())
     return findings
 
 
 def _off_and_billed(
-    engine: Engine, listings: Iterable[Any], runs: Mapping[str, Run]
+    engine: EngineOps, listings: Iterable[Any], runs: Mapping[str, Run]
 ) -> list[Finding]:
     """Destroy what a limit on the machine powered off where that still bills."""
     out = []
@@ -184,7 +184,7 @@ def _off_and_billed(
     return out
 
 
-def _destroy_off(engine: Engine, provider: Any, inst: Instance, run: Run) -> Finding | None:
+def _destroy_off(engine: EngineOps, provider: Any, inst: Instance, run: Run) -> Finding | None:
     from . import cost
 
     price = rate(inst.price_per_hour)
@@ -206,12 +206,12 @@ def _destroy_off(engine: Engine, provider: Any, inst: Instance, run: Run) -> Fin
         message += "; its results had not been downloaded"
     if run.status.active:
         transition(engine.store, run.id, RunStatus.STOPPED, reason=message[:2000], eta_seconds=None)
-    engine._event(run.id, "teardown", {"instance": inst.id, "action": "terminated"})
+    engine.record_event(run.id, "teardown", {"instance": inst.id, "action": "terminated"})
     return Finding(run.id, inst.id, "destroyed", message)
 
 
 def _strangers(
-    engine: Engine, tagged: Mapping[str, Instance], known: Iterable[str]
+    engine: EngineOps, tagged: Mapping[str, Instance], known: Iterable[str]
 ) -> list[Finding]:
     """Tagged machines with no run in the store: adopted as orphans, said once each."""
     known = set(known)
@@ -232,7 +232,7 @@ def _strangers(
     return out
 
 
-def _foreigners(engine: Engine, foreign: Mapping[str, Instance]) -> list[Finding]:
+def _foreigners(engine: EngineOps, foreign: Mapping[str, Instance]) -> list[Finding]:
     """Machines another gpuctl installation tagged: named with their owner, said once each,
     never adopted and never ended from here without their name typed."""
     out = []
@@ -252,7 +252,7 @@ def _foreigners(engine: Engine, foreign: Mapping[str, Instance]) -> list[Finding
     return out
 
 
-def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
+def _launch_killed(engine: EngineOps, run: Run, inst: Instance | None) -> Finding:
     if run.status == RunStatus.STARTING and run.remote_dir and _trainer_runs(engine, run):
         message = "gpuctl was killed just after starting it; the trainer runs: adopted"
         transition(engine.store, run.id, RunStatus.RUNNING, reason="")
@@ -275,7 +275,7 @@ def _launch_killed(engine: Engine, run: Run, inst: Instance | None) -> Finding:
     return Finding(run.id, instance_id, "launch_killed", message)
 
 
-def _trainer_runs(engine: Engine, run: Run) -> bool:
+def _trainer_runs(engine: EngineOps, run: Run) -> bool:
     try:
         _instance, host = engine.locate(run)
     except GpuctlError:
@@ -289,7 +289,7 @@ def _trainer_runs(engine: Engine, run: Run) -> bool:
         host.close()
 
 
-def _vanished(engine: Engine, run: Run) -> Finding | None:
+def _vanished(engine: EngineOps, run: Run) -> Finding | None:
     """The listing lacks the run's machine: confirm with the provider, then mark the run."""
     assert run.instance_id
     try:
@@ -311,7 +311,7 @@ def _vanished(engine: Engine, run: Run) -> Finding | None:
     return Finding(run.id, run.instance_id, "vanished", message)
 
 
-def _check_agent(engine: Engine, run: Run) -> Finding | None:
+def _check_agent(engine: EngineOps, run: Run) -> Finding | None:
     """Ask the run's agent whether the trainer still runs (throttled per run)."""
     store = engine.store
     key = f"reconcile:agent:{run.id}"
@@ -321,9 +321,7 @@ def _check_agent(engine: Engine, run: Run) -> Finding | None:
     try:
         fresh, ended_here = runstate.check(engine, run)
     finally:  # checks run in a pool, one connection each: let go of it now
-        for key, host in list(engine._hosts.items()):
-            if key[:2] == (run.provider, run.instance_id):
-                host.close()
+        engine.release_hosts(run.provider, run.instance_id)
     if not ended_here:
         return None
     return Finding(

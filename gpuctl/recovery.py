@@ -59,7 +59,7 @@ from .trainer.protocol import (
 )
 
 if TYPE_CHECKING:
-    from .lifecycle import Engine
+    from .runs.ports import EngineOps
     from .state import Store
 
 log = logging.getLogger("gpuctl.recovery")
@@ -163,7 +163,7 @@ def owner_alive(store: Store, run_id: str) -> bool | None:
 # -- the agent's settings and secrets -------------------------------------------------------------
 
 
-def metadata_url(engine: Engine, spec: LaunchSpec, instance: Instance) -> str | None:
+def metadata_url(engine: EngineOps, spec: LaunchSpec, instance: Instance) -> str | None:
     """Where the agent reads the spot notice: the profile's (emulators), else IMDS on AWS spot."""
     profile = engine.settings.profile(spec.provider)
     url = profile.get("metadata_url")
@@ -176,7 +176,7 @@ def metadata_url(engine: Engine, spec: LaunchSpec, instance: Instance) -> str | 
 
 
 def before_start(
-    engine: Engine, spec: LaunchSpec, instance: Instance, agent: Mapping[str, Any]
+    engine: EngineOps, spec: LaunchSpec, instance: Instance, agent: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str], list[Event]]:
     """(agent.json, the agent's environment, notices): nothing secret goes in agent.json."""
     cfg = dict(agent)
@@ -203,7 +203,7 @@ def before_start(
 
 
 def agent_destroy_token(
-    engine: Engine, spec: LaunchSpec, instance: Instance, cfg: dict[str, Any]
+    engine: EngineOps, spec: LaunchSpec, instance: Instance, cfg: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str], list[Event]]:
     """The droplet-scoped token for the agent's self-destroy, and what to say up front.
 
@@ -259,7 +259,7 @@ def agent_destroy_token(
     return cfg, env, [Notice(spec.run_id, message, "warning")]
 
 
-def _s3(engine: Engine, spec: LaunchSpec, region: str | None) -> Any:
+def _s3(engine: EngineOps, spec: LaunchSpec, region: str | None) -> Any:
     provider = engine.provider(spec.provider)
     if Capability.CHECKPOINT_STORAGE not in provider.capabilities:
         raise GpuctlError(
@@ -273,7 +273,7 @@ def bucket_key(run_id: str) -> str:
     return f"gpuctl/{run_id}/{LAST_CHECKPOINT_FILE}"
 
 
-def presign_put(engine: Engine, spec: LaunchSpec, instance: Instance, bucket: str) -> str:
+def presign_put(engine: EngineOps, spec: LaunchSpec, instance: Instance, bucket: str) -> str:
     """A PUT URL for the run's checkpoint, valid for the run's max hours (7 days at most)."""
     hours = float(spec.max_hours or 24.0)
     expires = int(min(7 * 24 * 3600, hours * 3600 + 3600))
@@ -293,13 +293,13 @@ def presign_put(engine: Engine, spec: LaunchSpec, instance: Instance, bucket: st
         raise GpuctlError(f"could not sign an upload URL for s3://{bucket}: {exc}") from None
 
 
-def fetch_from_bucket(engine: Engine, run: Run, target: Path) -> Path | None:
+def fetch_from_bucket(engine: EngineOps, run: Run, target: Path) -> Path | None:
     """Download the bucket's checkpoint when it is newer than target (or target is missing)."""
     spec = run.launch_spec
     bucket = spec.options.get("checkpoint_bucket")
     if not bucket:
         return None
-    instance = engine._instance_of(run)
+    instance = engine.instance_of(run)
     try:
         s3 = _s3(engine, spec, instance.region if instance else spec.region)
         head = s3.head_object(Bucket=bucket, Key=bucket_key(run.id))
@@ -343,16 +343,16 @@ def valid_checkpoint(path: Path) -> bool:
         return False
 
 
-def local_dir(engine: Engine, run: Run) -> Path:
+def local_dir(engine: EngineOps, run: Run) -> Path:
     return Path(run.results_dir) if run.results_dir else engine.settings.results_dir / run.id
 
 
-def local_checkpoint(engine: Engine, run: Run) -> Path | None:
+def local_checkpoint(engine: EngineOps, run: Run) -> Path | None:
     path = local_dir(engine, run) / LAST_CHECKPOINT_FILE
     return path if valid_checkpoint(path) else None
 
 
-def pull_checkpoint(engine: Engine, run: Run) -> Events:
+def pull_checkpoint(engine: EngineOps, run: Run) -> Events:
     """Copy last.pt (and the log and history) from the machine while it still exists.
 
     Bounded: a spot notice gives the machine about two minutes, and a pull over a link
@@ -383,7 +383,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
         for host in hosts:
             host.close()  # also ends a read that is still blocked on the worker thread
     if not outcome.finished:
-        engine._event(run.id, "checkpoint_pull", {"timed_out_after": seconds})
+        engine.record_event(run.id, "checkpoint_pull", {"timed_out_after": seconds})
         held = local_checkpoint(engine, run)
         yield Notice(
             run.id,
@@ -398,7 +398,7 @@ def pull_checkpoint(engine: Engine, run: Run) -> Events:
     return local_checkpoint(engine, run)
 
 
-def restore(engine: Engine, run: Run, rd: RunDir) -> Events:
+def restore(engine: EngineOps, run: Run, rd: RunDir) -> Events:
     """Put the newest checkpoint gpuctl holds into rd (a new machine); True if there was one."""
     bucket = run.launch_spec.options.get("checkpoint_bucket")
     if fetch_from_bucket(engine, run, local_dir(engine, run) / LAST_CHECKPOINT_FILE) is not None:
@@ -438,7 +438,7 @@ def needs_recovery(run: Run, status: RunStatus | None) -> bool:
     return Reason.of(run.reason) in (Reason.SPOT, Reason.GONE, Reason.SIGNAL)
 
 
-def supervise(engine: Engine, run_id: str, status: RunStatus | None) -> Events:
+def supervise(engine: EngineOps, run_id: str, status: RunStatus | None) -> Events:
     """Recover a managed run until it ends on its own terms; returns the final status."""
     while True:
         run = engine.store.get_run(run_id)
@@ -460,7 +460,7 @@ def supervise(engine: Engine, run_id: str, status: RunStatus | None) -> Events:
         status = yield from engine.follow(run_id, from_start=False, tail_lines=0, log_offset=offset)
 
 
-def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
+def recover(engine: EngineOps, run_id: str, *, manual: bool = False) -> Events:
     """Secure the checkpoint, await the machine's fate, relaunch if needed, resume.
 
     Returns the byte offset the resumed trainer's log continues at (None: not recovered).
@@ -476,9 +476,11 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
         error = busy_error(store, run_id, "recovered")
         yield Failed(run_id, error.message, error.hint, error.exit_code)
         return None
-    engine._event(run_id, "recovering", {"attempt": attempt, "reason": reason, "manual": manual})
+    engine.record_event(
+        run_id, "recovering", {"attempt": attempt, "reason": reason, "manual": manual}
+    )
     yield Recovering(run_id, attempt, "notice", reason, _describe(reason))
-    old = engine._instance_of(run)
+    old = engine.instance_of(run)
     pulled = None
     alive = old is not None and old.state != InstanceState.TERMINATED
     if alive and Reason.of(reason) is not Reason.GONE:
@@ -534,12 +536,12 @@ def recover(engine: Engine, run_id: str, *, manual: bool = False) -> Events:
             _forget(engine, instance)
         message = f"recovery failed: {error.message}"
         transition(store, run_id, RunStatus.INTERRUPTED, reason=message)
-        engine._event(run_id, "recovery_failed", {"attempt": attempt, "error": error.message})
+        engine.record_event(run_id, "recovery_failed", {"attempt": attempt, "error": error.message})
         yield Failed(run_id, message, error.hint or f"`gpuctl resume {run_id}`", error.exit_code)
         return None
     seconds = round(time.monotonic() - began, 2)
     epoch, step = _position(engine, store.get_run(run_id)) if resumed else (1, 0)
-    engine._event(
+    engine.record_event(
         run_id,
         "recovered",
         {
@@ -562,7 +564,7 @@ def _describe(reason: str) -> str:
     return reason
 
 
-def await_fate(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Events:
+def await_fate(engine: EngineOps, run: Run, old: Instance | None, attempt: int) -> Events:
     """'alive' (resume on it), 'gone' (relaunch) or 'unreachable' (not ours to replace).
 
     After a notice the cloud takes the machine within about two minutes: poll the
@@ -615,16 +617,16 @@ def await_fate(engine: Engine, run: Run, old: Instance | None, attempt: int) -> 
         time.sleep(poll)
 
 
-def _terminate(engine: Engine, run: Run, instance: Instance) -> Iterator[Event]:
+def _terminate(engine: EngineOps, run: Run, instance: Instance) -> Iterator[Event]:
     try:
         engine.provider(run.provider).terminate(instance, wait=True)
     except GpuctlError as exc:
         yield Notice(run.id, f"could not terminate {instance.id}: {exc.one_line()}", "error")
 
 
-def _reachable(engine: Engine, run: Run, instance: Instance) -> bool:
+def _reachable(engine: EngineOps, run: Run, instance: Instance) -> bool:
     try:
-        host = engine._host(run, instance)
+        host = engine.host_for(run, instance)
         try:
             return host.exec("true", timeout=30).ok
         finally:
@@ -633,7 +635,7 @@ def _reachable(engine: Engine, run: Run, instance: Instance) -> bool:
         return False
 
 
-def _forget(engine: Engine, old: Instance) -> None:
+def _forget(engine: EngineOps, old: Instance) -> None:
     """The old machine is gone: its billing ends now (it stays on the run's bill)."""
     cost.close_instance(engine.store, old, time.time())
     engine.store.mark_instance_gone(old.provider, old.id)
@@ -654,7 +656,7 @@ def relaunch_spec(run: Run, old: Instance | None) -> LaunchSpec:
     )
 
 
-def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Events:
+def relaunch(engine: EngineOps, run: Run, old: Instance | None, attempt: int) -> Events:
     """A new machine for the run, within its budget; None (run marked) when there is none."""
     store = engine.store
     spec = run.launch_spec
@@ -676,7 +678,7 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
     if left is not None and left[0] <= 0:
         message = f"not relaunching {run.id}: {left[1]} is used up"
         transition(store, run.id, RunStatus.BUDGET, reason=message)
-        engine._event(run.id, "recovery_refused", {"attempt": attempt, "reason": message})
+        engine.record_event(run.id, "recovery_refused", {"attempt": attempt, "reason": message})
         yield Failed(
             run.id, message, "raise the budget, then `gpuctl resume " + run.id + "`", EXIT_BUDGET
         )
@@ -688,7 +690,7 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
         instance = yield from engine.create_instance(new_spec)
     except GpuctlError as exc:
         transition(store, run.id, RunStatus.INTERRUPTED, reason=f"relaunch failed: {exc.message}")
-        engine._event(run.id, "recovery_failed", {"attempt": attempt, "error": exc.message})
+        engine.record_event(run.id, "recovery_failed", {"attempt": attempt, "error": exc.message})
         yield Failed(
             run.id,
             f"relaunch failed: {exc.message}",
@@ -711,11 +713,11 @@ def relaunch(engine: Engine, run: Run, old: Instance | None, attempt: int) -> Ev
     return instance
 
 
-def start_resumed(engine: Engine, run: Run, instance: Instance, same: bool) -> Events:
+def start_resumed(engine: EngineOps, run: Run, instance: Instance, same: bool) -> Events:
     """Checkpoint back in place, trainer restarted with --resume: (log offset, resumed)."""
     spec = run.launch_spec
     boot_wait = engine.settings.profile(spec.provider).get("boot_wait", 300.0)
-    host = engine._host(spec, instance, wait=0.0 if same else float(boot_wait or 0.0))
+    host = engine.host_for(spec, instance, wait=0.0 if same else float(boot_wait or 0.0))
     try:
         rd = RunDir(host, run.id)
         have = same and host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is not None
@@ -726,11 +728,11 @@ def start_resumed(engine: Engine, run: Run, instance: Instance, same: bool) -> E
         offset = (host.file_size(rd.p(TRAIN_LOG_FILE)) or 0) if have else 0
     finally:
         host.close()
-    yield from engine._start_on(instance, spec, resume=have)
+    yield from engine.start_on(instance, spec, resume=have)
     return offset, have
 
 
-def _position(engine: Engine, run: Run) -> tuple[int, int]:
+def _position(engine: EngineOps, run: Run) -> tuple[int, int]:
     """(epoch, step) the trainer resumes at: where an interrupted trainer said it stopped,
     else the epoch after the last one completed (a killed trainer's last.pt)."""
     root = local_dir(engine, run)
@@ -755,7 +757,7 @@ def _position(engine: Engine, run: Run) -> tuple[int, int]:
 # -- while the link is down --------------------------------------------------------------------
 
 
-def vanished(engine: Engine, run: Run, *, force: bool = False) -> str | None:
+def vanished(engine: EngineOps, run: Run, *, force: bool = False) -> str | None:
     """With the link down: why the machine is gone per its provider (the run is marked), or
     None while it exists or nobody can tell. Asked at most every VANISH_CHECK_SECONDS."""
     now = time.monotonic()
@@ -770,13 +772,13 @@ def vanished(engine: Engine, run: Run, *, force: bool = False) -> str | None:
         return None
     if current is not None and current.state != InstanceState.TERMINATED:
         return None
-    old = engine._instance_of(run)
+    old = engine.instance_of(run)
     spot = old is not None and old.market == Market.SPOT
     reason = f"{GONE_PREFIX}: {run.instance_id} " + (
         "(spot capacity reclaimed)" if spot else "no longer exists"
     )
     transition(engine.store, run.id, RunStatus.INTERRUPTED, reason=reason)
-    engine._event(run.id, "vanished", {"instance": run.instance_id, "spot": spot})
+    engine.record_event(run.id, "vanished", {"instance": run.instance_id, "spot": spot})
     return reason
 
 
@@ -817,7 +819,7 @@ def reconnect_notices(run_id: str, host: Any, seen: set[str]) -> Iterator[Event]
         )
 
 
-def resume_elsewhere(engine: Engine, run_id: str) -> Events:
+def resume_elsewhere(engine: EngineOps, run_id: str) -> Events:
     """`gpuctl resume` of a run whose machine is gone: recover by hand, then follow."""
     offset = yield from recover(engine, run_id, manual=True)
     if offset is None:

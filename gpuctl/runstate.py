@@ -27,7 +27,7 @@ from .tail import last_lines
 from .trainer.protocol import AGENT_ENDED, TRAIN_LOG_FILE, AgentState, Phase
 
 if TYPE_CHECKING:
-    from .lifecycle import Engine
+    from .runs.ports import EngineOps
 
 log = logging.getLogger("gpuctl.runstate")
 
@@ -77,7 +77,7 @@ def outcome(run: Run, agent: Mapping[str, Any]) -> tuple[RunStatus, str]:
 
 
 def record_end(
-    engine: Engine, run_id: str, agent: Mapping[str, Any], *, explain: Any = None
+    engine: EngineOps, run_id: str, agent: Mapping[str, Any], *, explain: Any = None
 ) -> tuple[RunStatus, bool]:
     """Record that the run's trainer ended, once: (the run's status now, whether this
     call recorded it).
@@ -108,12 +108,12 @@ def record_end(
     return store.get_run(run_id).status, False  # someone else saw it first: theirs stands
 
 
-def sync_run(engine: Engine, run: Run, agent: Mapping[str, Any] | None = None) -> Run:
+def sync_run(engine: EngineOps, run: Run, agent: Mapping[str, Any] | None = None) -> Run:
     """The run as its machine says it is now (the store updated); unreachable: unchanged."""
     return check(engine, run, agent)[0]
 
 
-def sync_runs(engine: Engine, runs: Iterable[Run]) -> list[Run]:
+def sync_runs(engine: EngineOps, runs: Iterable[Run]) -> list[Run]:
     """sync_run for several runs at once (each may need its own SSH round trip)."""
     runs = list(runs)
     todo = [r for r in runs if r.status in LIVE and r.remote_dir]
@@ -124,7 +124,7 @@ def sync_runs(engine: Engine, runs: Iterable[Run]) -> list[Run]:
     return [fresh.get(r.id, r) for r in runs]
 
 
-def check(engine: Engine, run: Run, agent: Mapping[str, Any] | None = None) -> tuple[Run, bool]:
+def check(engine: EngineOps, run: Run, agent: Mapping[str, Any] | None = None) -> tuple[Run, bool]:
     """(the run now, whether this call recorded its end)."""
     if run.status not in LIVE or not run.remote_dir:
         return run, False
@@ -157,7 +157,7 @@ def check(engine: Engine, run: Run, agent: Mapping[str, Any] | None = None) -> t
     return engine.store.get_run(run.id), recorded
 
 
-def _this_attempt(engine: Engine, run: Run, agent: Mapping[str, Any]) -> bool:
+def _this_attempt(engine: EngineOps, run: Run, agent: Mapping[str, Any]) -> bool:
     """The agent status belongs to the run's latest start (not a resumed run's old one)."""
     started = engine.store.events(run.id, kinds=["started"])
     expected = started[-1].get("agent_pid") if started else None
@@ -165,7 +165,7 @@ def _this_attempt(engine: Engine, run: Run, agent: Mapping[str, Any]) -> bool:
     return expected is None or found is None or expected == found
 
 
-def _progress(engine: Engine, run: Run, trainer: Mapping[str, Any]) -> None:
+def _progress(engine: EngineOps, run: Run, trainer: Mapping[str, Any]) -> None:
     """Completed epochs, best metric and ETA of a trainer that still runs."""
     changes: dict[str, Any] = {}
     done = epochs_done(run, trainer)
