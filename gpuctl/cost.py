@@ -796,25 +796,15 @@ def budget_states(
 
 # Seconds from a budget stop until the bill ends: the trainer checkpoints, the results come
 # down, the machine goes. A stop is triggered this much early at the current burn (and the
-# agent's time limit is this much shorter), so the final cost stays within the budget. A
-# profile's `stop_margin_seconds` replaces the default of its provider kind.
-STOP_MARGIN_SECONDS: dict[str, float] = {
-    "local": 10.0,
-    "ssh": 30.0,
-    "aws": 120.0,
-    "digitalocean": 120.0,
-}
-STOP_MARGIN_DEFAULT = 120.0
-
-
+# agent's time limit is this much shorter), so the final cost stays within the budget.
 def stop_margin_seconds(settings: Settings, provider: str) -> float:
-    """Seconds a budget stop takes to end the bill on this profile (see STOP_MARGIN_SECONDS)."""
+    """Seconds a budget stop takes to end the bill on this profile: its driver's
+    Billing.stop_margin_seconds, or the profile's own stop_margin_seconds."""
     profile = settings.profiles.get(provider)
     raw = profile.get("stop_margin_seconds") if profile is not None else None
     if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
         return max(0.0, float(raw))
-    kind = profile.provider if profile is not None else provider
-    return STOP_MARGIN_SECONDS.get(kind, STOP_MARGIN_DEFAULT)
+    return billing_for(settings, provider).stop_margin_seconds
 
 
 def stop_margin(settings: Settings, live: Iterable[PriceSegment]) -> float:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .format import money, rate, rough_duration
 from .models import LaunchSpec, Offer, Run
 from .state import Store
@@ -54,56 +55,58 @@ VAL_COST = 1.0 / 3.0  # a validation sample is a forward pass only
 AUTO_BATCH = 256  # what batch_size = "auto" usually lands on, for step counts
 DDP_EFFICIENCY = 0.9
 
-# Seconds from "launch" to the trainer's first step: boot, SSH, sync, torch import.
-SETUP_SECONDS: dict[str, float] = {"local": 10.0, "ssh": 90.0, "aws": 420.0, "digitalocean": 360.0}
-SETUP_DEFAULT = 300.0
+SETUP_DEFAULT = 300.0  # a driver that does not say its setup_seconds
 
 # How much one past run weighs against the table: w = n / (n + PRIOR_RUNS).
 PRIOR_RUNS = 0.5
 
-# AWS and DigitalOcean size names, when a listing gives no GPU name.
-_TYPE_HINTS = (
-    ("p5", "H100"),
-    ("p4", "A100"),
-    ("p3", "V100"),
-    ("g6", "L4"),
-    ("g5", "A10G"),
-    ("g4dn", "T4"),
-    ("gpu-mi300x", "MI300X"),
-    ("gpu-h100", "H100"),
-    ("gpu-h200", "H100"),
-    ("gpu-l40s", "A100"),
-    ("gpu-6000ada", "A100"),
-    ("gpu-4000adax", "L4"),
+_NAME_CLASSES = (
+    ("MI300", "MI300X"),
+    ("MI325", "MI300X"),
+    ("H200", "H100"),
+    ("H100", "H100"),
+    ("A100", "A100"),
+    ("A10G", "A10G"),
+    ("A10", "A10G"),
+    ("L40", "A100"),
+    ("6000 ADA", "A100"),
+    ("V100", "V100"),
+    ("T4", "T4"),
 )
 
 
-def gpu_class(gpu_name: str = "", instance_type: str = "", gpu_count: int | None = None) -> str:
-    """Map a GPU name ("NVIDIA A10G", "Tesla T4", "MI300X") or a size to a table class."""
+def gpu_class(
+    gpu_name: str = "",
+    instance_type: str = "",
+    gpu_count: int | None = None,
+    hints: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Map a GPU name ("NVIDIA A10G", "Tesla T4", "MI300X") to a table class; with no
+    name, the driver's `hints` (instance-type prefix -> GPU name) name it from the type."""
     if gpu_count == 0:
         return "CPU"
     name = gpu_name.upper().replace("-", " ")
-    for needle, cls in (
-        ("MI300", "MI300X"),
-        ("MI325", "MI300X"),
-        ("H200", "H100"),
-        ("H100", "H100"),
-        ("A100", "A100"),
-        ("A10G", "A10G"),
-        ("A10", "A10G"),
-        ("L40", "A100"),
-        ("V100", "V100"),
-        ("T4", "T4"),
-    ):
+    if not name.strip():
+        itype = instance_type.lower()
+        name = next((g.upper() for prefix, g in hints if itype.startswith(prefix)), "")
+        if not name:
+            return "CPU"
+    for needle, cls in _NAME_CLASSES:
         if needle in name:
             return cls
     if any(tok == "L4" for tok in name.split()):
         return "L4"
-    itype = instance_type.lower()
-    for prefix, cls in _TYPE_HINTS:
-        if itype.startswith(prefix):
-            return cls
-    return "A10G" if name.strip() else "CPU"  # an unknown GPU: the middle of the table
+    return "A10G"  # an unknown GPU: the middle of the table
+
+
+def setup_seconds_of(kind: str) -> float:
+    """The driver's own prior for launch-to-first-step seconds."""
+    from gpuctl.providers.base import provider_class
+
+    try:
+        return float(provider_class(kind).setup_seconds)
+    except (ConfigError, AttributeError):
+        return SETUP_DEFAULT
 
 
 def _num(train: Mapping[str, Any], key: str, default: float) -> float:
@@ -345,7 +348,7 @@ def estimate(
         table_warmup_seconds(train, gpu), [p.warmup_extra for p in past if p.warmup_extra]
     )
     setup_obs = [p.setup for p in past if p.setup is not None]
-    setup = _blend(SETUP_SECONDS.get(provider_kind, SETUP_DEFAULT), setup_obs)
+    setup = _blend(setup_seconds_of(provider_kind), setup_obs)
     seconds = setup + warm + epochs * epoch_s
     hours = seconds / 3600.0
     cost = None
@@ -433,13 +436,13 @@ def estimate_spec(
     gpu, count, vcpus = "CPU", 1, 0
     if offer is not None:
         itype = offer.instance_type
-        gpu = gpu_class(offer.gpu_name, offer.instance_type, offer.gpu_count)
+        gpu = gpu_class(offer.gpu_name, offer.instance_type, offer.gpu_count, provider.gpu_hints)
         count, vcpus = max(1, offer.gpu_count), offer.vcpus
         price = offer.price_per_hour
         if spec.spot and offer.spot_price_per_hour is not None:
             price = offer.spot_price_per_hour
     elif itype:
-        gpu = gpu_class("", itype, None)
+        gpu = gpu_class("", itype, None, provider.gpu_hints)
     history = past_runs(
         store, machine=machine_key(spec.provider, itype or None, spec.host), preset=spec.preset
     )

@@ -139,6 +139,15 @@ class AwsProvider:
         {Capability.SPOT_PRICE_HISTORY, Capability.SPOT_NOTICE, Capability.CHECKPOINT_STORAGE}
     )
     default_type: ClassVar[str | None] = DEFAULT_TYPE
+    setup_seconds: ClassVar[float] = 420.0
+    gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("p5", "H100"),
+        ("p4", "A100"),
+        ("p3", "V100"),
+        ("g6", "L4"),
+        ("g5", "A10G"),
+        ("g4dn", "T4"),
+    )
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

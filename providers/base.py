@@ -46,6 +46,10 @@ class Billing:
     minimum_seconds: float = 60.0
     billed_when_stopped: bool = False  # DigitalOcean bills powered-off droplets
     storage_gb_month: float = 0.0  # attached disk, when billed separately (EBS gp3)
+    # Seconds a stop takes to end the bill (checkpoint, download, teardown): a budget stop
+    # is triggered this much early at the current burn. A profile's stop_margin_seconds
+    # replaces it.
+    stop_margin_seconds: float = 120.0
 
 
 # What the on-machine agent does when a watchdog limit (max hours, idle, budget) fires
@@ -130,6 +134,11 @@ class Provider(Protocol):
     launch_flags: ClassVar[frozenset[str]]  # keys of FLAGS this driver honours
     capabilities: ClassVar[frozenset[Capability]]  # the optional verbs it has (VERBS)
     default_type: ClassVar[str | None]  # what it launches when no type is named
+    # Seconds from "launch" to the trainer's first step (boot, SSH, sync, torch import),
+    # the estimate's prior before the user's own runs on this driver refine it.
+    setup_seconds: ClassVar[float]
+    # Instance-type prefixes -> GPU name, for a type named without a listing ("g5" A10G).
+    gpu_hints: ClassVar[tuple[tuple[str, str], ...]]
     name: str  # profile name ("aws", "amd", "aws-emulator"...)
     profile: Profile
 

@@ -141,6 +141,15 @@ class DigitalOceanProvider:
     )
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SELF_DESTROY})
     default_type: ClassVar[str | None] = None  # the cheapest size that fits
+    setup_seconds: ClassVar[float] = 360.0
+    gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("gpu-mi300x", "MI300X"),
+        ("gpu-h100", "H100"),
+        ("gpu-h200", "H100"),
+        ("gpu-l40s", "L40S"),
+        ("gpu-6000ada", "RTX 6000 Ada"),
+        ("gpu-4000adax", "L4"),
+    )
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -32,10 +32,14 @@ PREFIX = "local-"
 
 class LocalProvider:
     kind: ClassVar[str] = "local"
-    billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=0.0)
+    billing: ClassVar[Billing] = Billing(
+        per_second=True, minimum_seconds=0.0, stop_margin_seconds=10.0
+    )
     launch_flags: ClassVar[frozenset[str]] = frozenset()
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.BILLING_END_TIME})
     default_type: ClassVar[str | None] = None
+    setup_seconds: ClassVar[float] = 10.0
+    gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -39,10 +39,14 @@ def instance_id(target: SshTarget) -> str:
 
 class SshProvider:
     kind: ClassVar[str] = "ssh"
-    billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=0.0)
+    billing: ClassVar[Billing] = Billing(
+        per_second=True, minimum_seconds=0.0, stop_margin_seconds=30.0
+    )
     launch_flags: ClassVar[frozenset[str]] = frozenset({"host", "identity"})
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     default_type: ClassVar[str | None] = None
+    setup_seconds: ClassVar[float] = 90.0
+    gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, profile: Profile, settings: Settings) -> None:
         self.profile = profile

@@ -125,7 +125,7 @@ def test_agent_time_limit_is_remaining_budget_over_price(store: Store, gpuctl_ho
     # $10 budget, 30 minutes at $2/h already spent: $9 left = 4.5 h, less the time a stop
     # takes to end the bill on AWS.
     seconds = cost.agent_budget_seconds(store, settings, spec(budget=10.0), machine, now=T0 + 1800)
-    assert seconds == pytest.approx(4.5 * 3600 - cost.STOP_MARGIN_SECONDS["aws"])
+    assert seconds == pytest.approx(4.5 * 3600 - cost.billing_of_kind("aws").stop_margin_seconds)
     assert cost.agent_budget_seconds(store, settings, spec(), machine, now=T0) is None
     free = machine.evolve(price_per_hour=0.0)
     assert cost.agent_budget_seconds(store, settings, spec(budget=10.0), free, now=T0) is None
@@ -138,7 +138,7 @@ def test_agent_time_limit_counts_the_disk_and_the_tightest_budget(
     machine = inst("aws", "i-1", price=0.92, disk_gb=730.0, run_id="new-run")  # +$0.08/h disk
     seconds = cost.agent_budget_seconds(store, settings, spec(budget=50.0), machine, now=T0)
     # The month's $3 at $1.00/h, less the stop margin.
-    assert seconds == pytest.approx(3 * 3600 - cost.STOP_MARGIN_SECONDS["aws"])
+    assert seconds == pytest.approx(3 * 3600 - cost.billing_of_kind("aws").stop_margin_seconds)
     spend(store, "local", "l-1", "other", 3.5, T0 - 100)
     assert cost.agent_budget_seconds(store, settings, spec(budget=50.0), machine, now=T0) == 0.0
 

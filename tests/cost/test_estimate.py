@@ -36,7 +36,11 @@ FAST = dict(load_preset("fast").train)
 def test_gpu_names_map_to_table_classes(
     name: str, itype: str, count: int | None, expected: str
 ) -> None:
-    assert estimate.gpu_class(name, itype, count) == expected
+    from gpuctl.providers.aws import AwsProvider
+    from gpuctl.providers.digitalocean import DigitalOceanProvider
+
+    hints = AwsProvider.gpu_hints + DigitalOceanProvider.gpu_hints  # each driver's own
+    assert estimate.gpu_class(name, itype, count, hints) == expected
 
 
 def test_table_scales_with_gpu_image_size_and_width() -> None:
@@ -181,8 +185,11 @@ def test_estimate_for_a_local_spec_uses_the_profile_price(gpuctl_home: Path) -> 
 
 
 def test_estimate_without_a_price_still_gives_hours(gpuctl_home: Path) -> None:
+    from gpuctl.providers.aws import AwsProvider
+
     class NoOffers:
         kind = "aws"
+        gpu_hints = AwsProvider.gpu_hints
 
         def offers(self, **_kw: object) -> list:
             raise RuntimeError("no credentials")
@@ -202,6 +209,7 @@ def test_estimate_on_an_existing_instance_uses_its_type_and_price(gpuctl_home: P
 
     class Unreachable:
         kind = "aws"
+        gpu_hints = ()
 
         def offers(self, **_kw: object) -> list:
             raise AssertionError("an existing machine needs no offer lookup")

@@ -75,6 +75,8 @@ class FakeProvider:
     launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS)
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     default_type: ClassVar[str | None] = None
+    setup_seconds: ClassVar[float] = 300.0
+    gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = ()
     calls: ClassVar[list[tuple[str, str]]] = []
     gone: ClassVar[set[str]] = set()
     failing: ClassVar[dict[str, str]] = {}  # profile name -> "credentials" | "error"
