@@ -81,7 +81,7 @@ def _strings(value: Any, what: str) -> list[str]:
 
 
 def _price(value: Any, what: str) -> float:
-    """The meter's own check of a profile price (its currency words), NaN refused first."""
+    """The meter's rule for a profile price (gpuctl/prices.py), NaN refused first."""
     if isinstance(value, float) and not math.isfinite(value):
         finite_number(value, what)
     name = what.split(".")[1] if what.count(".") == 2 else what
