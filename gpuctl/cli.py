@@ -20,7 +20,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .console import Number, echo, fail, guarded, setup_logging
+from .cli_engine import cut_short, engine
+from .console import Number, echo, fail, guarded
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
 from .format import BLANK, duration, money, percent, rate, rough_duration
@@ -65,12 +66,9 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-_ENGINES: list[Any] = []  # this process's engines: what a Ctrl-C cut short is theirs to say
-
-
 def _interrupted(_kwargs: dict[str, Any]) -> None:
     """Say what Ctrl-C did: a launch cut short (and what was undone) only where one was."""
-    cut = [item for eng in _ENGINES for item in eng.cut_short]
+    cut = cut_short()
     if cut:
         text = "; ".join(f"run {run_id}: {reason}" for run_id, reason in cut)
         echo(f"\ninterrupted: {text}", err=True)
@@ -84,20 +82,6 @@ def _interrupted(_kwargs: dict[str, Any]) -> None:
 
 
 handled = guarded(_interrupted)
-
-
-def engine():  # -> lifecycle.Engine
-    from .lifecycle import Engine
-
-    _setup_logging()
-    eng = Engine()
-    _ENGINES.append(eng)
-    return eng
-
-
-def _setup_logging() -> None:
-    """Internal details go to GPUCTL_HOME/gpuctl.log, never to the terminal."""
-    setup_logging()
 
 
 def drive(out: Out, events: Any, *, err: bool = False) -> tuple[Any, Failed | None]:

@@ -47,7 +47,8 @@ def setup_logging() -> None:
     engine exists (a bad config file, an unusable state directory) is logged too; a data
     directory that cannot hold the log loses the details, never the command.
     """
-    from .settings import PRIVATE_UMASK, home_dirs, private_dir, private_file
+    from .private import PRIVATE_UMASK, private_dir, private_file
+    from .settings import home_dirs
 
     if log.handlers:
         return

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BudgetExceeded, ConfigError
 from .format import money, percent, rate, rough_duration
 from .models import CostLine, Instance, InstanceState, LaunchSpec, Market, PriceSegment, Run
+from .prices import price_per_hour
 from .settings import Profile, Settings
 from .state import Store
 
@@ -41,7 +42,8 @@ _BILLING: dict[str, Billing] = {}
 
 def billing_of_kind(kind: str) -> Billing:
     """The billing rules of a provider kind (aws, digitalocean, local, ssh), cached."""
-    from gpuctl.providers.base import Billing, provider_class
+    from gpuctl.driver_registry import provider_class
+    from gpuctl.providers.base import Billing
 
     if kind not in _BILLING:
         try:
@@ -55,7 +57,7 @@ def billing_table() -> dict[str, Billing]:
     """Every known provider kind's billing rules: AWS per second with a 60 s minimum,
     DigitalOcean per second with 5 min and powered-off droplets billed, local and ssh
     at the profile's price with no minimum."""
-    from gpuctl.providers.base import kinds
+    from gpuctl.driver_registry import kinds
 
     return {kind: billing_of_kind(kind) for kind in kinds()}
 
@@ -75,36 +77,7 @@ def storage_rate(billing: Billing, disk_gb: float | None) -> float | None:
 
 def profile_price(profile: Profile) -> float | None:
     """A profile's `price_per_hour` override, checked: a number of USD per hour, >= 0."""
-    raw = profile.get("price_per_hour")
-    if raw is None:
-        return None
-    where = f"[profiles.{profile.name}] price_per_hour"
-    if isinstance(raw, str):
-        text = raw.strip()
-        priced = re.fullmatch(
-            r"([A-Za-z]{3})?\s*([$€£¥])?\s*[\d.,]+\s*([A-Za-z]{3})?\s*(/\s*h\w*)?", text
-        )
-        code = priced and (priced.group(1) or priced.group(3) or priced.group(2))
-        if code and code.upper() not in ("USD", "$"):
-            raise ConfigError(
-                f"{where}: unknown currency '{code}' in {raw!r}",
-                hint="prices are USD per hour: write a plain number, e.g. price_per_hour = 0.5",
-            )
-        raise ConfigError(
-            f"{where} must be a number of USD per hour, got {raw!r}",
-            hint="write it without quotes or units, e.g. price_per_hour = 0.5",
-        )
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise ConfigError(
-            f"{where} must be a number of USD per hour, got {raw!r}",
-            hint="e.g. price_per_hour = 0.5",
-        )
-    if not math.isfinite(raw) or raw < 0:
-        raise ConfigError(
-            f"{where} must be zero or more, got {raw!r}",
-            hint="0 means free (your own machine); e.g. price_per_hour = 0.5",
-        )
-    return float(raw)
+    return price_per_hour(profile.get("price_per_hour"), profile.name)
 
 
 # -- calendar -------------------------------------------------------------------------------

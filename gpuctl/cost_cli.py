@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from . import cost
+from .cli_engine import engine
 from .console import Number, guarded
 from .errors import EXIT_INTERRUPTED, GpuctlError
 from .format import BLANK, money, percent, rate, rough_duration
@@ -32,12 +33,6 @@ def _watch_ends_quietly(kwargs: dict[str, Any]) -> None:
 
 
 _handled = guarded(_watch_ends_quietly)
-
-
-def _engine() -> Any:
-    from .cli import engine
-
-    return engine()
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -169,7 +164,7 @@ def cost_group(
         return
     if interval <= 0:
         raise GpuctlError("--interval must be positive", hint="e.g. --interval 5")
-    eng = _engine()
+    eng = engine()
     frames = 0
     tty = sys.stdout.isatty()
     while True:
@@ -232,7 +227,7 @@ def _refresh(eng: Any) -> list[cost.Reconciled]:
 @_handled
 def report_cmd(since: str, by: str, as_csv: bool, as_json: bool) -> None:
     """Cost from the ledger, runs whose instances are gone included; rows add to the total."""
-    eng = _engine()
+    eng = engine()
     now = time.time()
     rep = cost.report(eng.store, eng.settings, since=cost.parse_since(since, now), by=by, now=now)
     if as_json:

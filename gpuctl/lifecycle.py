@@ -85,7 +85,8 @@ def new_run_id(preset: str) -> str:
 def _refuse_unsupported(profile: Any, **given: Any) -> None:
     """A launch flag the provider would silently ignore is refused: a user who asked for
     spot or a p4d must not get a CPU run on the laptop, nor an estimate for the wrong type."""
-    from gpuctl.providers.base import FLAGS, kinds_honouring, provider_class
+    from gpuctl.driver_registry import provider_class
+    from gpuctl.providers.base import FLAGS, kinds_honouring
 
     honoured = provider_class(profile.provider).launch_flags
     for key, value in given.items():

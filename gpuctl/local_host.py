@@ -17,7 +17,7 @@ from .errors import RemoteError
 from .events import Event, SyncProgress
 from .files import FileEntry
 from .host import ExecResult, SyncStats
-from .settings import private_dir
+from .private import private_dir
 
 
 class LocalHost:

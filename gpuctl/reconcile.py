@@ -41,7 +41,7 @@ from .runs.status import transition
 from .trainer.protocol import AgentState
 
 if TYPE_CHECKING:
-    from .runs.ports import EngineOps
+    from .ports import EngineOps
 
 log = logging.getLogger("gpuctl.reconcile")
 

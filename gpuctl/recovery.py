@@ -59,7 +59,7 @@ from .trainer.protocol import (
 )
 
 if TYPE_CHECKING:
-    from .runs.ports import EngineOps
+    from .ports import EngineOps
     from .state import Store
 
 log = logging.getLogger("gpuctl.recovery")

@@ -26,7 +26,7 @@ from .errors import RemoteError
 from .events import Event, Notice, Synced
 from .files import FileEntry, walk_tree
 from .host import Host, SyncStats
-from .settings import private_dir
+from .private import private_dir
 from .trainer.protocol import (
     AGENT_CONFIG_FILE,
     AGENT_LOG_FILE,

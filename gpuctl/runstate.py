@@ -27,7 +27,7 @@ from .tail import last_lines
 from .trainer.protocol import AGENT_ENDED, TRAIN_LOG_FILE, AgentState, Phase
 
 if TYPE_CHECKING:
-    from .runs.ports import EngineOps
+    from .ports import EngineOps
 
 log = logging.getLogger("gpuctl.runstate")
 

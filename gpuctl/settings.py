@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .driver_registry import kinds
 from .errors import ConfigError
 from .models import frozen_map
 from .numbers import finite_number
+from .prices import price_per_hour
 
 APP = "gpuctl"
 
@@ -79,13 +81,11 @@ def _strings(value: Any, what: str) -> list[str]:
 
 
 def _price(value: Any, what: str) -> float:
-    """The meter's own check of a profile price (its currency words), NaN refused first."""
-    from .cost import profile_price
-
+    """The meter's rule for a profile price (gpuctl/prices.py), NaN refused first."""
     if isinstance(value, float) and not math.isfinite(value):
         finite_number(value, what)
     name = what.split(".")[1] if what.count(".") == 2 else what
-    price = profile_price(Profile(name=name, provider="", options={"price_per_hour": value}))
+    price = price_per_hour(value, name)
     return float(price or 0.0)
 
 
@@ -300,49 +300,6 @@ def _did_you_mean(name: str, choices: Mapping[str, Any] | list[str]) -> str:
     return f"did you mean '{close[0]}'?" if close else ""
 
 
-PRIVATE_UMASK = 0o077  # what gpuctl writes (state, logs, keys, results) is the user's only
-
-
-def private_dir(path: Path) -> Path:
-    """mkdir -p with every directory it creates 0700; an existing one of ours made 0700.
-
-    The data directory holds run history, keys and results: no other local user may
-    read it. A directory someone else owns (a shared results root) is left alone.
-    """
-    path = Path(path)
-    missing = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-    try:
-        st = path.stat()
-        if st.st_uid == os.getuid() and st.st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError:
-        pass
-    return path
-
-
-def private_file(path: Path) -> Path:
-    """Create path 0600 if missing (before sqlite or logging open it with 0644)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.close(fd)
-        if os.stat(path).st_mode & 0o077:
-            os.chmod(path, 0o600)
-    except OSError:
-        pass
-    return path
-
-
 def home_dirs() -> tuple[Path, Path]:
     """(data dir, config dir) honouring GPUCTL_HOME."""
     override = os.environ.get("GPUCTL_HOME")
@@ -496,8 +453,6 @@ def load(config_path: Path | None = None) -> Settings:
 
 
 def _profiles(raw: Mapping[str, Any], path: Path, text: str) -> dict[str, Profile]:
-    from gpuctl.providers.base import kinds
-
     merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PROFILES.items()}
     for name, options in raw.items():
         keys = ("profiles", name)

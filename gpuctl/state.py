@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import NotFoundError, StateError
 from .models import Instance, InstanceState, PriceSegment, Run, RunStatus
+from .private import private_dir, private_file
 from .runs.status import IllegalTransition, sources
 
 APPLICATION_ID = 0x67707563  # "gpuc"
@@ -142,8 +143,6 @@ class Store:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        from .settings import private_dir, private_file
-
         try:
             private_dir(self.path.parent)
             if self.path.is_dir():

@@ -1,17 +1,17 @@
-"""The Provider protocol every driver implements, and the registry that finds them.
+"""The Provider protocol every driver implements, and how a profile gets its driver.
 
 Few verbs, value objects out, errors mapped once per driver (libcloud / SkyPilot style).
-Drivers are imported lazily by name so `gpuctl --help` never pays for boto3 or pydo.
+Which kinds exist and where their classes live is gpuctl/driver_registry.py.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from gpuctl.driver_registry import kinds, provider_class
 from gpuctl.errors import ConfigError
 from gpuctl.events import Event
 from gpuctl.models import Instance, LaunchSpec, Offer, SshTarget
@@ -211,42 +211,6 @@ class BillingEndTime(Protocol):
     def billing_ended_at(self, instance: Instance) -> float | None:
         """When the machine stopped billing, or None while it bills."""
         ...
-
-
-# kind -> "module:Class", imported on first use.
-_REGISTRY: dict[str, str] = {
-    "local": "gpuctl.providers.local:LocalProvider",
-    "ssh": "gpuctl.providers.ssh:SshProvider",
-    "aws": "gpuctl.providers.aws:AwsProvider",
-    "digitalocean": "gpuctl.providers.digitalocean:DigitalOceanProvider",
-}
-
-
-def kinds() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def register(kind: str, target: str) -> None:
-    """Add a driver (tests register fakes this way; plugins could too)."""
-    _REGISTRY[kind] = target
-
-
-def provider_class(kind: str) -> type:
-    try:
-        target = _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(
-            f"unknown provider kind '{kind}'", hint=f"known kinds: {', '.join(kinds())}"
-        ) from None
-    module_name, _, cls_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"provider '{kind}' is not available in this installation ({exc.name} missing)",
-            hint="reinstall gpuctl with its dependencies (make run does this)",
-        ) from None
-    return getattr(module, cls_name)
 
 
 def kinds_honouring(flag: str) -> list[str]:

@@ -15,8 +15,8 @@ addresses other people on the same account added stay.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gpuctl.errors import CredentialsError, GpuctlError, NotFoundError
 from gpuctl.events import Event, Notice, Provisioning
@@ -25,8 +25,7 @@ from . import aws_setup
 
 if TYPE_CHECKING:
     from gpuctl.models import LaunchSpec
-
-    from .digitalocean import DigitalOceanProvider
+    from gpuctl.settings import Profile, Settings
 
 log = logging.getLogger("gpuctl.providers.digitalocean")
 
@@ -40,7 +39,34 @@ OUTBOUND_RULES = [
 ]
 
 
-def ssh_source(provider: DigitalOceanProvider, spec: LaunchSpec) -> tuple[str, bool]:
+class DropletAccount(Protocol):
+    """What the firewall needs of the DigitalOcean driver: its profile and its API calls
+    (a protocol, so this module does not import the driver that imports it)."""
+
+    name: str
+    endpoint: str
+    profile: Profile
+    settings: Settings
+
+    @property
+    def host_label(self) -> str: ...
+
+    def _client(self) -> Any: ...
+
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        expect: str | None,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> Any: ...
+
+    def _paged(self, what: str, fn: Callable[..., Any], key: str, **kwargs: Any) -> list[Any]: ...
+
+
+def ssh_source(provider: DropletAccount, spec: LaunchSpec) -> tuple[str, bool]:
     """(SSH source, detected): --ssh-cidr / the profile's ssh_cidr, else the caller's /32."""
     explicit = spec.options.get("ssh_cidr") or provider.profile.get("ssh_cidr")
     if explicit:
@@ -50,7 +76,7 @@ def ssh_source(provider: DigitalOceanProvider, spec: LaunchSpec) -> tuple[str, b
 
 
 def ensure_firewall(
-    provider: DigitalOceanProvider, spec: LaunchSpec
+    provider: DropletAccount, spec: LaunchSpec
 ) -> Generator[Event, None, str | None]:
     """Make sure the firewall exists and lets the caller in; its droplet tag, or None.
 
@@ -162,7 +188,7 @@ def _is_ssh_rule(rule: dict[str, Any]) -> bool:
     return rule.get("protocol") == "tcp" and str(rule.get("ports")) == "22"
 
 
-def _cache_get(provider: DigitalOceanProvider, key: str) -> list[str]:
+def _cache_get(provider: DropletAccount, key: str) -> list[str]:
     """A broken state store only costs the clean-up of an old address, never a launch."""
     from gpuctl.state import Store
 
@@ -177,7 +203,7 @@ def _cache_get(provider: DigitalOceanProvider, key: str) -> list[str]:
         store.close()
 
 
-def _cache_put(provider: DigitalOceanProvider, key: str, value: list[str]) -> None:
+def _cache_put(provider: DropletAccount, key: str, value: list[str]) -> None:
     from gpuctl.state import Store
 
     try:

@@ -863,9 +863,9 @@ class _Executor(ThreadPoolExecutor):
 
 def run_app() -> None:
     """`gpuctl` with no arguments. Quitting leaves every run going on its machine."""
-    from gpuctl.cli import _setup_logging
+    from gpuctl.console import setup_logging
 
-    _setup_logging()
+    setup_logging()
     app = create_app()
     loop = asyncio.new_event_loop()
     loop.set_default_executor(_Executor(max_workers=64, thread_name_prefix="gpuctl-tui"))

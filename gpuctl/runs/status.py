@@ -14,13 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gpuctl.models import ACTIVE_RUN_STATUSES, RunStatus
 from gpuctl.trainer.protocol import StopReason
-
-if TYPE_CHECKING:
-    from gpuctl.state import Store
 
 S = RunStatus
 
@@ -36,6 +33,20 @@ ALLOWED: Mapping[RunStatus, frozenset[RunStatus]] = {
     **{s: _TAKEN_UP | {s} for s in _ENDED_RESUMABLE},
     S.FINISHED: frozenset({S.FINISHED}),  # final: nothing follows a finished run
 }
+
+
+class RunStore(Protocol):
+    """What `transition` needs of the store; a protocol so this table sits below state."""
+
+    def transition_run(
+        self,
+        run_id: str,
+        expected: Iterable[RunStatus],
+        to: RunStatus,
+        *,
+        event: tuple[str, Mapping[str, Any]] | None = None,
+        **fields: Any,
+    ) -> bool: ...
 
 
 class IllegalTransition(ValueError):
@@ -54,7 +65,7 @@ def sources(to: RunStatus, among: Iterable[RunStatus] | None = None) -> frozense
 
 
 def transition(
-    store: Store,
+    store: RunStore,
     run_id: str,
     to: RunStatus,
     reason: str | None = None,

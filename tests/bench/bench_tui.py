@@ -137,7 +137,7 @@ def cold_start(home: Path) -> float | None:
     # The fake provider lives in the tests: register it, then start the real entry point.
     code = (
         f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-        "from gpuctl.providers.base import register; "
+        "from gpuctl.driver_registry import register; "
         "register('fake', 'tests.tui.fake_provider:FakeProvider'); "
         "from gpuctl.cli import main; sys.argv = ['gpuctl']; main()"
     )
@@ -162,7 +162,7 @@ def cold_start(home: Path) -> float | None:
 def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="gpuctl-bench-tui-"))
     os.environ["GPUCTL_HOME"] = str(home)
-    from gpuctl.providers.base import register
+    from gpuctl.driver_registry import register
 
     register("fake", "tests.tui.fake_provider:FakeProvider")
     seed(home, latency=0.2)

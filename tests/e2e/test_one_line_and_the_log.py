@@ -91,7 +91,7 @@ def test_user_errors_are_logged_even_before_the_engine_exists(gpuctl_home: Path)
 
 
 BROKEN = '''
-from gpuctl.providers.base import register
+from gpuctl.driver_registry import register
 from gpuctl.providers.local import LocalProvider
 
 

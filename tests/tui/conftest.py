@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from gpuctl.driver_registry import register
 from gpuctl.lifecycle import Engine
-from gpuctl.providers.base import register
 from gpuctl.tui.app import GpuctlApp, create_app
 from tests.tui import demo
 from tests.tui.fake_provider import FakeProvider

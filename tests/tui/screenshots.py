@@ -88,7 +88,7 @@ def to_png(svg: Path) -> Path | None:
 
 def main() -> int:
     sys.path.insert(0, str(REPO))
-    from gpuctl.providers.base import register
+    from gpuctl.driver_registry import register
 
     register("fake", "tests.tui.fake_provider:FakeProvider")
     OUT.mkdir(parents=True, exist_ok=True)

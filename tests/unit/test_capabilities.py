@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from gpuctl.driver_registry import kinds, provider_class
 from gpuctl.providers import base
-from gpuctl.providers.base import VERBS, Capability, Provider, kinds, provider_class
+from gpuctl.providers.base import VERBS, Capability, Provider
 from gpuctl.settings import Profile, Settings
 
 # The protocol that spells each optional verb's signature.

@@ -12,37 +12,16 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from ..config import TrainConfig
 from ..errors import TrainerError
+from .base import LossFn, MetricFn, Task, correct_count
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def correct_count(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Default metric: number of top-1 hits in the batch (summed, so ranks can add up)."""
-    return (output.argmax(dim=1) == target).sum()
-
-
-@dataclass
-class Task:
-    """Everything the loop needs from a task."""
-
-    model: nn.Module
-    train_set: Dataset
-    val_set: Dataset
-    loss_fn: LossFn
-    metric_fn: MetricFn = correct_count
-    description: str = ""
+__all__ = ["LossFn", "MetricFn", "Task", "correct_count", "load_task"]
 
 
 def _coerce_task(obj: Any, cfg: TrainConfig, name: str) -> Task:

@@ -7,7 +7,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import SyntheticImages, open_image_folder
 from ..model import SmallCNN
-from . import Task, correct_count
+from .base import Task, correct_count
 
 
 def make_task(cfg: TrainConfig) -> Task:

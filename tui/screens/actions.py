@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..app import GpuctlApp
     from ..model import Row
+    from ..ports import ControlCenter
 
 
 class RowActions:
@@ -15,7 +15,7 @@ class RowActions:
     app: Any
 
     @property
-    def gpuctl(self) -> GpuctlApp:
+    def gpuctl(self) -> ControlCenter:
         return self.app  # type: ignore[no-any-return]
 
     def target(self) -> Row | None:

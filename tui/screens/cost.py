@@ -23,7 +23,7 @@ from ..messages import ReportReady
 from ..model import text_bar
 
 if TYPE_CHECKING:
-    from ..app import GpuctlApp
+    from ..ports import ControlCenter
 
 GROUPINGS = ("run", "provider", "day")
 WINDOWS = (("month", "this month"), ("today", "today"), ("7d", "7 days"), ("30d", "30 days"))
@@ -54,7 +54,7 @@ class CostScreen(Screen[None]):
         self.window = 0
 
     @property
-    def gpuctl(self) -> GpuctlApp:
+    def gpuctl(self) -> ControlCenter:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:

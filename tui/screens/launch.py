@@ -30,7 +30,7 @@ from ..messages import OffersLoaded
 from ..widgets.tickbox import TickBox
 
 if TYPE_CHECKING:
-    from ..app import GpuctlApp
+    from ..ports import ControlCenter
 
 OFFER_COLUMNS = (("TYPE", 16), ("GPU", 12), ("$/H", 7), ("SPOT", 7), ("SAVE", 5), ("REGION", 12))
 
@@ -70,7 +70,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         self.launch_tried = False
 
     @property
-    def gpuctl(self) -> GpuctlApp:
+    def gpuctl(self) -> ControlCenter:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
