@@ -24,12 +24,13 @@ from gpuctl.state import Store
 from tests.aws.conftest import aws, moto_server, spot_market  # noqa: F401  (fixtures)
 from tests.do.util import AMD_TOKEN, DO_TOKEN, Clock
 from tests.fakes.do_api import FakeDigitalOcean
-from tests.fixtures.sshd import SshdServer
+from tests.fixtures.sshd import SshdServer, free_port
 
 RUN = "conform-261203-a1b2"
 PRICE = 0.25  # what local and ssh profiles say the machine costs (their price is the profile's)
 SKELETON = "tests.conformance.skeleton_provider:SkeletonProvider"
 DRIVERS = ("local", "ssh", "aws", "digitalocean", "amd", "skeleton")
+WITH_API = ("aws", "digitalocean", "amd", "skeleton")  # the drivers that call a cloud API
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Driver:
     region: str | None
     spec_defaults: dict[str, Any]
     tune: Callable[[Any], None] = lambda provider: None
+    # Makes every call to the cloud's API fail from now on; None: there is no API (local is
+    # this machine, ssh's inventory is the state store).
+    outage: Callable[[], None] | None = None
 
     def make(self) -> Provider:
         provider = get_provider(self.profile, self.settings)
@@ -104,6 +108,7 @@ def aws_driver(
     aws: str,  # noqa: F811  (the moto fixture, reset for this test)
     spot_market: Any,  # noqa: F811
     sshd: SshdServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Driver:
     options = {
         "regions": ["us-east-1"],
@@ -116,7 +121,13 @@ def aws_driver(
     }
     profile = Profile(name="aws", provider="aws", options=options)
     defaults = {"instance_type": "g4dn.xlarge"}
-    return Driver("aws", profile, settings, region="us-east-1", spec_defaults=defaults)
+
+    def outage() -> None:  # the endpoint stops answering: a closed port on loopback
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+
+    return Driver(
+        "aws", profile, settings, region="us-east-1", spec_defaults=defaults, outage=outage
+    )
 
 
 def _do_driver(
@@ -139,7 +150,15 @@ def _do_driver(
 
     profile = Profile(name=name, provider="digitalocean", options=options)
     try:
-        yield Driver(name, profile, settings, region=region, spec_defaults={}, tune=tune)
+        yield Driver(
+            name,
+            profile,
+            settings,
+            region=region,
+            spec_defaults={},
+            tune=tune,
+            outage=lambda: api.inject(500, times=10_000),
+        )
     finally:
         api.close()
 
@@ -169,7 +188,11 @@ def skeleton_driver(
     endpoint = f"memory://{tmp_path}"  # a fresh cloud for this test
     options = {"endpoint": endpoint, **_ssh_override(sshd)}
     profile = Profile(name="skeleton", provider="skeleton", options=options)
-    yield Driver("skeleton", profile, settings, region="zone-a", spec_defaults={})
+
+    def outage() -> None:
+        skeleton_provider.cloud_for(endpoint).down = True
+
+    yield Driver("skeleton", profile, settings, region="zone-a", spec_defaults={}, outage=outage)
     skeleton_provider.CLOUDS.pop(endpoint, None)
 
 

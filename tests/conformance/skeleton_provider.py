@@ -76,14 +76,21 @@ class InMemoryCloud:
     def __init__(self) -> None:
         self.machines: dict[str, Machine] = {}
         self.sold_out: set[tuple[str, str]] = set()  # (type, region) with no capacity
+        self.down = False  # every call fails as an API outage does (tests)
         self._looks: dict[str, int] = {}
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
 
+    def _answer(self) -> None:
+        if self.down:
+            raise CloudError("unavailable", "503 Service Unavailable\n<html>try later</html>")
+
     def types(self) -> list[MachineType]:
+        self._answer()
         return list(self.TYPES)
 
     def create(self, name: str, region: str, type_name: str, tags: dict[str, str]) -> Machine:
+        self._answer()
         kind = next((t for t in self.TYPES if t.name == type_name), None)
         if region not in self.REGIONS:
             raise CloudError("unknown_region", f"region {region} does not exist")
@@ -108,6 +115,7 @@ class InMemoryCloud:
         return machine
 
     def get(self, machine_id: str) -> Machine:
+        self._answer()
         with self._lock:
             machine = self.machines.get(machine_id)
             if machine is None or machine.status == "deleted":
@@ -118,11 +126,13 @@ class InMemoryCloud:
             return machine
 
     def list(self, tag: str | None = None) -> list[Machine]:
+        self._answer()
         with self._lock:
             live = [m for m in self.machines.values() if m.status != "deleted"]
         return [m for m in live if tag is None or tag in m.tags]
 
     def delete(self, machine_id: str) -> None:
+        self._answer()
         with self._lock:
             machine = self.machines.get(machine_id)
             if machine is None or machine.status == "deleted":
@@ -130,6 +140,7 @@ class InMemoryCloud:
             self.machines[machine_id] = replace(machine, status="deleted")
 
     def power(self, machine_id: str, on: bool) -> None:
+        self._answer()
         machine = self.get(machine_id)
         with self._lock:
             self.machines[machine_id] = replace(machine, status="running" if on else "off")

@@ -23,7 +23,7 @@ from gpuctl.trainer.protocol import ShutdownAction
 from tests.events import drain
 from tests.unit.test_capabilities import assert_declares_what_it_has, assert_verbs_match_protocols
 
-from .conftest import RUN, Driver
+from .conftest import RUN, WITH_API, Driver
 
 pytestmark = pytest.mark.sshd
 
@@ -166,3 +166,29 @@ def test_capabilities_declared_are_the_ones_implemented(driver: Driver) -> None:
     provider = driver.make()
     assert_declares_what_it_has(provider)
     assert_verbs_match_protocols(provider)
+
+
+@pytest.mark.parametrize("driver", WITH_API, indirect=True)
+def test_an_api_outage_is_one_clear_error_never_gone(driver: Driver) -> None:
+    """local and ssh call no cloud API (this machine; the state store), so they have no
+    outage to map; every driver that does says what failed and never reports a machine it
+    cannot see as gone, nor a terminate it could not send as done."""
+    _, instance = launched(driver)
+    assert driver.outage is not None
+    driver.outage()
+    during = driver.make()
+    for call in (
+        lambda: during.get_instance(instance.id),  # None here would mean "gone, not billed"
+        lambda: during.terminate(instance),
+        lambda: drain(during.launch(driver.spec(run_id=RUN + "x"))),
+    ):
+        with pytest.raises(GpuctlError) as raised:
+            call()
+        assert_one_line(raised.value)
+    try:
+        listing = during.list_instances()
+    except GpuctlError as exc:
+        assert_one_line(exc)
+    else:  # a listing may report the failed part beside the rest, never hide it
+        assert not listing.complete and instance.id not in {i.id for i in listing.instances}
+        assert all("\n" not in why for _, why in listing.errors), listing.errors
