@@ -56,8 +56,11 @@ class LocalProvider:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def offers(self, *, gpu: str | None = None, region: str | None = None) -> list[Offer]:
+        """This machine, in region "local": `offers --region X` elsewhere does not list it."""
         import psutil
 
+        if region and region != "local":
+            return []
         mem_gb = psutil.virtual_memory().total / 2**30
         return [
             Offer(

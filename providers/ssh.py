@@ -79,6 +79,9 @@ class SshProvider:
         """No account, no credentials: nothing to check before launch reaches the box."""
 
     def offers(self, *, gpu: str | None = None, region: str | None = None) -> list[Offer]:
+        """Your own box has no region: `offers --region X` does not list it."""
+        if region:
+            return []
         return [
             Offer(
                 provider=self.name,

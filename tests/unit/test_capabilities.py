@@ -32,9 +32,8 @@ def driver(kind: str, home: Path) -> Any:
     return provider_class(kind)(Profile(name=kind, provider=kind, options={}), settings)
 
 
-@pytest.mark.parametrize("kind", kinds())
-def test_declared_capabilities_are_the_implemented_ones(kind: str, tmp_path: Path) -> None:
-    provider = driver(kind, tmp_path)
+def assert_declares_what_it_has(provider: Any) -> None:
+    """A driver declares a capability exactly when it has the capability's verbs."""
     assert isinstance(provider, Provider)
     assert provider.capabilities <= set(Capability)
     for capability, verbs in VERBS.items():
@@ -42,22 +41,32 @@ def test_declared_capabilities_are_the_implemented_ones(kind: str, tmp_path: Pat
             continue
         has = [hasattr(provider, verb) for verb in verbs]
         declared = capability in provider.capabilities
-        assert all(has) if declared else not any(has), (kind, capability, has)
+        assert all(has) if declared else not any(has), (provider.kind, capability, has)
 
 
-@pytest.mark.parametrize("kind", kinds())
-def test_optional_verbs_take_the_protocols_arguments(kind: str, tmp_path: Path) -> None:
-    provider = driver(kind, tmp_path)
+def assert_verbs_match_protocols(provider: Any) -> None:
+    """Each declared verb takes the arguments its protocol spells (a str attribute for
+    the ones that are values)."""
     for capability in provider.capabilities:
         protocol = PROTOCOLS.get(capability)
         for verb in VERBS[capability]:
             spelled = getattr(protocol, verb, None)
             if not callable(spelled):
-                assert isinstance(getattr(provider, verb), str), (kind, verb)
+                assert isinstance(getattr(provider, verb), str), (provider.kind, verb)
                 continue
             want = list(inspect.signature(spelled).parameters)[1:]  # without self
             got = list(inspect.signature(getattr(provider, verb)).parameters)
-            assert got == want, (kind, verb)
+            assert got == want, (provider.kind, verb)
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_declared_capabilities_are_the_implemented_ones(kind: str, tmp_path: Path) -> None:
+    assert_declares_what_it_has(driver(kind, tmp_path))
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_optional_verbs_take_the_protocols_arguments(kind: str, tmp_path: Path) -> None:
+    assert_verbs_match_protocols(driver(kind, tmp_path))
 
 
 def test_every_capability_has_its_verbs_named() -> None:
