@@ -1130,11 +1130,11 @@ def instance_money(
     return out
 
 
-# -- reconciliation with what the providers report -------------------------------------------------
+# -- the ledger synced with what the providers report --------------------------------------------
 
 
 @dataclass(frozen=True)
-class Reconciled:
+class LedgerFix:
     """A difference between the ledger and a provider's listing, and what was done."""
 
     provider: str
@@ -1184,7 +1184,7 @@ def _metered_here(settings: Settings, inst: Instance) -> bool:
     return inst.managed and inst.owner in (None, settings.installation_id)
 
 
-def reconcile(
+def sync_ledger(
     store: Store,
     settings: Settings,
     provider: str,
@@ -1193,7 +1193,7 @@ def reconcile(
     complete: bool = True,
     last_seen: Mapping[str, float] | None = None,
     now: float | None = None,
-) -> list[Reconciled]:
+) -> list[LedgerFix]:
     """Bring the ledger in line with a fresh listing of one provider.
 
     An instance billing now with no open segment (the ledger thought it gone, or a crash
@@ -1208,7 +1208,7 @@ def reconcile(
     ledger: dict[str, list[PriceSegment]] = defaultdict(list)
     for seg in store.segments(provider=provider):
         ledger[seg.instance_id].append(seg)
-    out: list[Reconciled] = []
+    out: list[LedgerFix] = []
     listed = {i.id for i in instances if i.state != InstanceState.TERMINATED}
     for inst in instances:
         segs = ledger.get(inst.id, [])
@@ -1224,7 +1224,7 @@ def reconcile(
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start))
             why = "the ledger had it gone" if segs else "it was not in the ledger"
             out.append(
-                Reconciled(
+                LedgerFix(
                     provider,
                     inst.id,
                     inst.run_id,
@@ -1242,7 +1242,7 @@ def reconcile(
                 seen = max(begun, min(now, float(inst.stopped_at)))
             store.close_segments(provider, inst.id, seen, kind=COMPUTE)
             out.append(
-                Reconciled(
+                LedgerFix(
                     provider,
                     inst.id,
                     inst.run_id,
@@ -1258,7 +1258,7 @@ def reconcile(
             seen = _ended_by(store, segs, last_seen.get(instance_id), now)
             store.close_segments(provider, instance_id, seen)
             out.append(
-                Reconciled(
+                LedgerFix(
                     provider,
                     instance_id,
                     segs[0].run_id,

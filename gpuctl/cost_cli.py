@@ -195,12 +195,12 @@ def cost_group(
         refresh = False  # the providers once; the ledger every frame
 
 
-def _refresh(eng: Any) -> list[cost.Reconciled]:
+def _refresh(eng: Any) -> list[cost.LedgerFix]:
     """Refresh every provider; return what reconciliation flagged just now."""
     before = {e["id"] for e in eng.store.events(kinds=["reconciled"])}
     eng.refresh()
     return [
-        cost.Reconciled(
+        cost.LedgerFix(
             e.get("provider", ""),
             e.get("instance_id", ""),
             e.get("run_id"),

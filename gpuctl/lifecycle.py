@@ -1248,7 +1248,7 @@ class Engine:
         for listing in listings:
             failed_everywhere = listing.errors and any(w == "*" for w, _ in listing.errors)
             if not failed_everywhere:
-                self._reconcile(listing)
+                self._absorb_listing(listing)
                 self.store.put_instances(
                     listing.provider, listing.instances, complete=listing.complete
                 )
@@ -1257,10 +1257,10 @@ class Engine:
         self.findings = reconcile.after_refresh(self, listings)  # vanished, orphans, died
         return listings
 
-    def _reconcile(self, listing: Any) -> None:
+    def _absorb_listing(self, listing: Any) -> None:
         """Ledger vs listing: meter what runs unbilled, close what is gone (flagged)."""
         try:
-            found = cost.reconcile(
+            found = cost.sync_ledger(
                 self.store,
                 self.settings,
                 listing.provider,

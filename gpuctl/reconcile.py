@@ -1,6 +1,6 @@
 """Make gpuctl's record of runs agree with what the providers report, after anything.
 
-Called on every Engine.refresh (after cost.reconcile has brought the ledger in line) and
+Called on every Engine.refresh (after cost.sync_ledger has brought the ledger in line) and
 by `gpuctl ls`. Each difference is fixed in the store, recorded in the run's history
 (event "run_reconciled") and returned as a Finding:
 
@@ -9,7 +9,7 @@ by `gpuctl ls`. Each difference is fixed in the store, recorded in the run's his
 - an active run whose machine vanished: interrupted (spot) or lost, with the reason
   (`gpuctl resume` brings it back on a new machine from the checkpoint gpuctl holds);
 - a machine tagged by this installation whose run the store never knew (a lost state
-  file): adopted as an orphan; cost.reconcile meters it from the provider's launch time;
+  file): adopted as an orphan; cost.sync_ledger meters it from the provider's launch time;
   one another installation tagged (a colleague on the same account) is foreign: said
   once, with its owner, and never an orphan;
 - a running run nobody follows whose trainer ended: its final status, and `failed` with

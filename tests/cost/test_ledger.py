@@ -221,7 +221,7 @@ def test_good_price_overrides() -> None:
 def test_stopped_state_is_not_billed_compute_on_aws(store: Store, gpuctl_home: Path) -> None:
     settings = settings_with(gpuctl_home)
     machine = inst(price=3.6, state=InstanceState.STOPPED)
-    found = cost.reconcile(store, settings, "aws", [machine], now=T0)
+    found = cost.sync_ledger(store, settings, "aws", [machine], now=T0)
     assert found == [] and store.segments() == []
 
 

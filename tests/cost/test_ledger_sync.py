@@ -24,7 +24,7 @@ def test_running_instance_the_ledger_thought_gone_is_flagged_and_metered(
     machine = inst(price=3.6, launched_at=T0)
     cost.open_compute(store, machine, "r1", now=T0)
     cost.close_instance(store, machine, T0 + H)  # e.g. a terminate that did not take
-    found = cost.reconcile(store, settings, "aws", [machine], now=T0 + 3 * H)
+    found = cost.sync_ledger(store, settings, "aws", [machine], now=T0 + 3 * H)
     assert [f.action for f in found] == ["metered"]
     assert "ledger had it gone" in found[0].message
     segs = store.segments(instance_id="i-1")
@@ -34,7 +34,7 @@ def test_running_instance_the_ledger_thought_gone_is_flagged_and_metered(
     ]
     assert cost.spent(store, settings, now=T0 + 3 * H)[0] == pytest.approx(3 * 3.6)
     assert cost.meter(store, settings, now=T0 + 3 * H).flagged == ("aws/i-1",)
-    assert cost.reconcile(store, settings, "aws", [machine], now=T0 + 4 * H) == []
+    assert cost.sync_ledger(store, settings, "aws", [machine], now=T0 + 4 * H) == []
 
 
 def test_unrecorded_instance_is_metered_from_the_providers_launch_time(
@@ -44,7 +44,7 @@ def test_unrecorded_instance_is_metered_from_the_providers_launch_time(
     # Created by gpuctl (tagged) two hours ago by the provider's clock; a crash came
     # between the create call and the ledger write.
     machine = inst(price=1.0, launched_at=T0 - 2 * H, run_id="r7")
-    found = cost.reconcile(store, settings, "aws", [machine], now=T0)
+    found = cost.sync_ledger(store, settings, "aws", [machine], now=T0)
     assert [f.action for f in found] == ["metered"]
     (seg,) = store.segments(instance_id="i-1")
     assert seg.start == T0 - 2 * H and seg.run_id == "r7" and seg.source == "reconcile"
@@ -54,7 +54,7 @@ def test_unrecorded_instance_is_metered_from_the_providers_launch_time(
 def test_launch_time_ahead_of_our_clock_is_clamped(store: Store, gpuctl_home: Path) -> None:
     settings = settings_with(gpuctl_home)
     machine = inst(price=1.0, launched_at=T0 + 900)  # provider clock 15 min ahead of ours
-    cost.reconcile(store, settings, "aws", [machine], now=T0)
+    cost.sync_ledger(store, settings, "aws", [machine], now=T0)
     (seg,) = store.segments()
     assert seg.start == T0
     assert cost.spent(store, settings, now=T0 + H)[0] == pytest.approx(1.0)
@@ -63,7 +63,7 @@ def test_launch_time_ahead_of_our_clock_is_clamped(store: Store, gpuctl_home: Pa
 def test_unmanaged_unknown_instances_are_left_alone(store: Store, gpuctl_home: Path) -> None:
     settings = settings_with(gpuctl_home)
     theirs = inst(price=1.0).evolve(managed=False, run_id=None)
-    assert cost.reconcile(store, settings, "aws", [theirs], now=T0) == []
+    assert cost.sync_ledger(store, settings, "aws", [theirs], now=T0) == []
     assert store.segments() == []
 
 
@@ -74,9 +74,9 @@ def test_vanished_instance_closes_no_later_than_its_runs_limit(
     store.add_run(run("r1", max_hours=2.0, idle_minutes=30.0))
     cost.open_compute(store, inst(price=1.0), "r1", now=T0)
     # An incomplete listing (a region failed) proves nothing.
-    assert cost.reconcile(store, settings, "aws", [], complete=False, now=T0 + 100 * H) == []
+    assert cost.sync_ledger(store, settings, "aws", [], complete=False, now=T0 + 100 * H) == []
     # Gone a week later: the agent's 2 h limit (+ 30 min idle) bounds what it could cost.
-    found = cost.reconcile(
+    found = cost.sync_ledger(
         store, settings, "aws", [], last_seen={"i-1": T0 + 600}, now=T0 + 168 * H
     )
     assert [f.action for f in found] == ["closed"]
@@ -89,12 +89,12 @@ def test_vanished_instance_seen_recently_closes_when_last_seen(
 ) -> None:
     settings = settings_with(gpuctl_home)
     cost.open_compute(store, inst(price=1.0, run_id=None), None, now=T0)
-    cost.reconcile(store, settings, "aws", [], last_seen={"i-1": T0 + 5 * H}, now=T0 + 6 * H)
+    cost.sync_ledger(store, settings, "aws", [], last_seen={"i-1": T0 + 5 * H}, now=T0 + 6 * H)
     assert store.segments()[0].end == T0 + 6 * H  # no limit known: now, never less
     cost.open_compute(store, inst("aws", "i-2", price=1.0, run_id=None), None, now=T0)
     store.add_run(run("r2", max_hours=1.0))
     cost.open_compute(store, inst("aws", "i-3", price=1.0, run_id="r2"), "r2", now=T0)
-    cost.reconcile(store, settings, "aws", [], last_seen={"i-3": T0 + 5 * H}, now=T0 + 6 * H)
+    cost.sync_ledger(store, settings, "aws", [], last_seen={"i-3": T0 + 5 * H}, now=T0 + 6 * H)
     ends = {s.instance_id: s.end for s in store.segments()}
     assert ends["i-3"] == T0 + 5 * H  # seen billing then: at least that long
 
@@ -106,7 +106,7 @@ def test_stopped_aws_keeps_storage_and_stopped_droplet_keeps_billing(
     ebs = inst(price=1.0, disk_gb=100.0)
     cost.record_launch(store, settings, ebs, "r1", now=T0)
     stopped = ebs.evolve(state=InstanceState.STOPPED)
-    found = cost.reconcile(
+    found = cost.sync_ledger(
         store, settings, "aws", [stopped], last_seen={"i-1": T0 + H}, now=T0 + 2 * H
     )
     assert [f.action for f in found] == ["stopped"]
@@ -115,7 +115,7 @@ def test_stopped_aws_keeps_storage_and_stopped_droplet_keeps_billing(
     droplet = inst("digitalocean", "d-1", price=2.0, run_id="r2")
     cost.record_launch(store, settings, droplet, "r2", now=T0)
     off = droplet.evolve(state=InstanceState.STOPPED)
-    assert cost.reconcile(store, settings, "digitalocean", [off], now=T0 + H) == []
+    assert cost.sync_ledger(store, settings, "digitalocean", [off], now=T0 + H) == []
     assert cost.burn_rate(store.segments(provider="digitalocean"), T0 + H) == 2.0
 
 
