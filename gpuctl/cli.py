@@ -795,36 +795,26 @@ def _find_instance(eng: Any, target: str):
     return None
 
 
-def _not_ours(inst: Any) -> str:
-    if not inst.managed:
-        return "was not created by gpuctl"
-    return (
-        f"was created by another gpuctl installation (owner {inst.owner})"
-        if inst.owner
-        else "carries gpuctl tags but no run this installation knows"
-    )
-
-
 def _confirm_instance(eng: Any, inst: Any, yes: bool) -> bool:
     """Money safety: something this installation did not create needs its name typed back.
 
     True when the name was typed (the caller may then end what is not its own)."""
-    ours = eng.is_ours(inst)
+    rule = eng.end_rule(inst)
+    ours = rule.typed is None
     if ours and yes:
         return False
     if not sys.stdin.isatty():
         raise (
             ConfigError(
-                f"{inst.id} {_not_ours(inst)}; refusing to terminate it without a typed "
-                "confirmation",
+                f"{inst.id} {rule.why}; refusing to terminate it without a typed confirmation",
                 hint="run this in a terminal and type the instance name when asked",
             )
             if not ours
             else ConfigError(f"terminating {inst.id} needs confirmation", hint="add --yes")
         )
-    word = inst.name or inst.id
+    word = rule.typed or inst.name or inst.id
     prompt = (
-        f"{inst.id} ({inst.instance_type}, {inst.provider}) {_not_ours(inst)}. "
+        f"{inst.id} ({inst.instance_type}, {inst.provider}) {rule.why}. "
         f"Type its name '{word}' to terminate it"
         if not ours
         else f"Terminate {inst.id}? Type '{word}'"
@@ -839,15 +829,15 @@ def _confirm_run_machine(eng: Any, run: Any, yes: bool) -> bool:
     """`down RUN` on a machine gpuctl did not create for the run releases it; in a
     terminal (without --yes) the user may type its name to terminate it as well."""
     inst = eng.instance_of(run)
-    if inst is None or eng.created_for(run.launch_spec, inst):
+    if inst is None:
         return False
-    if yes or not sys.stdin.isatty():
+    rule = eng.end_rule(inst, run)
+    if rule.typed is None or yes or not sys.stdin.isatty():
         return False
-    word = inst.name or inst.id
+    word = rule.typed
     answer = click.prompt(
-        f"{inst.id} ({inst.instance_type}, {inst.provider}) was NOT created by gpuctl for run "
-        f"{run.id}. Press enter to release it (it keeps running), or type its name '{word}' "
-        "to terminate it",
+        f"{inst.id} ({inst.instance_type}, {inst.provider}) {rule.why}. Press enter to "
+        f"release it (it keeps running), or type its name '{word}' to terminate it",
         default="",
         show_default=False,
     ).strip()

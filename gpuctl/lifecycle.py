@@ -981,6 +981,14 @@ class Engine:
         """This installation created the machine for this run (see gpuctl.ownership)."""
         return ownership.created_for(spec, instance, self.settings.installation_id)
 
+    def end_rule(self, instance: Instance, run: Run | None = None) -> ownership.EndRule:
+        """What ending this machine (the machine of `run`, if given) asks of the user."""
+        installation = self.settings.installation_id
+        if run is not None:
+            return ownership.end_rule(instance, installation, run_id=run.id, spec=run.launch_spec)
+        known = bool(instance.run_id) and self.store.find_run(instance.run_id or "") is not None
+        return ownership.end_rule(instance, installation, run_known=known)
+
     def is_ours(self, instance: Instance) -> bool:
         """Created by this installation (tagged with its id, or with a run it knows)."""
         known = bool(instance.run_id) and self.store.find_run(instance.run_id or "") is not None

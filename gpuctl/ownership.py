@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,49 @@ def created_for(spec: LaunchSpec, instance: Instance, installation: str) -> bool
     if spec.instance_id:
         return False  # attached with --instance: the user's, whoever made it
     return is_ours(instance, installation, run_known=instance.run_id == spec.run_id)
+
+
+def not_ours(instance: Instance) -> str:
+    """Why gpuctl may not end this machine on a plain yes (the words both front ends use)."""
+    if not instance.managed:
+        return "was NOT created by gpuctl"
+    return (
+        f"was created by another gpuctl installation (owner {instance.owner})"
+        if instance.owner
+        else "carries gpuctl tags but no run this installation knows"
+    )
+
+
+@dataclass(frozen=True)
+class EndRule:
+    """What ending a machine asks of the user: one rule for `gpuctl down` and the TUI's `x`.
+
+    `typed`: the name to type back (None: a yes is enough). `release`: the machine serves a
+    run that did not create it, so letting go of it (it keeps running) is offered instead.
+    """
+
+    typed: str | None
+    why: str = ""
+    release: bool = False
+
+
+def end_rule(
+    instance: Instance,
+    installation: str,
+    *,
+    run_id: str | None = None,
+    spec: LaunchSpec | None = None,
+    run_known: bool = False,
+) -> EndRule:
+    """Money safety: what this installation did not create is ended only by its typed name."""
+    name = instance.name or instance.id
+    if spec is not None:
+        if created_for(spec, instance, installation):
+            return EndRule(None)
+        return EndRule(name, f"was NOT created by gpuctl for run {run_id or spec.run_id}", True)
+    if is_ours(instance, installation, run_known=run_known):
+        return EndRule(None)
+    return EndRule(name, not_ours(instance))
 
 
 def owner_label(instance: Instance) -> str:

@@ -629,26 +629,20 @@ class GpuctlApp(App[None]):
             saved = "\n\nBilling ends; anything not downloaded is lost" + (
                 f" (d downloads run {row.run_id} first)." if row.run_id else "."
             )
-        if run is not None and not self.engine.created_for(run.launch_spec, inst):
+        rule = self.engine.end_rule(inst, run)  # the same rule as `gpuctl down`
+        require = rule.typed
+        if rule.release and run is not None:
             # Not gpuctl's to end: release it (like `gpuctl down RUN`), or type its name.
             body = (
-                f"{where} was NOT created by gpuctl for run {run.id}.\n\nRelease stops "
-                "the trainer and lets go of the machine: it keeps running. To terminate the "
-                "machine and its disks as well, type its name."
+                f"{where} {rule.why}.\n\nRelease stops the trainer and lets go of the "
+                "machine: it keeps running. To terminate the machine and its disks as well, "
+                "type its name."
             )
-            require = inst.name or inst.id
             alternative, discard = "Release", False
-        elif run is not None or self.engine.is_ours(inst):
+        elif require is None:
             body = f"Terminate {where}?" + saved
-            require = None
         else:
-            whose = (
-                f"was created by another gpuctl installation (owner {inst.owner or 'unknown'})"
-                if inst.managed
-                else "was NOT created by gpuctl"
-            )
-            body = f"{where} {whose}. Terminating it destroys the machine and its disks."
-            require = inst.name or inst.id
+            body = f"{where} {rule.why}. Terminating it destroys the machine and its disks."
             alternative = None
         typed = require is not None
 

@@ -86,7 +86,7 @@ def test_down_after_a_failed_launch_on_an_instance_not_ours_leaves_it_running(
     assert state_of(theirs) == "running"
 
     refused = gpuctl("down", theirs, "--yes")  # by instance id, no terminal: refused
-    assert refused.returncode == 2 and "not created by gpuctl" in refused.stderr
+    assert refused.returncode == 2 and "NOT created by gpuctl" in refused.stderr
     assert state_of(theirs) == "running"
 
 

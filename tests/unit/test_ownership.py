@@ -13,7 +13,7 @@ import pytest
 
 from gpuctl import ownership
 from gpuctl.lifecycle import Engine
-from gpuctl.models import LaunchSpec
+from gpuctl.models import Instance, InstanceState, LaunchSpec
 from gpuctl.providers.local import LocalProvider
 from gpuctl.reconcile import is_orphan
 from tests.cli import gpuctl, json_lines
@@ -112,3 +112,35 @@ def test_an_attached_machine_gets_no_shutdown_action(gpuctl_home: Path) -> None:
     assert not engine.created_for(attached, inst)
     foreign = inst.evolve(owner=COLLEAGUE)
     assert not engine.created_for(spec, foreign)
+
+
+def test_one_end_rule_for_every_front_end() -> None:
+    """What ending a machine asks: a yes for this installation's own, the typed name for
+    anything else, and a release for a run's machine it did not create."""
+    from gpuctl.models import LaunchSpec
+    from gpuctl.ownership import end_rule
+
+    me, other = "a" * 16, "b" * 16
+    base = Instance(
+        provider="aws",
+        id="i-1",
+        name="box",
+        region="us-east-1",
+        instance_type="g5.xlarge",
+        state=InstanceState.RUNNING,
+        managed=True,
+        owner=me,
+        run_id="r1",
+    )
+    assert end_rule(base, me).typed is None
+    assert end_rule(base.evolve(owner=other), me).why.startswith("was created by another")
+    assert end_rule(base.evolve(owner=other), me).typed == "box"
+    assert end_rule(base.evolve(managed=False, owner=None), me).why == "was NOT created by gpuctl"
+    untagged = base.evolve(owner=None)  # tagged before installations were: its run decides
+    assert end_rule(untagged, me, run_known=True).typed is None
+    assert end_rule(untagged, me, run_known=False).typed == "box"
+    own = LaunchSpec(run_id="r1", preset="fast", provider="aws")
+    assert end_rule(base, me, spec=own) == end_rule(base, me)  # created for this run
+    attached = LaunchSpec(run_id="r1", preset="fast", provider="aws", instance_id="i-1")
+    rule = end_rule(base, me, spec=attached)
+    assert rule.release and rule.typed == "box" and "for run r1" in rule.why
