@@ -1,5 +1,5 @@
 """`python -m gpuctl` is the `gpuctl` command."""
 
-from gpuctl.cli import main
+from gpuctl.entry import run
 
-main()
+run()

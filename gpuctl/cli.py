@@ -609,6 +609,7 @@ def status(run_id: str, as_json: bool) -> None:
         except GpuctlError as exc:
             agent = {"error": exc.one_line()}
         run = sync_run(eng, run, agent)  # what the machine says, not the store's last copy
+    eng.settle_ended_billing()
     spent, burn = cost.spent(eng.store, eng.settings, run_id=run.id)
     line = cost.run_line(eng.store, eng.settings, run.id)
     estimate = next(iter(eng.store.events(run.id, kinds=["estimate"])[-1:]), None)

@@ -173,6 +173,7 @@ def cost_group(
                 if not as_json:
                     word = "flagged" if item.action == "metered" else "reconciled"
                     click.echo(f"{word}: {item.message}", err=True)
+        eng.settle_ended_billing()
         m = cost.meter(eng.store, eng.settings)
         runs = {r.id: r for r in eng.store.list_runs()}
         if as_json:

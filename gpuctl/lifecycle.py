@@ -288,6 +288,7 @@ class Engine:
         # The check and the record of the run it admits are one step for every gpuctl
         # process: two launches at once cannot both spend the same dollars. The admitted
         # run holds its estimate against the budgets until its machine starts billing.
+        self.settle_ended_billing()  # what finished runs really cost, not what they might
         with filelock.exclusive(self.settings.home / "budget.lock"):
             refusal = cost.launch_refusal(
                 self.store,
@@ -1234,6 +1235,28 @@ class Engine:
         return (yield from self.finish(run.id, status))
 
     # -- listing ------------------------------------------------------------------------------
+
+    def settle_ended_billing(self) -> int:
+        """Close the ledger where a machine already says its billing ended (local: when its
+        trainer exited), without a listing: the meter bills what ran, in every view and
+        in every budget check, not until gpuctl next lists. Returns segments closed."""
+        closed = 0
+        for name in self.settings.providers:
+            try:
+                provider = self.provider(name)
+            except GpuctlError:
+                continue
+            if Capability.BILLING_END_TIME not in provider.capabilities:
+                continue
+            open_ = self.store.segments(provider=name, open_only=True)
+            for prov, iid in {(s.provider, s.instance_id) for s in open_}:
+                instance = self.store.get_instance(prov, iid)
+                end = None if instance is None else provider.billing_ended_at(instance)
+                if end is not None and instance is not None:
+                    closed += self.store.close_segments(prov, iid, end)
+                    if instance.state.billed:  # as its next listing will say: not billing
+                        self.store.put_instance(instance.evolve(state=InstanceState.STOPPED))
+        return closed
 
     def refresh(self, names: Sequence[str] | None = None, *, include_unmanaged: bool = False):
         """List every provider in parallel; one failing is reported beside the others."""

@@ -216,7 +216,10 @@ class Store:
                 self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # An interrupt may land before BEGIN took effect: no transaction to roll
+                # back is no second error hiding the first (a Ctrl-C is not a disk fault).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:

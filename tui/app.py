@@ -258,6 +258,7 @@ class GpuctlApp(App[None]):
                         if r.id not in followed and r.provider in names
                     ],
                 )
+            self.engine.settle_ended_billing()  # a finished local run stops billing at once
             snapshot = build_snapshot(self.engine.store, self.engine.settings, self.now())
         except GpuctlError as exc:
             self.post_message(ActionFailed("refresh failed", exc.message, exc.hint))

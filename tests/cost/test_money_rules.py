@@ -231,6 +231,31 @@ def test_local_billing_ends_when_the_trainer_exited(store: Store, gpuctl_home: P
     assert spent == pytest.approx(5.0, abs=0.01)
 
 
+def test_every_view_bills_a_finished_local_run_to_its_exit_without_a_listing(
+    store: Store, gpuctl_home: Path
+) -> None:
+    """No `gpuctl ls` in between: `cost`, `status` and a budget check all see the run's
+    machine stop billing when its trainer exited (it was shown billing $1/s for ever)."""
+    (gpuctl_home / "config.toml").write_text(
+        "[profiles.local]\nprice_per_hour = 3600.0\n[budget]\nmonthly = 30\n"
+    )
+    now = time.time()
+    _local_run_dir(gpuctl_home, "r3", ended_at=now - 40)  # ran 5 s, 40 s ago
+    store.add_run(run("r3", provider="local", created=now - 45))
+    machine = inst("local", "local-r3", price=3600.0, run_id="r3", launched_at=now - 45)
+    store.put_instance(machine)
+    cost.open_compute(store, machine, "r3", now=now - 45)
+    shown = json.loads(gpuctl("cost", "--json").stdout)
+    assert shown["burn_now"] == 0.0
+    assert shown["total"]["spent_today"] == pytest.approx(5.0, abs=0.05)  # not 45 s
+    status = gpuctl("status", "r3", "--json")
+    assert json.loads(status.stdout)["burn_per_hour"] == 0.0, status.stdout
+    # $25 of the $30 is left, so a ~$15 launch is admitted (it was refused on $45 "spent").
+    launched = gpuctl("launch", "validate")
+    assert launched.returncode == 0, launched.stderr
+    gpuctl("stop", launched.stdout.strip().splitlines()[-1])
+
+
 def test_local_teardown_bills_to_the_trainer_exit(store: Store, gpuctl_home: Path) -> None:
     settings = settings_with(gpuctl_home, "[profiles.local]\nprice_per_hour = 3600.0\n")
     eng = Engine(settings, store)

@@ -91,6 +91,7 @@ class CostScreen(Screen[None]):
         engine = self.gpuctl.engine
         try:
             since = cost.parse_since(window[0], now)
+            engine.settle_ended_billing()
             view: Any = CostView(
                 cost.meter(engine.store, engine.settings, now),
                 cost.report(engine.store, engine.settings, since=since, by=by, now=now),
@@ -107,7 +108,12 @@ class CostScreen(Screen[None]):
         view: CostView = message.report
         total = view.meter.total
         summary = Text(no_wrap=True, overflow="ellipsis")
-        summary.append(f" burning {rate(total.burn_per_hour)}", style="bold")
+        summary.append(f" burning {rate(view.meter.burn_now)}", style="bold")
+        if view.meter.unmetered:
+            summary.append(
+                f" ({rate(view.meter.unmetered_per_hour)} on {len(view.meter.unmetered)} "
+                "listed, unmetered)"
+            )
         summary.append(
             f" · today {money(total.spent_today)} · this month {money(total.spent_month)}"
         )
