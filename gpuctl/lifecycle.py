@@ -1092,12 +1092,12 @@ class Engine:
             try:
                 yield from self.download(run.id)
             except GpuctlError as exc:
+                kept = f"{instance.id} kept: its results could not be downloaded"
+                ended = self.store.get_run(run.id)
                 if stopped_here:  # the reason says what really happened to the machine
-                    self.store.update_run(
-                        run.id,
-                        reason=f"{StopReason.USER}; {instance.id} kept: its results could "
-                        "not be downloaded",
-                    )
+                    self.store.update_run(run.id, reason=f"{StopReason.USER}; {kept}")
+                elif not ended.reason or ended.reason.startswith("after it ended"):
+                    self.store.update_run(run.id, reason=f"after it ended: {kept}")
                 yield Failed(
                     run.id,
                     f"{instance.id} not terminated: the results of {run.id} are only on it "
@@ -1117,6 +1117,10 @@ class Engine:
             transition(self.store, run.id, RunStatus.STOPPED, reason=removed)
         elif run.status == RunStatus.STOPPED and Reason.of(run.reason) is Reason.USER:
             self.store.update_run(run.id, reason=f"{StopReason.USER}: {removed}")
+        elif not run.reason or run.reason.startswith("after it ended"):
+            # A run that had ended on its own (finished): say where its machine went.
+            gone = removed + (" without its results (discarded)" if discard_results else "")
+            self.store.update_run(run.id, reason=f"after it ended: {gone}")
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:

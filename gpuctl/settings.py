@@ -433,6 +433,15 @@ def load(config_path: Path | None = None) -> Settings:
                 f"providers lists unknown profile '{name}'",
                 _did_you_mean(name, profiles) or f"known: {', '.join(sorted(profiles))}",
             )
+    for name in budget_raw.get("per_provider", {}):
+        if name not in profiles:  # a typo would leave that budget unenforced: money
+            raise _located(
+                path,
+                text,
+                ("budget", "per_provider"),
+                f"[budget] per_provider names unknown profile '{name}'",
+                _did_you_mean(name, profiles) or f"known: {', '.join(sorted(profiles))}",
+            )
     budget = _budget(budget_raw)
     results = top.get("results_dir")
     return Settings(

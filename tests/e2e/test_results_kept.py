@@ -133,11 +133,15 @@ def test_down_keeps_the_machine_when_its_results_cannot_be_saved(
     assert_clean_failure(down, "not terminated")
     assert "--discard-results" in hint_of(down)
     assert (machine(gpuctl_home, run_id) / "last.pt").is_file()  # still there, with results
+    kept = gpuctl("status", run_id).stdout
+    assert "finished: after it ended: local-" in kept and "kept" in kept, kept
 
     discard = gpuctl("down", run_id, "--yes", "--discard-results")
     assert discard.returncode == 0, discard.stderr
     assert "terminated" in discard.stdout
     assert not machine(gpuctl_home, run_id).exists()
+    gone = gpuctl("status", run_id).stdout
+    assert "instance removed without its results (discarded)" in gone, gone
 
 
 def test_a_down_that_kept_the_machine_never_says_it_was_removed(

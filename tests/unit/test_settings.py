@@ -82,6 +82,15 @@ def test_unknown_provider_profile_suggests(gpuctl_home: Path) -> None:
     assert "did you mean 'digitalocean'" in info.value.hint
 
 
+def test_a_per_provider_budget_for_an_unknown_profile_is_refused(gpuctl_home: Path) -> None:
+    """A misspelt profile there would leave that provider without its budget."""
+    (gpuctl_home / "config.toml").write_text("[budget]\nper_provider = { Local = 1 }\n")
+    with pytest.raises(ConfigError) as info:
+        settings.load()
+    assert "(line 2)" in info.value.message and "unknown profile 'Local'" in info.value.message
+    assert "did you mean 'local'" in info.value.hint
+
+
 # Every value is checked when the file is read: type, range, finite; the error names the
 # file and the line of the key, in its own table (the same key may sit in several).
 @pytest.mark.parametrize(
