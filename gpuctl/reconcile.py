@@ -38,7 +38,7 @@ from .models import Instance, InstanceState, Market, Run, RunStatus
 from .ownership import is_ours
 from .rundir import RunDir
 from .runs.status import transition
-from .trainer.protocol import AgentState
+from .trainer.protocol import AGENT_ACTIVE, AGENT_ENDED
 
 if TYPE_CHECKING:
     from .ports import EngineOps
@@ -253,9 +253,14 @@ def _foreigners(engine: EngineOps, foreign: Mapping[str, Instance]) -> list[Find
 
 
 def _launch_killed(engine: EngineOps, run: Run, inst: Instance | None) -> Finding:
-    if run.status == RunStatus.STARTING and run.remote_dir and _trainer_runs(engine, run):
-        message = "gpuctl was killed just after starting it; the trainer runs: adopted"
+    if run.status == RunStatus.STARTING and run.remote_dir and _trainer_started(engine, run):
+        # Its trainer started: the run is what its machine says (still training, or
+        # already finished while nobody watched), never "failed" for gpuctl's death.
         transition(engine.store, run.id, RunStatus.RUNNING, reason="")
+        fresh, _ended = runstate.check(engine, engine.store.get_run(run.id))
+        message = "gpuctl was killed just after starting it; the trainer " + (
+            "runs: adopted" if fresh.status.active else f"had {fresh.status.value}: adopted"
+        )
         return Finding(run.id, run.instance_id, "adopted", message)
     claims = engine.store.events(run.id, kinds=["owner"])
     pid = f" (pid {claims[-1].get('pid')})" if claims else ""
@@ -275,14 +280,14 @@ def _launch_killed(engine: EngineOps, run: Run, inst: Instance | None) -> Findin
     return Finding(run.id, instance_id, "launch_killed", message)
 
 
-def _trainer_runs(engine: EngineOps, run: Run) -> bool:
+def _trainer_started(engine: EngineOps, run: Run) -> bool:
     try:
         _instance, host = engine.locate(run)
     except GpuctlError:
         return False
     try:
         state = RunDir(host, run.id, run.remote_dir).status().get("state")
-        return state in (AgentState.STARTING, AgentState.RUNNING)
+        return state in (*AGENT_ACTIVE, *AGENT_ENDED)  # the agent ran the trainer
     except GpuctlError:
         return False
     finally:

@@ -142,3 +142,30 @@ def test_killed_just_after_start_adopts_the_running_trainer(engine: Engine) -> N
     assert engine.store.get_run("r-started").status == RunStatus.RUNNING
     (found,) = engine.store.events("r-started", kinds=["run_reconciled"])
     assert found["action"] == "adopted"
+
+
+def test_killed_just_after_start_a_trainer_that_already_finished_is_finished(
+    engine: Engine,
+) -> None:
+    """gpuctl died after starting the trainer, which then trained to the end unwatched:
+    the run is finished, as its machine says, not failed for gpuctl's death."""
+    run_dir = _local_dir(engine, "r-done")
+    cfg = {"code_dir": _code_dir(engine), "python": sys.executable}
+    (run_dir / "agent.json").write_text(json.dumps(cfg))
+    dead = _dead_pid()
+    ended = {"state": "exited", "exit_code": 0, "agent_pid": dead, "trainer_pid": dead}
+    (run_dir / "agent_status.json").write_text(json.dumps(ended))
+    (run_dir / "status.json").write_text(json.dumps({"phase": "finished", "epochs": 2}))
+    _add(
+        engine,
+        "r-done",
+        RunStatus.STARTING,
+        instance_id="local-r-done",
+        remote_dir=str(run_dir),
+    )
+    _dead_owner(engine, "r-done")
+    engine.refresh(["local"])
+    run = engine.store.get_run("r-done")
+    assert run.status == RunStatus.FINISHED, (run.status, run.reason)
+    (found,) = engine.store.events("r-done", kinds=["run_reconciled"])
+    assert found["action"] == "adopted" and "had finished" in found["message"]
