@@ -9,6 +9,7 @@ exists and no download completed after the trainer last started or ended there.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,7 +72,7 @@ def what_is_saved(run: Run) -> str:
 
 def check_writable(path: Path, what: str) -> None:
     """Refuse a results directory that cannot be created or written, before any
-    machine is rented or any file copied. Creates nothing."""
+    machine is rented or any file copied. Leaves nothing behind."""
     path = Path(path).expanduser()
     fix = (
         "pass --to a writable directory"
@@ -92,3 +93,12 @@ def check_writable(path: Path, what: str) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == path else f" ({probe} is not writable)"
         raise ConfigError(f"{what} {path} is not writable{where}", hint=fix)
+    # Permission bits are not the whole truth (root on /proc or a read-only mount, an
+    # ACL): make and remove an empty directory there, as the download will need to.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".gpuctl-probe-", dir=probe))
+    except OSError as exc:
+        where = "" if probe == path else f" (cannot create anything in {probe})"
+        raise ConfigError(
+            f"{what} {path} is not writable{where}: {exc.strerror or exc}", hint=fix
+        ) from None

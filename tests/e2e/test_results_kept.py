@@ -206,6 +206,17 @@ def test_an_unusable_results_dir_is_refused_before_anything_is_created(
     assert nothing_created(gpuctl_home)
 
 
+def test_a_results_dir_whose_bits_say_writable_but_is_not_is_refused_too(
+    gpuctl_home: Path,
+) -> None:
+    """/proc looks writable to root (permission bits are not the whole truth); the download
+    would fail after the whole run. It is refused up front, and nothing is left there."""
+    set_results_dir(gpuctl_home, Path("/proc/gpuctl-results"))
+    proc = gpuctl("launch", "validate")
+    assert_clean_failure(proc, "not writable")
+    assert nothing_created(gpuctl_home)
+
+
 def test_run_whose_download_fails_keeps_the_machine_and_says_how_to_get_them(
     gpuctl_home: Path,
 ) -> None:
