@@ -192,6 +192,7 @@ class LocalProvider:
         ):
             time.sleep(0.1)
         self._signal_all(instance, signal.SIGKILL)
+        _kill_strays(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
@@ -202,6 +203,22 @@ class LocalProvider:
 
     def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
         return {"action": SHUTDOWN_NONE}
+
+
+def _kill_strays(run_dir: Path) -> None:
+    """Kill any process still working in this run dir: an agent started just before a
+    Ctrl-C may not have written its pid yet, and would recreate the dir and train on."""
+    import psutil
+
+    mine = str(run_dir)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = proc.info.get("cmdline") or []
+            inside = any(part == mine or part.startswith(mine + os.sep) for part in cmdline)
+            if proc.pid != os.getpid() and inside:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
 
 
 def _ended_at(status: dict[str, Any]) -> float | None:
