@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.aws.conftest import aws, moto_server, register_ami, spot_prices  # noqa: F401
+from tests.aws.conftest import (  # noqa: F401  (fixtures)
+    aws,
+    moto_server,
+    register_ami,
+    spot_market,
+    spot_prices,
+)
 from tests.cli import GPUCTL
 from tests.fakes.imds import FakeImds
 from tests.fixtures.sshd import SshdServer
