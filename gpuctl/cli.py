@@ -778,7 +778,7 @@ def _ask_discard(eng: Any, run: Any, yes: bool, as_json: bool) -> bool:
     if yes or as_json or not sys.stdin.isatty() or not pending(eng.store, run):
         return False
     where = eng.settings.results_dir / run.id
-    answer = click.prompt(
+    answer = _prompt(
         f"The results of {run.id} were never downloaded. download them to {where} first, "
         "discard them, or cancel?",
         type=click.Choice(["download", "discard", "cancel"]),
@@ -787,6 +787,15 @@ def _ask_discard(eng: Any, run: Any, yes: bool, as_json: bool) -> bool:
     if answer == "cancel":
         raise ConfigError("not confirmed; nothing was terminated")
     return answer == "discard"
+
+
+def _prompt(text: str, **kwargs: Any) -> Any:
+    """click.prompt, where the end of input (a closed pipe, Ctrl-D) is a "no": one line
+    and exit 2, nothing changed, never click's bare "Aborted!" with exit 1."""
+    try:
+        return click.prompt(text, **kwargs)
+    except click.Abort:
+        raise ConfigError("not confirmed (no answer); nothing was changed") from None
 
 
 def _find_instance(eng: Any, target: str):
@@ -820,7 +829,7 @@ def _confirm_instance(eng: Any, inst: Any, yes: bool) -> bool:
         if not ours
         else f"Terminate {inst.id}? Type '{word}'"
     )
-    answer = click.prompt(prompt, default="", show_default=False)
+    answer = _prompt(prompt, default="", show_default=False)
     if answer.strip() != word:
         raise ConfigError("not confirmed; nothing was terminated")
     return not ours
@@ -836,7 +845,7 @@ def _confirm_run_machine(eng: Any, run: Any, yes: bool) -> bool:
     if rule.typed is None or yes or not sys.stdin.isatty():
         return False
     word = rule.typed
-    answer = click.prompt(
+    answer = _prompt(
         f"{inst.id} ({inst.instance_type}, {inst.provider}) {rule.why}. Press enter to "
         f"release it (it keeps running), or type its name '{word}' to terminate it",
         default="",

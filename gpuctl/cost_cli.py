@@ -28,8 +28,12 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _watch_ends_quietly(kwargs: dict[str, Any]) -> None:
-    """Ctrl-C is how a user ends --watch: exit 0 then; 130 otherwise."""
-    sys.exit(0 if kwargs.get("watch") else EXIT_INTERRUPTED)
+    """Ctrl-C is how a user ends --watch: exit 0 then; 130 otherwise. A SIGTERM or SIGHUP
+    (a script's timeout, a closed terminal) keeps its own code (143, 129)."""
+    from .console import Terminated
+
+    by_signal = isinstance(sys.exc_info()[1], Terminated)
+    sys.exit(0 if kwargs.get("watch") and not by_signal else EXIT_INTERRUPTED)
 
 
 _handled = guarded(_watch_ends_quietly)

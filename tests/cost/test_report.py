@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -155,3 +157,29 @@ def test_cli_refresh_closes_what_the_provider_no_longer_has(gpuctl_home: Path) -
     assert "reconciled: local local-ghost is gone" in proc.stderr
     assert "now     $0.000/h burning on 0 instances" in proc.stdout
     assert store.segments(open_only=True) == []
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 0), (signal.SIGTERM, 143)])
+def test_watch_ends_on_ctrl_c_with_0_and_on_sigterm_with_143(
+    gpuctl_home: Path, sig: signal.Signals, code: int
+) -> None:
+    """Ctrl-C is how a person ends --watch; a script's `timeout` is a signal, and says so."""
+    from tests.cli import GPUCTL
+
+    proc = subprocess.Popen(
+        [GPUCTL, "cost", "--watch", "--interval", "0.2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "gpuctl cost" in proc.stdout.readline()  # the first frame: it is watching
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
