@@ -280,3 +280,25 @@ def test_a_run_with_nothing_left_says_what_exists_and_exits_2(gpuctl_home: Path)
     assert stop.returncode == 0, stop.stderr
     assert "already interrupted" in stop.stdout
     assert Store(gpuctl_home / "state.db").get_run(run_id).status.value == "interrupted"
+
+
+def test_a_prompt_that_gets_no_answer_changes_nothing(gpuctl_home: Path) -> None:
+    """In a terminal, `down` asks what to do with results never downloaded; the end of input
+    (Ctrl-D, a closed pipe) is a "no": one line, exit 2, the machine and its results kept."""
+    import shutil
+
+    script = shutil.which("script")  # util-linux: runs the command on a pseudo-terminal
+    assert script, "util-linux `script` is needed to give gpuctl a terminal"
+    run_id = launch()
+    wait_finished(gpuctl_home, run_id)
+    proc = subprocess.run(
+        [script, "-qec", f"{GPUCTL} down {run_id}", "/dev/null"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "not confirmed (no answer); nothing was changed" in proc.stdout
+    assert "Aborted!" not in proc.stdout and "Traceback" not in proc.stdout
+    assert (machine(gpuctl_home, run_id) / "last.pt").is_file()
