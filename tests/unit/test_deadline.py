@@ -8,15 +8,7 @@ from collections.abc import Generator
 import pytest
 
 from gpuctl.deadline import within
-
-
-def _drive(gen: Generator[str, None, object]) -> tuple[list[str], object]:
-    seen: list[str] = []
-    while True:
-        try:
-            seen.append(next(gen))
-        except StopIteration as stop:
-            return seen, stop.value
+from tests.events import drain
 
 
 def test_a_generator_that_finishes_passes_on_its_events_and_value() -> None:
@@ -25,7 +17,7 @@ def test_a_generator_that_finishes_passes_on_its_events_and_value() -> None:
         yield "b"
         return 7
 
-    seen, outcome = _drive(within(pull(), 30))
+    seen, outcome = drain(within(pull(), 30))
     assert seen == ["a", "b"]
     assert outcome.finished and outcome.value == 7
 
@@ -40,7 +32,7 @@ def test_a_blocked_generator_is_left_at_the_deadline_with_what_it_said_so_far() 
         return 1
 
     try:
-        seen, outcome = _drive(within(stalled(), 0.2))
+        seen, outcome = drain(within(stalled(), 0.2))
     finally:
         release.set()
     assert seen == ["listing"]
