@@ -69,6 +69,9 @@ from .trainer.protocol import (
 
 log = logging.getLogger("gpuctl")
 
+# The reason of a run that ended on its own, once `down` dealt with its machine.
+AFTER_END = "after it ended"
+
 Events = Generator[Event, None, Any]
 
 TEARDOWN_POLICIES = ("terminate", "stop", "keep")
@@ -1096,8 +1099,8 @@ class Engine:
                 ended = self.store.get_run(run.id)
                 if stopped_here:  # the reason says what really happened to the machine
                     self.store.update_run(run.id, reason=f"{StopReason.USER}; {kept}")
-                elif not ended.reason or ended.reason.startswith("after it ended"):
-                    self.store.update_run(run.id, reason=f"after it ended: {kept}")
+                elif not ended.reason or ended.reason.startswith(AFTER_END):
+                    self.store.update_run(run.id, reason=f"{AFTER_END}: {kept}")
                 yield Failed(
                     run.id,
                     f"{instance.id} not terminated: the results of {run.id} are only on it "
@@ -1117,10 +1120,10 @@ class Engine:
             transition(self.store, run.id, RunStatus.STOPPED, reason=removed)
         elif run.status == RunStatus.STOPPED and Reason.of(run.reason) is Reason.USER:
             self.store.update_run(run.id, reason=f"{StopReason.USER}: {removed}")
-        elif not run.reason or run.reason.startswith("after it ended"):
+        elif not run.reason or run.reason.startswith(AFTER_END):
             # A run that had ended on its own (finished): say where its machine went.
             gone = removed + (" without its results (discarded)" if discard_results else "")
-            self.store.update_run(run.id, reason=f"after it ended: {gone}")
+            self.store.update_run(run.id, reason=f"{AFTER_END}: {gone}")
         return None
 
     def download(self, run_id: str, to: Path | None = None) -> Events:
