@@ -990,13 +990,17 @@ class Engine:
         installation = self.settings.installation_id
         if run is not None:
             return ownership.end_rule(instance, installation, run_id=run.id, spec=run.launch_spec)
-        known = bool(instance.run_id) and self.store.find_run(instance.run_id or "") is not None
-        return ownership.end_rule(instance, installation, run_known=known)
+        return ownership.end_rule(instance, installation, run_known=self._run_known(instance))
+
+    def _run_known(self, instance: Instance) -> bool:
+        """The store knows the run the machine is tagged with."""
+        return bool(instance.run_id) and self.store.find_run(instance.run_id or "") is not None
 
     def is_ours(self, instance: Instance) -> bool:
         """Created by this installation (tagged with its id, or with a run it knows)."""
-        known = bool(instance.run_id) and self.store.find_run(instance.run_id or "") is not None
-        return ownership.is_ours(instance, self.settings.installation_id, run_known=known)
+        return ownership.is_ours(
+            instance, self.settings.installation_id, run_known=self._run_known(instance)
+        )
 
     def teardown(
         self, run_id: str | None, instance: Instance, policy: str, *, confirmed: bool = False
