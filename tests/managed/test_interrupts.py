@@ -70,9 +70,10 @@ def test_ctrl_c_at_random_moments_of_a_launch_never_hangs_or_leaks(
     seen_moments: set[str] = set()
     for n in range(ITERATIONS):
         # A moment: after the k-th event of the launch (every k in turn, so that every
-        # step of the launch is hit whatever the seed), plus a random part of a second.
-        after_events = n % 9 + 1
-        extra = rng.uniform(0.0, 1.0)
+        # step of the launch is hit whatever the seed), at once on even iterations and a
+        # random part of a second later on odd ones.
+        after_events = n // 2 % 6 + 1
+        extra = rng.uniform(0.0, 1.0) if n % 2 else 0.0
         run = Stream(["launch", "validate", "--provider", "aws-test", "--json"], env)
         try:
             deadline = time.monotonic() + EXIT_BOUND
@@ -108,4 +109,7 @@ def test_ctrl_c_at_random_moments_of_a_launch_never_hangs_or_leaks(
                 assert row.status.value == "failed", (what, row.id, row.status, row.reason)
         for instance_id, state in _gpuctl_instances().items():  # nothing left billing
             assert state in ("shutting-down", "terminated"), (what, instance_id, state)
-    assert len(seen_moments) >= 4, seen_moments  # the interrupts landed all over the launch
+    # The interrupts landed in both phases that leave something to undo: while the create
+    # call was in flight and while the created machine was waiting to boot. Which of the
+    # quick steps before them (resolved, provisioning) were hit depends on the load.
+    assert {"attempt", "instance_up"} <= seen_moments, seen_moments
