@@ -451,10 +451,6 @@ def ls(
     include_unmanaged: bool, refresh: bool, cached: bool, show_runs: bool, as_json: bool
 ) -> None:
     """Instances you pay for across providers (from the cache first, refreshed if stale)."""
-    from . import cost
-    from .models import InstanceState
-    from .ownership import is_foreign
-
     eng = engine()
     out = Out(as_json)
     if show_runs:
@@ -481,55 +477,21 @@ def ls(
         from .reconcile import without_listing
 
         without_listing(eng)  # a launch whose gpuctl was killed shows its orphan even from cache
-    from .reconcile import is_orphan
+    from .views import overview
 
-    mine = eng.settings.installation_id
-    runs = {r.id: r for r in eng.store.list_runs()}
-    now = time.time()
-    instances = [
-        i
-        for i in eng.store.instances()
-        if i.provider in names
-        and i.state != InstanceState.TERMINATED
-        and (include_unmanaged or i.managed)
-    ]
-    statuses = eng.store.provider_statuses()
-    metered = cost.instance_money(eng.store, eng.settings, instances, now=now)  # as `cost`
+    view = overview(eng.store, eng.settings)
+    lines = [line for line in view.instances if include_unmanaged or line.instance.managed]
     if as_json:
-        for inst in instances:
-            run = runs.get(inst.run_id or "")
-            out.obj(
-                {
-                    **inst.to_dict(),
-                    "uptime_seconds": inst.uptime(now),
-                    "run_status": run.status.value if run else None,
-                    "orphan": is_orphan(inst, run, installation=mine),
-                    "foreign": is_foreign(inst, mine, run_known=run is not None),
-                    "burn_per_hour": metered[inst.key].burn_per_hour,
-                    "metered": metered[inst.key].metered,
-                    "meter_note": metered[inst.key].note,
-                }
-            )
-        for name in names:
-            ok, message, _checked = statuses.get(name, (True, "", 0.0))
-            if not ok:
-                out.obj({"event": "provider_error", "provider": name, "error": message})
+        for line in lines:
+            out.obj(line.to_dict())
+        for name, message in view.provider_errors():
+            out.obj({"event": "provider_error", "provider": name, "error": message})
         return
-    from .cost import billing_for
-
     rows = []
-    owners = []  # who created each row's machine, shown when some are not ours
-    for inst in instances:
-        run = runs.get(inst.run_id or "")
-        state = inst.state_label(billing_for(eng.settings, inst.provider).billed_when_stopped)
-        if is_orphan(inst, run, installation=mine):
-            state += " (orphan)"
-        foreign = is_foreign(inst, mine, run_known=run is not None)
-        if foreign:
-            state += " (foreign)"
-        owners.append(
-            (inst.owner or "unknown") if foreign else ("-" if inst.managed else "not gpuctl")
-        )
+    for line in lines:
+        inst = line.instance
+        state = line.state + (" (orphan)" if line.orphan else "")
+        state += " (foreign)" if line.foreign else ""
         rows.append(
             [
                 inst.provider,
@@ -539,25 +501,23 @@ def ls(
                 inst.instance_type,
                 (f"{inst.gpu_count}x {inst.gpu_name}" if inst.gpu_count else "-"),
                 state,
-                duration(inst.uptime(now)),
-                money(metered[inst.key].burn_per_hour, digits=3, unknown=BLANK),
-                run.status.value if run else "-",
-                metered[inst.key].note,
+                duration(line.uptime_seconds),
+                money(line.money.burn_per_hour, digits=3, unknown=BLANK),
+                line.run.status.value if line.run else "-",
+                line.money.note,
             ]
         )
     headers = ["PROVIDER", "REGION", "INSTANCE", "RUN", "TYPE", "GPU", "STATE", "UP", "$/H"]
     headers += ["RUN STATE", "METER"]
-    if any(o != "-" for o in owners):
+    if any(line.owner != "-" for line in lines):
         headers.append("OWNER")
-        rows = [[*row, owner] for row, owner in zip(rows, owners, strict=True)]
+        rows = [[*row, line.owner] for row, line in zip(rows, lines, strict=True)]
     if rows:
         click.echo(table(rows, headers))
     else:
         click.echo("no instances (gpuctl run validate starts one on this machine)")
-    for name in names:
-        ok, message, _ = statuses.get(name, (True, "", 0.0))
-        if not ok:
-            click.echo(f"{name}: {message}", err=True)
+    for name, message in view.provider_errors():
+        click.echo(f"{name}: {message}", err=True)
 
 
 def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
@@ -595,9 +555,9 @@ def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
 @handled
 def status(run_id: str, as_json: bool) -> None:
     """One run: status, progress, cost, where it runs, watchdog limits."""
-    from . import cost
     from .rundir import RunDir
     from .runstate import epoch_text, sync_run
+    from .views import run_summary
 
     eng = engine()
     run = eng.store.get_run(run_id)
@@ -610,17 +570,9 @@ def status(run_id: str, as_json: bool) -> None:
             agent = {"error": exc.one_line()}
         run = sync_run(eng, run, agent)  # what the machine says, not the store's last copy
     eng.settle_ended_billing()
-    spent, burn = cost.spent(eng.store, eng.settings, run_id=run.id)
-    line = cost.run_line(eng.store, eng.settings, run.id)
+    view = run_summary(eng.store, eng.settings, run)
     estimate = next(iter(eng.store.events(run.id, kinds=["estimate"])[-1:]), None)
-    info = {
-        **run.to_dict(),
-        "spent": round(spent, 4),
-        "burn_per_hour": burn,
-        "projected_total": line.projected_total,
-        "estimate": estimate,
-        "agent": agent,
-    }
+    info = {**run.to_dict(), **view.to_dict(), "estimate": estimate, "agent": agent}
     if as_json:
         Out(True).obj(info)
         return
@@ -631,11 +583,11 @@ def status(run_id: str, as_json: bool) -> None:
         f"progress  epoch {epoch_text(run.epoch, run.epochs)}"
         + ("" if run.metric is None else f", metric {run.metric:.4f}")
         + ("" if run.eta_seconds is None else f", eta {duration(run.eta_seconds)}"),
-        f"cost      {money(spent)} spent, {rate(burn)} now"
+        f"cost      {money(view.spent)} spent, {rate(view.burn_per_hour)} now"
         + ("" if run.budget is None else f", budget {money(run.budget)}")
         + (
-            f", ~{money(line.projected_total)} projected at the end"
-            if run.status.active and line.projected_total is not None
+            f", ~{money(view.projected_total)} projected at the end"
+            if run.status.active and view.projected_total is not None
             else ""
         ),
         "estimate  "
@@ -681,38 +633,21 @@ def status(run_id: str, as_json: bool) -> None:
 @handled
 def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
     """The training log of RUN (with -f, follow it; Ctrl-C leaves the run going)."""
-    from .rundir import RunDir
     from .runstate import sync_run
-    from .tail import last_lines
-    from .trainer.protocol import TRAIN_LOG_FILE
+    from .views import log_history, saved_results
 
     eng = engine()
     run = eng.store.get_run(run_id)
     out = Out(as_json)
-    if not run.remote_dir:
-        raise NotFoundError(
-            f"run {run.id} never started, so it has no log ({run.status.value}"
-            + (f": {run.reason}" if run.reason else "")
-            + ")",
-            hint=f"`gpuctl status {run.id}` says why",
-        )
-    saved_log = Path(run.results_dir) / TRAIN_LOG_FILE if run.results_dir else None
-    if follow and not (run.status.terminal and saved_log and saved_log.is_file()):
+    if follow and run.remote_dir and saved_results(run) is None:
         _, failure = drive(out, eng.follow(run.id, tail_lines=lines))
         if failure:
             sys.exit(failure.exit_code)
         return
-    try:
-        _, host = eng.locate(run)
-        log_path = RunDir(host, run.id, run.remote_dir).p(TRAIN_LOG_FILE)
-        text_lines, _ = last_lines(host, log_path, lines)
+    log = log_history(eng, run, lines)  # the order the run screen reads it in
+    if log.from_machine:
         sync_run(eng, run)  # the log may say it ended: so does the store, from now on
-    except NotFoundError as exc:
-        if saved_log is None or not saved_log.is_file():
-            raise NotFoundError(
-                f"run {run.id} has no live machine and no saved log", hint=exc.hint
-            ) from None
-        text_lines = saved_log.read_text(errors="replace").splitlines()[-lines:]
+    text_lines = list(log.lines)
     if as_json:
         out.obj({"event": "log", "run_id": run.id, "lines": text_lines})
     else:

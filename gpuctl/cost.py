@@ -685,11 +685,19 @@ def run_line(store: Store, settings: Settings, run_id: str, now: float | None = 
 def projected_total(run: Run, line: CostLine, now: float) -> float | None:
     """What the run will have cost when it ends: spent + burn over its ETA (real epochs,
     the warm-up excluded). None when no ETA is known yet."""
-    if not run.status.active:
-        return line.spent
-    if run.eta_seconds is None:
+    return projected(line.spent, line.burn_per_hour, run.eta_seconds, ended=not run.status.active)
+
+
+def projected(
+    spent: float | None, burn_per_hour: float | None, eta_seconds: float | None, *, ended: bool
+) -> float | None:
+    """Spent + burn over the ETA; what was spent once it ended; None when a part is unknown.
+    The one rule for `gpuctl status`, the run screen and the follow stream's cost ticks."""
+    if ended:
+        return spent
+    if spent is None or burn_per_hour is None or eta_seconds is None:
         return None
-    return line.spent + line.burn_per_hour * max(0.0, run.eta_seconds) / 3600.0
+    return spent + burn_per_hour * max(0.0, eta_seconds) / 3600.0
 
 
 def describe(line: CostLine) -> str:
@@ -1095,13 +1103,27 @@ def instance_money(
     instances: Iterable[Instance],
     *,
     now: float | None = None,
+    segments: Iterable[PriceSegment] | None = None,
 ) -> dict[tuple[str, str], InstanceMoney]:
-    """The meter's view of each instance, keyed by (provider, id), from the ledger alone."""
+    """The meter's view of each instance, keyed by (provider, id), from the ledger alone.
+
+    `segments`: the ledger already read (every segment of these instances), so a view
+    that has it does not query once per instance.
+    """
     now = time.time() if now is None else now
     known_runs = {r.id for r in store.list_runs()}
+    by_instance: dict[tuple[str, str], list[PriceSegment]] | None = None
+    if segments is not None:
+        by_instance = defaultdict(list)
+        for s in segments:
+            by_instance[(s.provider, s.instance_id)].append(s)
     out: dict[tuple[str, str], InstanceMoney] = {}
     for inst in instances:
-        segs = store.segments(provider=inst.provider, instance_id=inst.id)
+        segs = (
+            store.segments(provider=inst.provider, instance_id=inst.id)
+            if by_instance is None
+            else by_instance.get(inst.key, [])
+        )
         live = [s for s in segs if s.end is None and s.start <= now]
         listed = "" if inst.price_per_hour is None else f"; listed at {rate(inst.price_per_hour)}"
         if live:

@@ -23,6 +23,7 @@ from .console import Number, guarded
 from .errors import EXIT_INTERRUPTED, GpuctlError
 from .format import BLANK, money, percent, rate, rough_duration
 from .models import CostLine
+from .views import CostView, cost_view
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -55,21 +56,21 @@ def _budget(line: CostLine) -> str:
     return f"{money(line.budget)} ({percent(line.spent / line.budget)})"
 
 
-def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
+def render_meter(view: CostView) -> str:
     """The meter as text: burn now, today, month, per provider, per live run, budgets."""
-    t = m.total
-    live = len([i for i in m.instances if i.burn_per_hour > 0]) + len(m.unmetered)
+    m, t, runs = view.meter, view.totals, view.runs
+    live = len([i for i in m.instances if i.burn_per_hour > 0]) + len(t.unmetered)
     out = [
-        f"now     {rate(m.burn_now)} burning on {live} instance{'s' if live != 1 else ''}"
+        f"now     {rate(t.burn_now)} burning on {live} instance{'s' if live != 1 else ''}"
         + (
-            f" ({rate(m.unmetered_per_hour)} of it on {len(m.unmetered)} listed machine"
-            f"{'s' if len(m.unmetered) != 1 else ''} gpuctl does not meter)"
-            if m.unmetered
+            f" ({rate(t.unmetered_per_hour)} of it on {len(t.unmetered)} listed machine"
+            f"{'s' if len(t.unmetered) != 1 else ''} gpuctl does not meter)"
+            if t.unmetered
             else ""
         ),
         f"today   {money(t.spent_today)}",
         f"month   {money(t.spent_month)}"
-        + (f" of {money(t.budget)} ({percent(t.spent_month / t.budget)})" if t.budget else ""),
+        + (f" of {money(t.budget)} ({percent(t.fraction or 0.0)})" if t.budget else ""),
     ]
     if m.providers:
         rows = [
@@ -123,11 +124,9 @@ def render_meter(m: cost.Meter, runs: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def watch_lines(m: cost.Meter, runs: dict[str, Any], runless: set[str]) -> list[str]:
-    """One line per thing burning money, fresnel_cost style, then the total.
-
-    `runless`: instance keys (provider/id) billing with no run (shown on their own).
-    """
+def watch_lines(view: CostView) -> list[str]:
+    """One line per thing burning money, fresnel_cost style, then the total."""
+    m, runs, runless = view.meter, view.runs, view.runless
     lines = []
     for r in m.runs:
         run = runs.get(r.key)
@@ -137,11 +136,11 @@ def watch_lines(m: cost.Meter, runs: dict[str, Any], runless: set[str]) -> list[
     for inst in m.instances:
         if inst.burn_per_hour > 0 and inst.key in runless:
             lines.append(f"{inst.key}: {cost.describe(inst)}")
-    for key in m.unmetered:
+    t = view.totals
+    for key in t.unmetered:
         lines.append(f"{key}: listed and billing, not metered by gpuctl")
-    t = m.total
     month = money(t.spent_month) + (f" of {money(t.budget)}" if t.budget else "")
-    lines.append(f"total: {rate(m.burn_now)} now, {money(t.spent_today)} today, {month} this month")
+    lines.append(f"total: {rate(t.burn_now)} now, {money(t.spent_today)} today, {month} this month")
     return lines
 
 
@@ -178,21 +177,15 @@ def cost_group(
                     word = "flagged" if item.action == "metered" else "reconciled"
                     click.echo(f"{word}: {item.message}", err=True)
         eng.settle_ended_billing()
-        m = cost.meter(eng.store, eng.settings)
-        runs = {r.id: r for r in eng.store.list_runs()}
+        view = cost_view(eng.store, eng.settings)
         if as_json:
-            click.echo(json.dumps(m.to_dict(), default=str))
+            click.echo(json.dumps(view.to_dict(), default=str))
         elif watch:
-            stamp = time.strftime("%H:%M:%S", time.localtime(m.now))
-            runless = {
-                f"{s.provider}/{s.instance_id}"
-                for s in eng.store.segments(open_only=True)
-                if not s.run_id
-            }
-            text = "\n".join([f"gpuctl cost  {stamp}", *watch_lines(m, runs, runless)])
+            stamp = time.strftime("%H:%M:%S", time.localtime(view.meter.now))
+            text = "\n".join([f"gpuctl cost  {stamp}", *watch_lines(view)])
             click.echo(("\x1b[H\x1b[2J" if tty else "") + text + ("" if tty else "\n"))
         else:
-            click.echo(render_meter(m, runs))
+            click.echo(render_meter(view))
         frames += 1
         if not watch or (iterations is not None and frames >= iterations):
             return

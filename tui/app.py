@@ -781,24 +781,24 @@ class GpuctlApp(App[None]):
 
 
 def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[str, Any]]]:
-    """The log's tail and the epoch events of a run, from its results or its machine."""
+    """The log's tail and the epoch events of a run, read in `gpuctl logs`'s order
+    (gpuctl.views.log_history): an ended run's saved results first, else its machine.
+    A run still going gets its log lines from the follow stream, not from here."""
     import json
 
     from gpuctl.rundir import RunDir
-    from gpuctl.tail import Tail, last_lines
-    from gpuctl.trainer.protocol import EVENTS_FILE, TRAIN_LOG_FILE, TrainerEvent
+    from gpuctl.tail import Tail
+    from gpuctl.trainer.protocol import EVENTS_FILE, TrainerEvent
+    from gpuctl.views import log_history, saved_results
 
     run = engine.store.find_run(run_id)
     if run is None:
         return None, []
     lines: list[str] | None = None
     epochs: list[dict[str, Any]] = []
-    if run.results_dir and Path(run.results_dir).is_dir():
-        results = Path(run.results_dir)
-        log_path = results / TRAIN_LOG_FILE
-        if log_path.exists():
-            with log_path.open(errors="replace") as fh:
-                lines = fh.read().splitlines()[-HISTORY_LINES:]
+    results = saved_results(run)
+    if results is not None:
+        lines = list(log_history(engine, run, HISTORY_LINES).lines)
         events = results / EVENTS_FILE
         if events.exists():
             for line in events.read_text(errors="replace").splitlines():
@@ -812,10 +812,10 @@ def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[st
     if not run.remote_dir:
         return None, []
     try:
+        if run.status.terminal:
+            lines = list(log_history(engine, run, HISTORY_LINES).lines)
         _instance, host = engine.locate(run)
         rd = RunDir(host, run.id, run.remote_dir)
-        if run.status.terminal:
-            lines, _ = last_lines(host, rd.p(TRAIN_LOG_FILE), HISTORY_LINES)
         epochs = [
             e
             for e in Tail(host, rd.p(EVENTS_FILE)).poll_json()

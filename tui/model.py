@@ -21,6 +21,7 @@ from gpuctl.ownership import is_foreign
 from gpuctl.runstate import epoch_text
 from gpuctl.settings import Settings
 from gpuctl.state import Store
+from gpuctl.views import RunSummary, Totals, cost_so_far, overview
 
 # How long finished runs without a live machine stay in the table.
 RECENT_RUN_SECONDS = 3 * 24 * 3600
@@ -101,12 +102,7 @@ class Row:
 
     def cost(self, now: float) -> tuple[float | None, bool]:
         """(dollars so far, whether it is an estimate from price x uptime)."""
-        if self.ledger_cost is not None:
-            return self.ledger_cost, False
-        up = self.uptime(now)
-        if up is None or self.price_per_hour is None:
-            return None, False
-        return self.price_per_hour * up / 3600.0, True
+        return cost_so_far(self.ledger_cost, self.price_per_hour, self.uptime(now))
 
     def epoch_text(self) -> str:
         """Completed epochs (the CLI's words), a warm-up or ETA note while training."""
@@ -282,31 +278,12 @@ def _row(
 
 @dataclass(frozen=True)
 class Meter:
-    """The header's numbers: what burns now, what was spent, against which budget."""
+    """The header: the core's totals (gpuctl.views, as `gpuctl cost` has them) and how
+    many rows train and bill."""
 
-    burn_per_hour: float = 0.0
-    today: float = 0.0
-    month: float = 0.0
-    budget: float | None = None
-    warn_fraction: float = 0.8
+    totals: Totals = field(default_factory=Totals)
     running: int = 0
     billed: int = 0
-
-    @property
-    def fraction(self) -> float | None:
-        return None if not self.budget else self.month / self.budget
-
-    @property
-    def level(self) -> str:
-        """none | ok | warn | over: also printed as text, so no colour is needed."""
-        f = self.fraction
-        if f is None:
-            return "none"
-        if f >= 1.0:
-            return "over"
-        if f >= self.warn_fraction:
-            return "warn"
-        return "ok"
 
 
 @dataclass(frozen=True)
@@ -349,6 +326,7 @@ class Snapshot:
     chips: tuple[Chip, ...] = ()
     taken_at: float = 0.0
     active_runs: tuple[str, ...] = ()  # runs whose trainer may be going: followed live
+    runs: Mapping[str, RunSummary] = field(default_factory=dict)  # by run id, the ledger's
 
     @cached_property
     def _index(self) -> dict[str, Row]:
@@ -359,25 +337,24 @@ class Snapshot:
 
 
 def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
-    """Everything the main screen shows, from the store alone: no network, ever.
+    """Everything the main screen shows, from the core's overview (gpuctl.views): no
+    network, ever.
 
-    Money comes from the cost ledger (gpuctl.cost.compute_meter: frozen prices, billing
-    minimums); a listed machine the ledger does not know yet still counts in the burn
-    rate at its listed price, and its cost shows as an estimate (~).
+    Money comes from the cost ledger (frozen prices, billing minimums); a listed machine
+    the ledger does not know yet still counts in the burn rate at its listed price, and
+    its cost shows as an estimate (~).
     """
+    view = overview(store, settings, now)
     names = list(settings.providers)
     billed_when_stopped = {n: cost.billing_for(settings, n).billed_when_stopped for n in names}
-    instances = [i for i in store.instances() if i.provider in names]
-    runs = store.list_runs()
+    runs = view.all_runs
     by_run = {r.id: r for r in runs}
-    segments = store.segments()
-    money_now = cost.compute_meter(segments, runs, settings, now)
-    per_instance = {line.key: line.spent for line in money_now.instances}
-    per_run = {line.key: line.spent for line in money_now.runs}
+    per_instance = {line.key: line.spent for line in view.meter.instances}
+    per_run = {line.key: line.spent for line in view.meter.runs}
 
     rows: list[Row] = []
     seen_runs: set[str] = set()
-    for inst in instances:
+    for inst in view.all_instances:
         run = by_run.get(inst.run_id or "")
         if run is not None and (run.id in seen_runs or run.instance_id not in (None, inst.id)):
             run = None  # an older machine of a relaunched run: show it on its own
@@ -394,20 +371,20 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
             continue
         rows.append(_row(None, run, per_run.get(run.id), billed_when_stopped))
 
-    _keys, unmetered = cost.listed_unmetered(instances, segments, settings)  # as `gpuctl cost`
-    total = money_now.total
     meter = Meter(
-        burn_per_hour=total.burn_per_hour + unmetered,
-        today=total.spent_today,
-        month=total.spent_month,
-        budget=settings.budget.monthly,
-        warn_fraction=settings.budget.warn_fraction,
+        totals=view.totals,
         running=sum(1 for r in rows if r.state == "training"),
         billed=sum(1 for r in rows if r.billed),
     )
-    statuses = store.provider_statuses()
-    chips = tuple(chip_for(n, statuses.get(n)) for n in names)
+    chips = tuple(chip_for(n, view.provider_statuses.get(n)) for n in names)
     for row in rows:
         row.cells(now)  # formatted here, in the worker, not on the UI thread
     active = tuple(r.id for r in runs if r.status.active and r.provider in names)
-    return Snapshot(rows=tuple(rows), meter=meter, chips=chips, taken_at=now, active_runs=active)
+    return Snapshot(
+        rows=tuple(rows),
+        meter=meter,
+        chips=chips,
+        taken_at=now,
+        active_runs=active,
+        runs=view.runs,
+    )

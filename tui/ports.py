@@ -19,6 +19,7 @@ class ControlCenter(Protocol):
     engine: Engine
     offers_cache: dict[str, tuple[Any, ...]]  # the launch form's offers, by provider
     listed_at: float | None  # when the providers were last listed
+    snapshot: Snapshot  # the store's, as the last worker built it (no live overlay)
 
     # -- views --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from gpuctl.tui.feed import RunFeed
 from gpuctl.tui.model import Live, Meter, Row, chip_for, text_bar
 from gpuctl.tui.widgets.instances import fit_columns
 from gpuctl.tui.widgets.meter import CostMeter
+from gpuctl.views import Totals
 
 
 def row(**changes: object) -> Row:
@@ -68,13 +69,13 @@ def test_live_overlay_moves_an_active_row_but_never_a_finished_one() -> None:
 
 
 def test_budget_levels_are_words_as_well_as_colours() -> None:
-    assert Meter(month=10, budget=100).level == "ok"
-    assert Meter(month=80, budget=100).level == "warn"
-    assert Meter(month=100, budget=100).level == "over"
-    assert Meter(month=5).level == "none"
+    assert Totals(spent_month=10, budget=100).level == "ok"
+    assert Totals(spent_month=80, budget=100).level == "warn"
+    assert Totals(spent_month=100, budget=100).level == "over"
+    assert Totals(spent_month=5).level == "none"
     for month, word in ((10, "ok"), (85, "WARN"), (120, "OVER BUDGET")):
         meter = CostMeter()
-        meter.meter = Meter(burn_per_hour=2.0, month=month, budget=100)
+        meter.meter = Meter(Totals(burn_now=2.0, spent_month=month, budget=100))
         text = meter._line(100, compact=False)
         assert isinstance(text, Text)
         assert word in text.plain and f"{month}%" in text.plain

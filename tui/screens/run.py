@@ -15,7 +15,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from gpuctl import cost
 from gpuctl.models import Run, RunStatus
+from gpuctl.views import max_hours_left
 
 from ..feed import RunFeed
 from ..model import Row
@@ -159,26 +161,31 @@ class RunScreen(RunView):
             self.query_one(GpuPanel).show(self.gpu_tracks(), _gpu_note(run, status))
         if changed & {"cost", "epoch", "phase"}:
             self._cost(run, row)
-        self.query_one(Watchdog).show(run, self.gpuctl.now())
+        self.query_one(Watchdog).show(run, max_hours_left(run, self.gpuctl.now()) if run else None)
         self._title()
 
     def _cost(self, run: Run | None, row: Row | None) -> None:
+        """The core's numbers: the follow stream's latest cost tick, else the snapshot's
+        run summary (what `gpuctl status` says), else the row's listed price."""
         feed = self.feed
-        now = self.gpuctl.now()
         spent: float | None
+        burn: float | None
+        summary = self.gpuctl.snapshot.runs.get(self.run_id)
         if feed.cost is not None:
             spent, burn = feed.cost.spent, feed.cost.burn_per_hour
+        elif summary is not None:
+            spent, burn = summary.spent, summary.burn_per_hour
         elif row is not None:
-            spent = row.cost(now)[0]
+            spent = row.cost(self.gpuctl.now())[0]
             burn = row.price_per_hour if row.billed else (0.0 if row.run_id else None)
         else:
             spent, burn = None, None
         eta = (
             feed.eta_seconds if feed.eta_seconds is not None else (run.eta_seconds if run else None)
         )
-        if run is not None and run.status.terminal:
-            eta = 0.0
-        self.query_one(CostLine).show(spent, burn, eta, run.budget if run else None)
+        ended = run is not None and run.status.terminal
+        total = cost.projected(spent, burn, eta, ended=ended)
+        self.query_one(CostLine).show(spent, burn, total, run.budget if run else None)
 
     def _title(self) -> None:
         log = self.log_view

@@ -34,28 +34,28 @@ class CostMeter(Widget):
 
     def _line(self, width: int, *, compact: bool) -> Text:
         """The whole line; `compact` (80 columns) shortens words, never drops the budget."""
-        m = self.meter
+        m, t = self.meter, self.meter.totals
         out = Text(no_wrap=True, overflow="ellipsis")
         out.append(" gpuctl ", style="bold reverse")
         out.append(" ")
-        out.append(rate(m.burn_per_hour), style="bold")
+        out.append(rate(t.burn_now), style="bold")
         out.append(" · today " if compact else " now · today ", style="dim")
-        out.append(money(m.today))
+        out.append(money(t.spent_today))
         out.append(" · month ", style="dim")
-        out.append(money(m.month))
+        out.append(money(t.spent_month))
         tail = f" · {m.running} training" + ("" if compact else f" · {m.billed} billed")
-        if m.budget:
-            fraction = m.fraction or 0.0
-            style = {"ok": "green", "warn": "bold yellow", "over": "bold red"}[m.level]
+        if t.budget:
+            fraction = t.fraction or 0.0
+            style = {"ok": "green", "warn": "bold yellow", "over": "bold red"}[t.level]
             out.append("/" if compact else " of ", style="dim")
-            out.append(money(m.budget, digits=0))
-            word = LEVEL_TEXT[m.level]
+            out.append(money(t.budget, digits=0))
+            word = LEVEL_TEXT[t.level]
             room = width - out.cell_len - len(tail) - len(word) - 8
             bar = max(4, min(20, room))
             out.append(" ")
             out.append(text_bar(fraction, bar), style=style)
             out.append(f" {percent(fraction)} ", style=style)
-            out.append(word, style=style + (" reverse" if m.level == "over" else ""))
+            out.append(word, style=style + (" reverse" if t.level == "over" else ""))
         else:
             out.append(" · no budget" if compact else " · no monthly budget", style="dim")
         out.append(tail, style="dim")

@@ -95,7 +95,11 @@ class CostLine(Static):
     """Cost so far, the rate, and the projected total (spent + rate x ETA)."""
 
     def show(
-        self, spent: float | None, burn: float | None, eta: float | None, budget: float | None
+        self,
+        spent: float | None,
+        burn: float | None,
+        projected: float | None,
+        budget: float | None,
     ) -> None:
         out = Text(no_wrap=False)
         out.append("cost ", style="dim")
@@ -103,9 +107,6 @@ class CostLine(Static):
         out.append(" so far  ", style="dim")
         out.append(rate(burn))
         out.append("\n")
-        projected = None
-        if spent is not None and burn is not None and eta is not None:
-            projected = spent + burn * eta / 3600.0
         out.append("projected ", style="dim")
         out.append(money(projected, unknown="N/A"))
         if budget:
@@ -119,7 +120,8 @@ class CostLine(Static):
 class Watchdog(Static):
     """Limits the agent enforces on the machine even with gpuctl closed."""
 
-    def show(self, run: Run | None, now: float) -> None:
+    def show(self, run: Run | None, left: float | None) -> None:
+        """`left`: seconds before the max-hours stop (gpuctl.views.max_hours_left)."""
         out = Text()
         out.append("watchdog ", style="dim")
         if run is None:
@@ -131,9 +133,8 @@ class Watchdog(Static):
         idle = spec.get("idle_minutes")
         parts: list[str] = []
         if max_hours:
-            left = max_hours * 3600 - (now - run.created_at)
-            if run.status.active:
-                parts.append(f"max {max_hours:g}h ({duration(max(0.0, left))} left)")
+            if left is not None:
+                parts.append(f"max {max_hours:g}h ({duration(left)} left)")
             else:
                 parts.append(f"max {max_hours:g}h")
         else:
