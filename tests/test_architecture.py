@@ -143,3 +143,20 @@ def test_every_core_module_is_under_the_no_textual_contract() -> None:
     folders = {f"gpuctl.{folder}" for folder in FOLDERS if folder != "tui"}
     missing = sorted((core | folders) - listed - entry_points)
     assert missing == [], f"add to the first import contract in pyproject.toml: {missing}"
+
+
+def test_screens_read_the_app_and_post_their_actions() -> None:
+    """A screen reaches the app only through tui/ports.ControlCenter, which holds reads
+    (the engine, the clock, the views); what it asks the app to do is a message the app
+    handles, so a screen knows no method of the app."""
+    ports = (REPO / "tui" / "ports.py").read_text()
+    members = set(re.findall(r"^    (?:def )?(\w+)\s*[:(]", ports, re.M))
+    assert {"engine", "now", "display_snapshot"} <= members
+    used: dict[str, set[str]] = {}
+    for path in sorted((REPO / "tui" / "screens").glob("*.py")):
+        for name in re.findall(r"self\.gpuctl\.(\w+)", path.read_text()):
+            used.setdefault(name, set()).add(path.name)
+    unknown = {name: files for name, files in used.items() if name not in members}
+    assert unknown == {}, f"screens call the app beyond tui/ports.ControlCenter: {unknown}"
+    actions = {n for n in members if n.startswith(("open_", "confirm_", "watch_", "refresh"))}
+    assert actions == set(), f"actions are messages, not ControlCenter methods: {actions}"

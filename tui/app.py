@@ -1,7 +1,9 @@
 """The gpuctl control center: the app, its workers, and the factory tests use.
 
-The app is the controller. Screens call its methods for actions; the engine's
-lifecycle generators run in thread workers that post every event back as a message;
+The app is the controller. Screens post a message for each action (a Textual message,
+a dataclass naming the row: MainScreen.OpenRun, RowActions.Stop, ...) and the app's
+on_<screen>_<message> handlers do the work, so a screen knows no method of the app; the
+engine's lifecycle generators run in thread workers that post every event back as a message;
 the handlers (UI thread) fold events into per-run feeds and push the results down to
 the screens as attributes. No widget is touched from a thread, and nothing on the UI
 thread waits on the network: the first paint comes from the state store's cache.
@@ -51,6 +53,7 @@ from gpuctl.results import pending as results_pending
 from .feed import RunFeed
 from .messages import ActionFailed, DriveEnded, HistoryLoaded, RunEvent, SnapshotReady
 from .model import Row, Snapshot, build_snapshot
+from .screens.actions import RowActions
 from .screens.confirm import ConfirmScreen
 from .screens.cost import CostScreen
 from .screens.help import HelpScreen
@@ -474,7 +477,42 @@ class GpuctlApp(App[None]):
 
         self.set_timer(0.3, go)
 
-    # -- actions (screens call these with their target row) ----------------------------------------
+    # -- what the screens ask for: their messages, each with its row ----------------------------
+
+    def on_main_screen_open_run(self, message: MainScreen.OpenRun) -> None:
+        self.open_run(message.row)
+
+    def on_main_screen_open_gpu(self, message: MainScreen.OpenGpu) -> None:
+        self.open_gpu(message.row)
+
+    def on_main_screen_open_launch(self, _message: MainScreen.OpenLaunch) -> None:
+        self.open_launch()
+
+    def on_main_screen_open_cost(self, _message: MainScreen.OpenCost) -> None:
+        self.open_cost()
+
+    def on_main_screen_refresh(self, _message: MainScreen.Refresh) -> None:
+        self.refresh_now(network=True, announce=True)
+
+    def on_run_view_watch(self, message: RunView.Watch) -> None:
+        self.watch_run(message.run_id)
+
+    def on_row_actions_stop(self, message: RowActions.Stop) -> None:
+        self.confirm_stop(message.row)
+
+    def on_row_actions_terminate(self, message: RowActions.Terminate) -> None:
+        self.confirm_terminate(message.row)
+
+    def on_row_actions_resume(self, message: RowActions.Resume) -> None:
+        self.resume(message.row)
+
+    def on_row_actions_download(self, message: RowActions.Download) -> None:
+        self.download(message.row)
+
+    def on_row_actions_shell(self, message: RowActions.Shell) -> None:
+        self.shell(message.row)
+
+    # -- actions (the handlers above call these with their target row) ---------------------------
 
     def _need_run(self, row: Row | None, what: str) -> str | None:
         if row is None:

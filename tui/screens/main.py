@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
@@ -41,6 +43,30 @@ class MainScreen(RowActions, Screen[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("t", "sort", "Sort", show=False),
     ]
+
+    @dataclass
+    class OpenRun(Message):
+        """Open the run screen of the row's run."""
+
+        row: Row | None
+
+    @dataclass
+    class OpenGpu(Message):
+        """Open the GPU view of the row's run."""
+
+        row: Row | None
+
+    @dataclass
+    class OpenLaunch(Message):
+        """Open the launch form."""
+
+    @dataclass
+    class OpenCost(Message):
+        """Open the cost report."""
+
+    @dataclass
+    class Refresh(Message):
+        """List the providers now (the user asked: say so if one is already running)."""
 
     snapshot: reactive[Snapshot] = reactive(Snapshot, always_update=True)
     refreshing: reactive[bool] = reactive(False)
@@ -145,22 +171,22 @@ class MainScreen(RowActions, Screen[None]):
                 event.input.display = False
             self.table.focus()
 
-    # -- actions: the app does the work ------------------------------------------------------------
+    # -- actions: messages to the app, which does the work -----------------------------------------
 
     def action_open_run(self) -> None:
-        self.gpuctl.open_run(self.target())
+        self.post_message(self.OpenRun(self.target()))
 
     def action_launch(self) -> None:
-        self.gpuctl.open_launch()
+        self.post_message(self.OpenLaunch())
 
     def action_gpu(self) -> None:
-        self.gpuctl.open_gpu(self.target())
+        self.post_message(self.OpenGpu(self.target()))
 
     def action_cost(self) -> None:
-        self.gpuctl.open_cost()
+        self.post_message(self.OpenCost())
 
     def action_refresh(self) -> None:
-        self.gpuctl.refresh_now(network=True, announce=True)
+        self.post_message(self.Refresh())
 
     def action_sort(self) -> None:
         self.table.action_sort_next()

@@ -6,12 +6,14 @@ event (attributes down), so a screen never talks to the engine or to a thread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
@@ -37,6 +39,12 @@ RUN_ACTIONS = [
 
 class RunView(RowActions, Screen[None]):
     """Shared by the run and GPU screens: which run, and the row/run it stands for."""
+
+    @dataclass
+    class Watch(Message):
+        """The screen shows this run: follow it live, backfill its history once."""
+
+        run_id: str
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
@@ -135,7 +143,7 @@ class RunScreen(RunView):
         self._seen = feed.dropped + len(feed.lines)
         self.log_view.replace(list(feed.lines))
         self.apply({"log", "gpu", "epoch", "cost", "phase"}, initial=True)
-        self.gpuctl.watch_run(self.run_id)
+        self.post_message(self.Watch(self.run_id))
 
     @property
     def log_view(self) -> LogView:
@@ -254,7 +262,7 @@ class GpuScreen(RunView):
 
     def on_mount(self) -> None:
         self.apply({"gpu"})
-        self.gpuctl.watch_run(self.run_id)
+        self.post_message(self.Watch(self.run_id))
 
     def apply(self, changed: set[str]) -> None:
         if changed & {"gpu", "phase"}:
