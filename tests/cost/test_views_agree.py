@@ -78,6 +78,10 @@ async def test_cost_status_and_the_control_center_say_the_same_numbers(gpuctl_ho
         await pilot.pause()
         run_screen = "\n".join(screen_text(app))
         summary = app.snapshot.runs["r1"]
+        await pilot.press("escape")
+        await pilot.press("c")
+        await wait_for(lambda: "burning" in "".join(screen_text(app)), what="the cost screen")
+        cost_screen = "\n".join(screen_text(app))
     slack = 2.0 * (time.time() - first) / 3600.0  # $2/h burning, over the reads
 
     assert round(shown["burn_now"], 6) == round(totals.burn_now, 6) == 2.0
@@ -95,3 +99,5 @@ async def test_cost_status_and_the_control_center_say_the_same_numbers(gpuctl_ho
     assert round(summary.projected_total - summary.spent, 6) == round(1.2 * 1800 / 3600, 6)
     assert f"cost {money(summary.spent)} so far  {rate(1.2)}" in run_screen, run_screen
     assert f"projected {money(summary.projected_total)}" in run_screen, run_screen
+    # The cost screen (c) leads with the same burn as the header and `gpuctl cost`.
+    assert f"burning {rate(2.0)} ({rate(0.8)} on 1 listed, unmetered)" in cost_screen, cost_screen

@@ -1,7 +1,8 @@
 """`c`: where the money went, by run, provider or day, and every budget's state.
 
-Numbers come from gpuctl.cost (the ledger: prices frozen at launch, billing minimums),
-computed in a worker so a long history never stalls the UI thread.
+Numbers come from the core's cost view (gpuctl.views, what `gpuctl cost` shows) and
+gpuctl.cost's report (the ledger: prices frozen at launch, billing minimums), computed in
+a worker so a long history never stalls the UI thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from gpuctl import cost
 from gpuctl.format import money, percent, rate
+from gpuctl.views import CostView, cost_view
 
 from ..messages import ReportReady
 from ..model import text_bar
@@ -32,9 +34,11 @@ LEVEL_STYLE = {"ok": "green", "warn": "bold yellow", "exceeded": "bold red"}
 
 
 @dataclass(frozen=True)
-class CostView:
-    meter: Any  # cost.Meter
-    report: Any  # cost.Report
+class CostReport:
+    """What the screen shows: the core's cost view (as `gpuctl cost`) and a report."""
+
+    view: CostView
+    report: cost.Report
     window: str
 
 
@@ -92,8 +96,8 @@ class CostScreen(Screen[None]):
         try:
             since = cost.parse_since(window[0], now)
             engine.settle_ended_billing()
-            view: Any = CostView(
-                cost.meter(engine.store, engine.settings, now),
+            view: Any = CostReport(
+                cost_view(engine.store, engine.settings, now),
                 cost.report(engine.store, engine.settings, since=since, by=by, now=now),
                 window[1],
             )
@@ -105,26 +109,23 @@ class CostScreen(Screen[None]):
         if isinstance(message.report, Exception):
             self.notify(f"cost report failed: {message.report}", severity="error")
             return
-        view: CostView = message.report
-        total = view.meter.total
+        shown: CostReport = message.report
+        meter, total = shown.view.meter, shown.view.totals
         summary = Text(no_wrap=True, overflow="ellipsis")
-        summary.append(f" burning {rate(view.meter.burn_now)}", style="bold")
-        if view.meter.unmetered:
+        summary.append(f" burning {rate(total.burn_now)}", style="bold")
+        if total.unmetered:
             summary.append(
-                f" ({rate(view.meter.unmetered_per_hour)} on {len(view.meter.unmetered)} "
-                "listed, unmetered)"
+                f" ({rate(total.unmetered_per_hour)} on {len(total.unmetered)} listed, unmetered)"
             )
         summary.append(
             f" · today {money(total.spent_today)} · this month {money(total.spent_month)}"
         )
-        if view.meter.flagged:
-            summary.append(
-                f" · {len(view.meter.flagged)} metered from listings (!)", style="yellow"
-            )
+        if meter.flagged:
+            summary.append(f" · {len(meter.flagged)} metered from listings (!)", style="yellow")
         self.query_one("#cost-summary", Static).update(summary)
 
         budgets = Text()
-        for state in view.meter.budgets:
+        for state in meter.budgets:
             if budgets:
                 budgets.append("\n")
             style = LEVEL_STYLE.get(state.level, "")
@@ -139,7 +140,7 @@ class CostScreen(Screen[None]):
             budgets.stylize("dim")
         self.query_one("#budgets", Static).update(budgets)
 
-        by = view.report.by
+        by = shown.report.by
         table = self.query_one("#report", DataTable)
         table.clear(columns=True)
         first = {"run": "RUN", "provider": "PROVIDER", "day": "DAY"}[by]
@@ -151,7 +152,7 @@ class CostScreen(Screen[None]):
             table.add_column("STATUS", key="status", width=10)
         table.add_column(Text("HOURS", justify="right"), key="hours", width=6)
         table.add_column(Text("COST", justify="right"), key="cost", width=9)
-        for row in view.report.rows:
+        for row in shown.report.rows:
             cells = [Text(row.key + (" !" if row.flagged else ""))]
             if by == "run":
                 cells += [Text(row.provider), Text(row.preset), Text(row.status)]
@@ -161,8 +162,8 @@ class CostScreen(Screen[None]):
             ]
             table.add_row(*cells)
         table.border_title = (
-            f"by {by} · {view.window} · total {money(view.report.total)} "
-            f"over {view.report.hours:.1f} instance-hours   (b: group, w: window)"
+            f"by {by} · {shown.window} · total {money(shown.report.total)} "
+            f"over {shown.report.hours:.1f} instance-hours   (b: group, w: window)"
         )
 
     def action_back(self) -> None:
