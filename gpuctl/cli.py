@@ -639,7 +639,7 @@ def logs(run_id: str, follow: bool, lines: int, as_json: bool) -> None:
     eng = engine()
     run = eng.store.get_run(run_id)
     out = Out(as_json)
-    if follow and run.remote_dir and saved_results(run) is None:
+    if follow and run.remote_dir and saved_results(eng.store, run) is None:
         _, failure = drive(out, eng.follow(run.id, tail_lines=lines))
         if failure:
             sys.exit(failure.exit_code)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cost
+from . import cost, results
 from .errors import NotFoundError
 from .models import CostLine, Instance, InstanceState, PriceSegment, Run
 from .ownership import is_foreign
@@ -297,21 +297,25 @@ class LogHistory:
     from_machine: bool
 
 
-def saved_results(run: Run) -> Path | None:
-    """The downloaded results to read an ended run's log and epochs from (complete, and
-    there when its machine is gone), or None: read its machine."""
+def saved_results(store: Store, run: Run) -> Path | None:
+    """The downloaded results to read an ended run's log and epochs from, or None: read
+    its machine. Saved ones count once they are current (no newer results only on the
+    machine, gpuctl.results.pending): complete, and there after the machine is gone."""
     if not run.status.terminal or not run.results_dir:
         return None
-    results = Path(run.results_dir)
-    return results if (results / TRAIN_LOG_FILE).is_file() else None
+    saved = Path(run.results_dir)
+    if not (saved / TRAIN_LOG_FILE).is_file() or results.pending(store, run):
+        return None
+    return saved
 
 
 def log_history(engine: EngineOps, run: Run, lines: int) -> LogHistory:
-    """An ended run's saved log; else its machine's; else, the machine gone, the saved one.
+    """The one order of a run's log, for `gpuctl logs` and the run screen: an ended run's
+    current saved copy; else its machine's log; else, the machine gone, the saved copy.
 
     NotFoundError when there is none of them."""
     saved = Path(run.results_dir) / TRAIN_LOG_FILE if run.results_dir else None
-    if saved_results(run) is not None and saved is not None:
+    if saved is not None and saved_results(engine.store, run) is not None:
         return LogHistory(_last(saved, lines), from_machine=False)
     if not run.remote_dir:
         raise NotFoundError(

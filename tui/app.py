@@ -834,7 +834,7 @@ def history(engine: Engine, run_id: str) -> tuple[list[str] | None, list[dict[st
         return None, []
     lines: list[str] | None = None
     epochs: list[dict[str, Any]] = []
-    results = saved_results(run)
+    results = saved_results(engine.store, run)
     if results is not None:
         lines = list(log_history(engine, run, HISTORY_LINES).lines)
         events = results / EVENTS_FILE

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from textual.widgets import Input, Select, Static
 
 from gpuctl.events import Finished, GpuSampled, TornDown
+from gpuctl.lifecycle import Engine
 from gpuctl.models import GpuSample, RunStatus
 from gpuctl.runs.status import transition
 from gpuctl.state import Store
+from gpuctl.tui.app import history
 from gpuctl.tui.messages import RunEvent
 from gpuctl.tui.screens.confirm import ConfirmScreen
 from gpuctl.tui.screens.launch import LaunchScreen
 from gpuctl.tui.screens.main import MainScreen
 from gpuctl.tui.screens.run import GpuScreen, RunScreen
 from gpuctl.tui.widgets.gpu import GpuPanel
+from tests.cli import gpuctl
+from tests.cost.conftest import inst
 from tests.tui import demo
 from tests.tui.conftest import SIZE, notifications, wait_for
+from tests.unit.test_state import make_run
 
 
 def title(app) -> str:  # type: ignore[no-untyped-def]
@@ -102,3 +109,41 @@ async def test_terminating_a_training_run_records_it_stopped_by_the_user(gpuctl_
         assert (run.status, run.reason) == (RunStatus.STOPPED, "stopped by user: instance removed")
         assert [e["status"] for e in ended] == ["stopped"]
         assert not [n for n in notifications(app, "error") if "exit code" in n]
+
+
+@pytest.mark.parametrize("ran_again", [False, True], ids=["downloaded", "ran-after-download"])
+def test_gpuctl_logs_and_the_run_screen_read_a_log_in_one_order(gpuctl_home, ran_again):
+    """A finished run whose results came home after it last ran: `gpuctl logs` and the
+    run screen's history both show the saved copy (complete; no machine needed). Its
+    machine ran again since (a resume whose download failed): both show the machine's
+    newer log, never the stale copy."""
+    run_id = "validate-261123-0109"
+    machine = gpuctl_home / "local" / "runs" / run_id
+    machine.mkdir(parents=True)
+    (machine / ".launched").write_text(str(time.time()))
+    machine_log = [f"epoch {n} on the machine" for n in (1, 2, 3)]
+    (machine / "train.log").write_text("\n".join(machine_log) + "\n")
+    saved = gpuctl_home / "results" / run_id
+    saved.mkdir(parents=True)
+    saved_log = ["epoch 1 as saved", "epoch 2 as saved"]
+    (saved / "train.log").write_text("\n".join(saved_log) + "\n")
+    with Store(gpuctl_home / "state.db") as store:
+        store.add_run(
+            make_run(
+                run_id,
+                status=RunStatus.FINISHED,
+                instance_id=f"local-{run_id}",
+                remote_dir=str(machine),
+                results_dir=str(saved),
+            )
+        )
+        store.put_instance(inst("local", f"local-{run_id}", price=None, run_id=run_id))
+        for kind in ("started", "ended", "downloaded", *(["started", "ended"] * ran_again)):
+            store.add_event(run_id, kind, {})
+
+    shown = gpuctl("logs", run_id)
+    assert shown.returncode == 0, shown.stderr
+    lines, _epochs = history(Engine(), run_id)
+    expected = machine_log if ran_again else saved_log
+    assert shown.stdout.splitlines() == expected
+    assert lines == expected
