@@ -477,9 +477,9 @@ def ls(
         from .reconcile import without_listing
 
         without_listing(eng)  # a launch whose gpuctl was killed shows its orphan even from cache
-    from .views import overview
+    from .views import listing
 
-    view = overview(eng.store, eng.settings)
+    view = listing(eng.store, eng.settings)
     lines = [line for line in view.instances if include_unmanaged or line.instance.managed]
     if as_json:
         for line in lines:

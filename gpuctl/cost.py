@@ -1103,27 +1103,13 @@ def instance_money(
     instances: Iterable[Instance],
     *,
     now: float | None = None,
-    segments: Iterable[PriceSegment] | None = None,
 ) -> dict[tuple[str, str], InstanceMoney]:
-    """The meter's view of each instance, keyed by (provider, id), from the ledger alone.
-
-    `segments`: the ledger already read (every segment of these instances), so a view
-    that has it does not query once per instance.
-    """
+    """The meter's view of each instance, keyed by (provider, id), from the ledger alone."""
     now = time.time() if now is None else now
     known_runs = {r.id for r in store.list_runs()}
-    by_instance: dict[tuple[str, str], list[PriceSegment]] | None = None
-    if segments is not None:
-        by_instance = defaultdict(list)
-        for s in segments:
-            by_instance[(s.provider, s.instance_id)].append(s)
     out: dict[tuple[str, str], InstanceMoney] = {}
     for inst in instances:
-        segs = (
-            store.segments(provider=inst.provider, instance_id=inst.id)
-            if by_instance is None
-            else by_instance.get(inst.key, [])
-        )
+        segs = store.segments(provider=inst.provider, instance_id=inst.id)
         live = [s for s in segs if s.end is None and s.start <= now]
         listed = "" if inst.price_per_hour is None else f"; listed at {rate(inst.price_per_hour)}"
         if live:

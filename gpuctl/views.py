@@ -190,40 +190,30 @@ class InstanceLine:
 
 
 @dataclass(frozen=True)
-class Overview:
-    """Everything `gpuctl ls` and the control center's main screen show, at one instant."""
+class Listing:
+    """Every listed machine of the configured providers, as `gpuctl ls` shows it."""
 
     taken_at: float
-    meter: cost.Meter  # over every segment: each run's and instance's whole cost
-    totals: Totals
-    instances: tuple[InstanceLine, ...] = ()  # listed, not terminated, configured providers
-    runs: Mapping[str, RunSummary] = field(default_factory=dict)
+    instances: tuple[InstanceLine, ...] = ()  # listed, not terminated
     # name -> (ok, message, checked_at) of each configured provider's last listing
     provider_statuses: Mapping[str, tuple[bool, str, float]] = field(default_factory=dict)
-    all_instances: tuple[Instance, ...] = ()  # the store's, terminated ones included
-    all_runs: tuple[Run, ...] = ()
 
     def provider_errors(self) -> list[tuple[str, str]]:
         """(provider, message) of each configured provider whose last listing failed."""
         return [(name, msg) for name, (ok, msg, _at) in self.provider_statuses.items() if not ok]
 
 
-def overview(store: Store, settings: Settings, now: float | None = None) -> Overview:
-    """The overview from the store alone: no network, ever."""
+def listing(store: Store, settings: Settings, now: float | None = None) -> Listing:
+    """The machines from the store's cache alone: no network, and only the ledger of the
+    machines listed (a cached `gpuctl ls` stays fast on a year of history)."""
     now = time.time() if now is None else now
     names = list(settings.providers)
-    every = store.instances()
-    instances = [i for i in every if i.provider in names]
+    live = [
+        i for i in store.instances() if i.provider in names and i.state != InstanceState.TERMINATED
+    ]
     runs = store.list_runs()
     by_run = {r.id: r for r in runs}
-    segments = store.segments()
-    meter = with_unmetered(
-        cost.compute_meter(segments, runs, settings, now), instances, segments, settings
-    )
-    lines = {line.key: line for line in meter.runs}
-    summaries = {r.id: summary_of(r, lines.get(r.id), now) for r in runs if r.id in lines}
-    live = [i for i in instances if i.state != InstanceState.TERMINATED]
-    money = cost.instance_money(store, settings, live, now=now, segments=segments)
+    money = cost.instance_money(store, settings, live, now=now)
     mine = settings.installation_id
     off_bills = {n: cost.billing_for(settings, n).billed_when_stopped for n in names}
     rows = []
@@ -244,14 +234,43 @@ def overview(store: Store, settings: Settings, now: float | None = None) -> Over
             )
         )
     statuses = store.provider_statuses()
+    return Listing(now, tuple(rows), {n: statuses[n] for n in names if n in statuses})
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The money of everything at one instant: the control center's header and table."""
+
+    taken_at: float
+    meter: cost.Meter  # over every segment: each run's and instance's whole cost
+    totals: Totals
+    runs: Mapping[str, RunSummary] = field(default_factory=dict)  # runs the ledger bills
+    # name -> (ok, message, checked_at) of each configured provider's last listing
+    provider_statuses: Mapping[str, tuple[bool, str, float]] = field(default_factory=dict)
+    instances: tuple[Instance, ...] = ()  # the configured providers', terminated included
+    all_runs: tuple[Run, ...] = ()
+
+
+def overview(store: Store, settings: Settings, now: float | None = None) -> Overview:
+    """The overview from the store alone: no network, ever."""
+    now = time.time() if now is None else now
+    names = list(settings.providers)
+    instances = [i for i in store.instances() if i.provider in names]
+    runs = store.list_runs()
+    segments = store.segments()
+    meter = with_unmetered(
+        cost.compute_meter(segments, runs, settings, now), instances, segments, settings
+    )
+    lines = {line.key: line for line in meter.runs}
+    summaries = {r.id: summary_of(r, lines.get(r.id), now) for r in runs if r.id in lines}
+    statuses = store.provider_statuses()
     return Overview(
         taken_at=now,
         meter=meter,
         totals=totals_of(meter, settings),
-        instances=tuple(rows),
         runs=summaries,
         provider_statuses={n: statuses[n] for n in names if n in statuses},
-        all_instances=tuple(instances),
+        instances=tuple(instances),
         all_runs=tuple(runs),
     )
 

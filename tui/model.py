@@ -354,7 +354,7 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
 
     rows: list[Row] = []
     seen_runs: set[str] = set()
-    for inst in view.all_instances:
+    for inst in view.instances:
         run = by_run.get(inst.run_id or "")
         if run is not None and (run.id in seen_runs or run.instance_id not in (None, inst.id)):
             run = None  # an older machine of a relaunched run: show it on its own
