@@ -13,7 +13,7 @@ import io
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,7 +23,9 @@ from .console import Number, guarded
 from .errors import EXIT_INTERRUPTED, GpuctlError
 from .format import BLANK, money, percent, rate, rough_duration
 from .models import CostLine
-from .views import CostView, cost_view
+
+if TYPE_CHECKING:
+    from .views import CostView
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -167,6 +169,8 @@ def cost_group(
         return
     if interval <= 0:
         raise GpuctlError("--interval must be positive", hint="e.g. --interval 5")
+    from .views import cost_view  # loaded here: `gpuctl --help` does not pay for it
+
     eng = engine()
     frames = 0
     tty = sys.stdout.isatty()
