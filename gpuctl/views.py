@@ -163,6 +163,23 @@ def run_summary(store: Store, settings: Settings, run: Run, now: float | None = 
 
 
 @dataclass(frozen=True)
+class Whose:
+    """Whose a listed machine is, in the words of `gpuctl ls` and the control center."""
+
+    orphan: bool  # this installation's, and nothing will take it down
+    foreign: bool  # another gpuctl installation's
+    owner: str  # "-" (this installation's), "not gpuctl", or the other owner's name
+
+
+def whose(instance: Instance, run: Run | None, installation: str) -> Whose:
+    """One rule for every view (`run`: the store's run of the machine's run id, if any)."""
+    foreign = is_foreign(instance, installation, run_known=run is not None)
+    mine = "-" if instance.managed else "not gpuctl"
+    owner = (instance.owner or "unknown") if foreign else mine
+    return Whose(is_orphan(instance, run, installation=installation), foreign, owner)
+
+
+@dataclass(frozen=True)
 class InstanceLine:
     """One listed machine: whose it is, which run it serves, what it burns."""
 
@@ -219,16 +236,15 @@ def listing(store: Store, settings: Settings, now: float | None = None) -> Listi
     rows = []
     for inst in live:
         run = by_run.get(inst.run_id or "")
-        foreign = is_foreign(inst, mine, run_known=run is not None)
-        owner = (inst.owner or "unknown") if foreign else ("-" if inst.managed else "not gpuctl")
+        facts = whose(inst, run, mine)
         rows.append(
             InstanceLine(
                 instance=inst,
                 run=run,
                 state=inst.state_label(off_bills[inst.provider]),
-                orphan=is_orphan(inst, run, installation=mine),
-                foreign=foreign,
-                owner=owner,
+                orphan=facts.orphan,
+                foreign=facts.foreign,
+                owner=facts.owner,
                 money=money[inst.key],
                 uptime_seconds=inst.uptime(now),
             )
