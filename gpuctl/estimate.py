@@ -279,6 +279,19 @@ class Estimate:
         return bool(self.max_hours and self.hours > self.max_hours)
 
     @property
+    def max_cost(self) -> float | None:
+        """What the run costs at most: its max hours at its price (None if either is unknown)."""
+        if not self.max_hours or self.price_per_hour is None:
+            return None
+        return self.max_hours * self.price_per_hour
+
+    def seconds_for(self, budget: float) -> float | None:
+        """How long `budget` dollars keep this machine running (None: price unknown or 0)."""
+        if not self.price_per_hour:
+            return None
+        return budget / self.price_per_hour * 3600.0
+
+    @property
     def minimum_note(self) -> str:
         """'60 s minimum' when the cost is the provider's minimum charge, not the run time."""
         if self.cost is None or self.minimum_seconds <= 0:

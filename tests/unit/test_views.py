@@ -3,7 +3,10 @@ cost, what a machine cost so far, what is left of a budget and of max hours."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gpuctl import cost
+from gpuctl.estimate import Estimate
 from gpuctl.models import RunStatus
 from gpuctl.views import Totals, cost_so_far, max_hours_left
 from tests.unit.test_state import make_run
@@ -40,3 +43,16 @@ def test_max_hours_left_counts_from_the_runs_creation_and_stops_at_its_end() -> 
     assert max_hours_left(make_run(created_at=1000.0), 2000.0) is None  # no limit
     ended = make_run(created_at=1000.0, spec={"max_hours": 2}, status=RunStatus.FINISHED)
     assert max_hours_left(ended, 2000.0) is None
+
+
+def test_the_launch_forms_estimate_says_the_most_a_run_costs_and_what_a_budget_buys() -> None:
+    est = Estimate(
+        hours=2.0, cost=7.2, price_per_hour=3.6, gpu_class="A10G", instance_type="g5.xlarge",
+        epochs=10, epoch_seconds=600.0, warmup_seconds=60.0, setup_seconds=120.0,
+        basis="table", max_hours=4.0,
+    )  # fmt: skip
+    assert est.max_cost == 4.0 * 3.6
+    assert est.seconds_for(9.0) == 2.5 * 3600
+    unpriced = replace(est, price_per_hour=None, cost=None)
+    assert unpriced.max_cost is None and unpriced.seconds_for(9.0) is None  # never "free"
+    assert replace(est, max_hours=None).max_cost is None

@@ -462,8 +462,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         out.append("\n")
         if est.max_hours:
             out.append(f"stops at {est.max_hours:g} h", style="yellow" if est.capped else "dim")
-            if est.price_per_hour is not None:
-                out.append(f" = {money(est.max_hours * est.price_per_hour)} at most", style="dim")
+            if est.max_cost is not None:
+                out.append(f" = {money(est.max_cost)} at most", style="dim")
             out.append(" (max hours, enforced on the machine)", style="dim")
         if est.capped:
             out.append(" ⚠ the run would hit it", style="bold yellow")
@@ -471,8 +471,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             out.append("\n✗ budget: ", style="bold red")
             out.append(self.refusal.message, style="red")
             self.query_one("#force", Checkbox).display = True
-        elif values["budget"] and est.price_per_hour:
-            buys = rough_duration(values["budget"] / est.price_per_hour * 3600)
+        elif values["budget"] and (lasts := est.seconds_for(values["budget"])) is not None:
+            buys = rough_duration(lasts)
             out.append(f"\nbudget {money(values['budget'])} buys {buys}", style="dim")
         box.update(out)
 
