@@ -77,14 +77,33 @@ def seed_moto(url: str) -> None:
     SpotInstances.describe_spot_price_history = history  # type: ignore[method-assign]
 
 
-def wait(predicate: Any, timeout: float, what: str) -> Any:
+def wait(predicate: Any, timeout: float, what: str, explain: Any = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {what}")
+    raise SystemExit(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
+
+
+def _state_of(run_dir: Path, run: Any) -> str:
+    """What the machine and gpuctl showed when a wait ran out (so a failure says why)."""
+    parts = []
+    for name in ("agent_status.json", "status.json"):
+        try:
+            parts.append(f"{name}: {(run_dir / name).read_text()[:1500]}")
+        except OSError as exc:
+            parts.append(f"{name}: {exc}")
+    for name in ("agent.log", "train.log"):
+        try:
+            parts.append(
+                f"{name} tail: " + "".join((run_dir / name).read_text().splitlines(True)[-15:])
+            )
+        except OSError as exc:
+            parts.append(f"{name}: {exc}")
+    parts.append("events: " + ", ".join(str(e.get("event")) for e in run.events[-30:]))
+    return "\n".join(parts)
 
 
 def one_round(
@@ -128,9 +147,19 @@ def one_round(
                 return {}
             return dict(status.get("spot") or {})
 
-        on_disk = wait(lambda: spot().get("checkpoint_at"), 120, "checkpoint on disk")
+        on_disk = wait(
+            lambda: spot().get("checkpoint_at"),
+            120,
+            "checkpoint on disk",
+            lambda: _state_of(run_dir, run),
+        )
         seen = spot().get("noticed_at", noticed)
-        wait(lambda: run.first("recovering", step="checkpoint"), 120, "checkpoint at gpuctl")
+        wait(
+            lambda: run.first("recovering", step="checkpoint"),
+            120,
+            "checkpoint at gpuctl",
+            lambda: _state_of(run_dir, run),
+        )
         held = time.time()
         imds.clear()
         lost = time.time()
