@@ -16,6 +16,7 @@ from .events import Event, Notice, SshReady, TrainerStarted
 from .host import Host
 from .local_host import LocalHost
 from .models import Instance, LaunchSpec, Market, RunStatus
+from .providers.base import Capability
 from .rundir import RunDir
 from .runs.status import transition
 from .trainer.protocol import ShutdownAction
@@ -104,7 +105,7 @@ def check_boot_guard(
     command = shutdown.get("command")
     if resume or spec.instance_id or not instance.managed or not spec.max_hours:
         return
-    if engine.provider(spec.provider).kind not in ("aws", "digitalocean") or not command:
+    if Capability.BOOT_GUARD not in engine.provider(spec.provider).capabilities or not command:
         return  # local and ssh machines get no boot guard: they are not gpuctl's to end
     if bootguard.armed(host, spec.run_id):
         engine.record_event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})

@@ -28,7 +28,8 @@ def after_stop(engine: EngineOps, run: Run, instance: Instance) -> Events:
     billing until `down` or the on-machine idle rule ends it, and the user is told so.
     """
     provider = engine.provider(instance.provider)
-    if provider.kind == "ssh" or not engine.created_for(run.launch_spec, instance):
+    user_machine = Capability.USER_MACHINES in provider.capabilities
+    if user_machine or not engine.created_for(run.launch_spec, instance):
         engine.store.close_segments(instance.provider, instance.id, time.time(), kind=cost.COMPUTE)
         yield Notice(run.id, f"{instance.id} is left as it is; the meter of {run.id} ends")
         return
@@ -64,7 +65,8 @@ def teardown(
         if Capability.BILLING_END_TIME in provider.capabilities
         else None
     )
-    if not confirmed and provider.kind != "ssh" and not engine.is_ours(instance):
+    user_machine = Capability.USER_MACHINES in provider.capabilities
+    if not confirmed and not user_machine and not engine.is_ours(instance):
         raise ConfigError(
             f"{instance.id} was not created by this gpuctl "
             f"({ownership.owner_label(instance)}); nothing was {policy}d",
@@ -85,7 +87,7 @@ def teardown(
     else:
         provider.terminate(instance, wait=True)
         # An ssh box is the user's own machine: gpuctl only lets go of it.
-        action = "released" if provider.kind == "ssh" else "terminated"
+        action = "released" if user_machine else "terminated"
         cost.close_instance(engine.store, instance, end)
         engine.store.mark_instance_gone(instance.provider, instance.id)
     engine.record_event(run_id, "teardown", {"instance": instance.id, "action": action})
@@ -97,7 +99,7 @@ def release(engine: EngineOps, run_id: str, instance: Instance) -> Events:
     the machine is left exactly as it is (running, and billing its owner)."""
     provider = engine.provider(instance.provider)
     cost.close_instance(engine.store, instance)
-    if provider.kind == "ssh":  # the box is known only through its run: forget it
+    if Capability.USER_MACHINES in provider.capabilities:  # known only through its run
         provider.terminate(instance, wait=False)  # closes the connection, nothing else
         engine.store.mark_instance_gone(instance.provider, instance.id)
     else:

@@ -136,7 +136,12 @@ class AwsProvider:
     )
     launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS) - {"host", "identity"}
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SPOT_PRICE_HISTORY, Capability.SPOT_NOTICE, Capability.CHECKPOINT_STORAGE}
+        {
+            Capability.SPOT_PRICE_HISTORY,
+            Capability.SPOT_NOTICE,
+            Capability.CHECKPOINT_STORAGE,
+            Capability.BOOT_GUARD,
+        }
     )
     default_type: ClassVar[str | None] = DEFAULT_TYPE
     setup_seconds: ClassVar[float] = 420.0

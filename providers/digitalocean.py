@@ -139,7 +139,9 @@ class DigitalOceanProvider:
     launch_flags: ClassVar[frozenset[str]] = frozenset(
         {"spot", "fallback", "instance_type", "region", "regions", "max_price", "image"}
     )
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SELF_DESTROY})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SELF_DESTROY, Capability.BOOT_GUARD}
+    )
     default_type: ClassVar[str | None] = None  # the cheapest size that fits
     setup_seconds: ClassVar[float] = 360.0
     gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = (

@@ -43,7 +43,7 @@ class SshProvider:
         per_second=True, minimum_seconds=0.0, stop_margin_seconds=30.0
     )
     launch_flags: ClassVar[frozenset[str]] = frozenset({"host", "identity"})
-    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.USER_MACHINES})
     default_type: ClassVar[str | None] = None
     setup_seconds: ClassVar[float] = 90.0
     gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = ()
