@@ -146,6 +146,8 @@ def resolve(
         from gpuctl.remote.endpoint import parse_host_spec
 
         parse_host_spec(host)
+    if identity:  # a missing key file fails here, not at the first SSH contact
+        check_key_file(identity, "--identity")
     if profile.provider == "ssh" and not (host or profile.get("host")):
         raise ConfigError(
             "the ssh provider needs --host user@ip[:port]",
@@ -195,3 +197,23 @@ def capped(settings: Settings, key: str, preset_value: float | None) -> float | 
     if cap is None or cap <= 0:
         return (preset_value or settings.max_hours) if key == "max_hours" else preset_value
     return cap if not preset_value or preset_value <= 0 else min(cap, preset_value)
+
+
+def check_key_file(path: str, what: str) -> None:
+    """An SSH private key named on the command line must be a readable file."""
+    key = Path(path).expanduser()
+    if key.is_dir():
+        raise ConfigError(f"{what} {path} is a directory", hint="name the private key file")
+    try:
+        with key.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what} {path} does not exist",
+            hint="name an existing private key, e.g. ~/.ssh/id_ed25519",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path} cannot be read ({exc.strerror or exc})",
+            hint="check the file's permissions (it should be yours, mode 0600)",
+        ) from None

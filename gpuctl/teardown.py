@@ -33,6 +33,15 @@ def after_stop(engine: EngineOps, run: Run, instance: Instance) -> Events:
         engine.store.close_segments(instance.provider, instance.id, time.time(), kind=cost.COMPUTE)
         yield Notice(run.id, f"{instance.id} is left as it is; the meter of {run.id} ends")
         return
+    ended = (
+        provider.billing_ended_at(instance)
+        if Capability.BILLING_END_TIME in provider.capabilities
+        else None
+    )
+    if ended is not None:  # local: the machine bills only while its trainer runs
+        engine.store.close_segments(instance.provider, instance.id, ended)
+        yield Notice(run.id, f"{instance.id} bills nothing more now that its trainer exited")
+        return
     price = "" if instance.price_per_hour is None else f" ({rate(instance.price_per_hour)})"
     spec = run.launch_spec
     idle = (
