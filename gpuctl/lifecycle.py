@@ -1,9 +1,11 @@
-"""Launch, follow, stop, down, resume, download: each a generator of typed events.
+"""The engine: the one front door the CLI and the TUI use.
 
-The CLI prints the events and the TUI turns them into messages; nothing here knows who
-is listening. Failures after something was created are cleaned up here (a half-created
-instance is terminated), recorded in the state store, and yielded as a `Failed` event
-carrying the one-line message, fix hint and exit code.
+Each job lives in its own module below this one (resolve, launch, start, follow, ending,
+teardown, download, resume, listing, recovery, reconcile); they take the engine as a
+`ports.EngineOps` and never import it. What stays here is what one process holds: the
+settings, the state store, one driver per profile and one SSH connection per machine.
+Every verb is a generator of typed events (gpuctl/events.py): the CLI prints them and the
+TUI turns them into messages; nothing here knows who is listening.
 """
 
 from __future__ import annotations
@@ -29,20 +31,14 @@ from . import (
     start,
     teardown,
 )
-from .errors import (
-    NotFoundError,
-)
-from .events import (
-    Event,
-)
+from .errors import NotFoundError
+from .events import Event
 from .host import Host
 from .models import Instance, InstanceState, LaunchSpec, Run, RunStatus
 from .settings import Settings
 from .settings import load as load_settings
 from .state import Store
-from .trainer.protocol import (
-    StopReason,
-)
+from .trainer.protocol import StopReason
 
 log = logging.getLogger("gpuctl")
 
