@@ -1248,25 +1248,15 @@ class Engine:
     # -- listing ------------------------------------------------------------------------------
 
     def settle_ended_billing(self) -> int:
-        """Close the ledger where a machine already says its billing ended (local: when its
-        trainer exited), without a listing: the meter bills what ran, in every view and
-        in every budget check, not until gpuctl next lists. Returns segments closed."""
+        """Close the ledger where a machine already says its billing ended, for every
+        provider that can tell (see cost.settle_ended_billing). Returns segments closed."""
         closed = 0
         for name in self.settings.providers:
             try:
                 provider = self.provider(name)
             except GpuctlError:
                 continue
-            if Capability.BILLING_END_TIME not in provider.capabilities:
-                continue
-            open_ = self.store.segments(provider=name, open_only=True)
-            for prov, iid in {(s.provider, s.instance_id) for s in open_}:
-                instance = self.store.get_instance(prov, iid)
-                end = None if instance is None else provider.billing_ended_at(instance)
-                if end is not None and instance is not None:
-                    closed += self.store.close_segments(prov, iid, end)
-                    if instance.state.billed:  # as its next listing will say: not billing
-                        self.store.put_instance(instance.evolve(state=InstanceState.STOPPED))
+            closed += cost.settle_ended_billing(self.store, name, provider)
         return closed
 
     def refresh(self, names: Sequence[str] | None = None, *, include_unmanaged: bool = False):
