@@ -520,7 +520,7 @@ class Engine:
         provider = self.provider(spec.provider)
         # A machine created a moment ago is still booting: retry SSH (with backoff) for up
         # to the profile's `boot_wait` seconds; on resume it must answer now.
-        boot_wait = self.settings.profile(spec.provider).get("boot_wait", 300.0)
+        boot_wait = self.settings.profile(spec.provider).value("boot_wait")
         host = self.host_for(spec, instance, wait=0.0 if resume else float(boot_wait or 0.0))
         yield SshReady(spec.run_id, host.label)
         rd = RunDir(host, spec.run_id)
@@ -573,7 +573,7 @@ class Engine:
         if bootguard.armed(host, spec.run_id):
             self.record_event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})
             return
-        scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
+        scale = float(self.settings.profile(spec.provider).value("agent_time_scale"))
         agent["guard_seconds"] = bootguard.boot_guard_minutes(spec.max_hours) * 60 * scale
         agent["guard_command"] = list(command)
         self.record_event(spec.run_id, "boot_guard", {"armed_by": "agent"})
@@ -590,7 +590,7 @@ class Engine:
         """Watchdog limits in seconds: they hold on the machine with gpuctl closed."""
         from gpuctl.providers.base import limit_shutdown
 
-        scale = float(self.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
+        scale = float(self.settings.profile(spec.provider).value("agent_time_scale"))
         budget_seconds = cost.agent_budget_seconds(self.store, self.settings, spec, instance)
         if budget_seconds is not None:
             budget_seconds *= scale
@@ -654,7 +654,7 @@ class Engine:
         next_status = next_gpu = next_cost = 0.0
         final: dict[str, Any] = {}
         link_down_since: float | None = None
-        lost_after = float(self.settings.profile(run.provider).get("link_lost_seconds", 600.0))
+        lost_after = float(self.settings.profile(run.provider).value("link_lost_seconds"))
         warned: set[str] = set()
         while True:
             try:
