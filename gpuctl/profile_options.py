@@ -24,7 +24,8 @@ from .checks import Check
 
 @dataclass(frozen=True)
 class Option:
-    """One profile key. `old_names` are earlier spellings still read (with a warning)."""
+    """One profile key. `old_names` are earlier spellings still read (with a warning);
+    `flag` is the launch flag that sets it for one run (the flag wins)."""
 
     name: str
     check: Check
@@ -32,6 +33,7 @@ class Option:
     default: Any
     help: str
     old_names: tuple[str, ...] = ()
+    flag: str = ""
 
     def default_text(self) -> str:
         """The default as config.toml would spell it; "" for none (the driver decides)."""
@@ -124,6 +126,22 @@ _MACHINE_SSH = (
 AWS = _table(
     _strs("regions", ["us-east-1"], "regions searched for offers, in order of preference"),
     _str("aws_profile", None, "the AWS credentials profile (default: boto3's chain)"),
+    Option(
+        "key_name",
+        checks.string,
+        "string",
+        None,
+        "launch with this existing EC2 key pair (one run: --key-name)",
+        flag="--key-name",
+    ),
+    Option(
+        "checkpoint_bucket",
+        checks.string,
+        "string",
+        None,
+        "S3 bucket for spot checkpoints (one run: --checkpoint-bucket)",
+        flag="--checkpoint-bucket",
+    ),
     _str("endpoint_url", None, "an EC2-compatible endpoint (an emulator)"),
     _strs("image_owners", None, "AMI owners searched (default: amazon)"),
     _bool("live_prices", True, "ask the AWS Price List API (false: bundled prices)"),

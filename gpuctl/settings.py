@@ -112,6 +112,12 @@ class Profile:
                 return self.options[name]
         return declared.default
 
+    def launch_options(self) -> dict[str, Any]:
+        """The options this profile sets that a launch flag could set for one run
+        (AWS: key_name, checkpoint_bucket): a launch starts from these, its flags win."""
+        declared = profile_options.schema(self.provider) or {}
+        return {k: self.options[k] for k, o in declared.items() if o.flag and k in self.options}
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -436,10 +442,11 @@ def _check_profile(
         if declared is None or key in declared:
             continue
         elsewhere = profile_options.kinds_of(key)
-        hint = _did_you_mean(key, list(declared)) or (
+        hint = (
             f"{key} is an option of {' and '.join(elsewhere)} profiles"
             if elsewhere
-            else "see the profile keys in README: Configuration"
+            else _did_you_mean(key, list(declared))
+            or "see the profile keys in README: Configuration"
         )
         raise _located(
             path,

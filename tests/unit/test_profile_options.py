@@ -3,6 +3,7 @@ help), checked with file and line when the file is read, and listed in the READM
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -136,3 +137,47 @@ def test_defaults_come_from_the_schema(gpuctl_home: Path) -> None:
     assert loaded.profile("local").value("boot_wait") == 300.0  # a COMMON option
     with pytest.raises(KeyError):
         loaded.profile("local").value("regions")  # not a local profile's option
+
+
+DRIVER_KINDS = {
+    "providers/local.py": "local",
+    "providers/ssh.py": "ssh",
+    "providers/aws.py": "aws",
+    "providers/digitalocean.py": "digitalocean",
+    "providers/do_firewall.py": "digitalocean",
+}
+PROFILE_READ = re.compile(r"profile(?:\([^)]*\))?\.(?:get|value)\(\s*\"(\w+)\"")
+
+
+def test_every_key_the_code_reads_is_declared() -> None:
+    """A driver reading a key its kind does not declare would read a value no config can
+    set (the loader refuses it): the schema and the code cannot drift apart."""
+    undeclared = []
+    for path, kind in DRIVER_KINDS.items():
+        declared = profile_options.schema(kind) or {}
+        for key in PROFILE_READ.findall((REPO / path).read_text()):
+            if key not in declared:
+                undeclared.append(f"{path}: {key}")
+    anywhere = {k for kind in profile_options.BY_KIND for k in profile_options.schema(kind) or {}}
+    for path in sorted((REPO / "gpuctl").rglob("*.py")):
+        for key in PROFILE_READ.findall(path.read_text()):
+            if key not in anywhere:
+                undeclared.append(f"{path.relative_to(REPO)}: {key}")
+    assert undeclared == []
+
+
+def test_aws_only_flags_can_be_set_once_in_the_aws_profile(gpuctl_home: Path) -> None:
+    """--key-name and --checkpoint-bucket are options of the AWS profile; the flag wins."""
+    from gpuctl.lifecycle import Engine
+
+    write(gpuctl_home, '[profiles.aws]\ncheckpoint_bucket = "ckpt"\nkey_name = "mine"\n')
+    engine = Engine()
+    spec = engine.resolve("validate", provider="aws")
+    assert dict(spec.options) == {"checkpoint_bucket": "ckpt", "key_name": "mine"}
+    spec = engine.resolve("validate", provider="aws", options={"checkpoint_bucket": "other"})
+    assert spec.options["checkpoint_bucket"] == "other"
+    assert dict(engine.resolve("validate", provider="local").options) == {}
+    write(gpuctl_home, '[profiles.local]\ncheckpoint_bucket = "ckpt"\n')
+    with pytest.raises(ConfigError) as info:
+        settings.load()
+    assert info.value.hint == "checkpoint_bucket is an option of aws profiles"
