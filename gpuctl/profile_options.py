@@ -13,7 +13,6 @@ cloud SDK is imported here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,8 @@ class Option:
 
     def default_text(self) -> str:
         """The default as config.toml would spell it; "" for none (the driver decides)."""
+        import json  # only the README test and help need it, not every command
+
         if self.default is None:
             return ""
         if isinstance(self.default, float) and self.default.is_integer():
