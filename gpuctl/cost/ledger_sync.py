@@ -1,7 +1,7 @@
 """Ledger reconciliation: bring the segments in line with what a provider lists.
 
-Not to be confused with reconcile.py (runs against machines) or Engine._absorb_listing
-(the instance cache against a listing): this one only touches money.
+Engine._absorb_listing calls `sync_ledger` on every listing; reconcile.py, which makes the
+record of runs agree with the machines, is a different job. This module only touches money.
 """
 
 from __future__ import annotations
