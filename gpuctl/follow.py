@@ -62,7 +62,7 @@ def follow(
     next_status = next_gpu = next_cost = 0.0
     final: dict[str, Any] = {}
     link_down_since: float | None = None
-    lost_after = float(engine.settings.profile(run.provider).get("link_lost_seconds", 600.0))
+    lost_after = float(engine.settings.profile(run.provider).value("link_lost_seconds"))
     warned: set[str] = set()
     while True:
         try:

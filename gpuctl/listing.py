@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import cost, reconcile
 from .errors import GpuctlError
-from .models import InstanceState
-from .providers.base import Capability
 
 if TYPE_CHECKING:
     from .ports import EngineOps
@@ -19,25 +17,15 @@ log = logging.getLogger("gpuctl")
 
 
 def settle_ended_billing(engine: EngineOps) -> int:
-    """Close the ledger where a machine already says its billing ended (local: when its
-    trainer exited), without a listing: the meter bills what ran, in every view and
-    in every budget check, not until gpuctl next lists. Returns segments closed."""
+    """Close the ledger where a machine already says its billing ended, for every
+    provider that can tell (see cost.settle_ended_billing). Returns segments closed."""
     closed = 0
     for name in engine.settings.providers:
         try:
             provider = engine.provider(name)
         except GpuctlError:
             continue
-        if Capability.BILLING_END_TIME not in provider.capabilities:
-            continue
-        open_ = engine.store.segments(provider=name, open_only=True)
-        for prov, iid in {(s.provider, s.instance_id) for s in open_}:
-            instance = engine.store.get_instance(prov, iid)
-            end = None if instance is None else provider.billing_ended_at(instance)
-            if end is not None and instance is not None:
-                closed += engine.store.close_segments(prov, iid, end)
-                if instance.state.billed:  # as its next listing will say: not billing
-                    engine.store.put_instance(instance.evolve(state=InstanceState.STOPPED))
+        closed += cost.settle_ended_billing(engine.store, name, provider)
     return closed
 
 

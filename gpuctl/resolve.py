@@ -84,6 +84,7 @@ def resolve(
     chosen = resolve_preset(preset, overrides, base=base, user_dir=settings.presets_dir)
     ownership.check_name(chosen.name, "preset")  # before anything is created
     profile = settings.profile(provider or settings.default_provider)
+    options = {**profile.launch_options(), **(options or {})}  # a flag wins over config
     cost.profile_price(profile)  # a bad price_per_hour fails here, not mid-launch
     for name, value in (("budget", budget), ("max-hours", max_hours), ("max-price", max_price)):
         if value is not None:

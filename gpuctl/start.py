@@ -56,7 +56,7 @@ def start_on(engine: EngineOps, instance: Instance, spec: LaunchSpec, *, resume:
     provider = engine.provider(spec.provider)
     # A machine created a moment ago is still booting: retry SSH (with backoff) for up
     # to the profile's `boot_wait` seconds; on resume it must answer now.
-    boot_wait = engine.settings.profile(spec.provider).get("boot_wait", 300.0)
+    boot_wait = engine.settings.profile(spec.provider).value("boot_wait")
     host = engine.host_for(spec, instance, wait=0.0 if resume else float(boot_wait or 0.0))
     yield SshReady(spec.run_id, host.label)
     rd = RunDir(host, spec.run_id)
@@ -110,7 +110,7 @@ def check_boot_guard(
     if bootguard.armed(host, spec.run_id):
         engine.record_event(spec.run_id, "boot_guard", {"armed_by": "cloud-init"})
         return
-    scale = float(engine.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
+    scale = float(engine.settings.profile(spec.provider).value("agent_time_scale"))
     agent["guard_seconds"] = bootguard.boot_guard_minutes(spec.max_hours) * 60 * scale
     agent["guard_command"] = list(command)
     engine.record_event(spec.run_id, "boot_guard", {"armed_by": "agent"})
@@ -128,7 +128,7 @@ def agent_config(
     """Watchdog limits in seconds: they hold on the machine with gpuctl closed."""
     from gpuctl.providers.base import limit_shutdown
 
-    scale = float(engine.settings.profile(spec.provider).get("agent_time_scale", 1.0) or 1.0)
+    scale = float(engine.settings.profile(spec.provider).value("agent_time_scale"))
     budget_seconds = cost.agent_budget_seconds(engine.store, engine.settings, spec, instance)
     if budget_seconds is not None:
         budget_seconds *= scale

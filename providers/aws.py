@@ -95,7 +95,6 @@ GPU_TYPE_PATTERNS = ["g*", "p*", "dl*"]  # every EC2 family with GpuInfo starts 
 TYPES_MAX_AGE = 24 * 3600.0
 SPOT_MAX_AGE = 300.0  # spot prices move; "cached briefly"
 LAUNCH_SPOT_MAX_AGE = 60.0
-SPOT_HISTORY_MAX_AGE = 300.0  # one DescribeSpotPriceHistory per type and zone per 5 min
 SPOT_HISTORY_DAYS = 90  # how far back AWS keeps spot price history
 PRICING_MAX_AGE = 7 * 24 * 3600.0
 PRICING_RETRY_AFTER = 24 * 3600.0
@@ -163,10 +162,10 @@ class AwsProvider:
         self._clients: dict[tuple[str, str, str | None], Any] = {}
         self._store_obj: Store | None = None
         self._where: dict[str, Target] = {}  # instance id -> (region, AWS profile)
-        self.poll_seconds = float(profile.get("poll_seconds", 5.0))
-        self.launch_timeout = float(profile.get("launch_timeout", 600.0))
-        self.terminate_timeout = float(profile.get("terminate_timeout", 600.0))
-        self.max_attempts = int(profile.get("max_attempts", 5))
+        self.poll_seconds = float(profile.value("poll_seconds"))
+        self.launch_timeout = float(profile.value("launch_timeout"))
+        self.terminate_timeout = float(profile.value("terminate_timeout"))
+        self.max_attempts = int(profile.value("max_attempts"))
         self.last_errors: tuple[tuple[str, str], ...] = ()  # regions offers() skipped
 
     # -- SDK plumbing -----------------------------------------------------------------
@@ -274,7 +273,7 @@ class AwsProvider:
     # -- regions ------------------------------------------------------------------------
 
     def _profile_regions(self) -> list[str]:
-        raw = self.profile.get("regions") or list(DEFAULT_REGIONS)
+        raw = self.profile.value("regions") or list(DEFAULT_REGIONS)
         if isinstance(raw, str):
             raw = raw.split(",")
         return _dedupe(str(r).strip() for r in raw if str(r).strip())
@@ -515,7 +514,7 @@ class AwsProvider:
         since = max(float(since), now - SPOT_HISTORY_DAYS * 86400.0)
         region, aws_profile = self._target_of(instance)
         key = f"spot-history:{region}:{aws_profile or ''}:{instance.instance_type}:{zone}"
-        max_age = float(self.profile.get("spot_history_seconds", SPOT_HISTORY_MAX_AGE))
+        max_age = float(self.profile.value("spot_history_seconds"))
         cached = self._cache_get(key, max_age)
         if cached is not None and float(cached.get("since", now)) <= since:
             if cached.get("error"):
@@ -567,7 +566,7 @@ class AwsProvider:
         """Pricing API figures for a region, refreshed weekly when AWS itself is reachable."""
         record = self._cache_get(f"pricing:{region}")
         fresh = record and time.time() - record.get("fetched_at", 0) < PRICING_MAX_AGE
-        if fresh or self.emulated or not self.profile.get("live_prices", True):
+        if fresh or self.emulated or not self.profile.value("live_prices"):
             return record if record and record.get("prices") else None
         if record and time.time() - record.get("failed_at", 0) < PRICING_RETRY_AFTER:
             return record if record.get("prices") else None
@@ -663,7 +662,7 @@ class AwsProvider:
             raw_state=raw,
             zone=item.get("Placement", {}).get("AvailabilityZone"),
             ssh_user=tags.get(TAG_SSH_USER),
-            ssh_port=int(self.profile.get("ssh_port") or 22),
+            ssh_port=int(self.profile.value("ssh_port")),
             disk_gb=_float(tags.get(TAG_DISK)),
             tags=tags,
             owner=tags.get(TAG_INSTALLATION) or None,
@@ -1203,7 +1202,7 @@ class AwsProvider:
                 key_path = str(key.path)
         return SshTarget(
             host=str(host),
-            port=int(self.profile.get("ssh_port") or 22),
+            port=int(self.profile.value("ssh_port")),
             user=str(user),
             key_path=key_path,
         )
@@ -1221,7 +1220,7 @@ class AwsProvider:
 
     def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
         """Power off: the shutdown behaviour set at launch makes it a terminate (or a stop)."""
-        command = self.profile.get("shutdown_command") or ["sudo", "shutdown", "-h", "now"]
+        command = self.profile.value("shutdown_command")
         return {"action": SHUTDOWN_POWEROFF, "command": list(command)}
 
 

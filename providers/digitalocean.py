@@ -72,7 +72,6 @@ STATE_MAP: dict[str, InstanceState] = {
 TAG_MANAGED = "gpuctl"
 TAG_RUN_PREFIX = "gpuctl-run-"
 USER_DATA_LIMIT = 64 * 1024  # bytes; DigitalOcean refuses more
-POWEROFF_COMMAND = ("shutdown", "-h", "now")
 
 # Error body ids -> the status they stand for, when pydo hands us a body, not an error.
 _BODY_STATUS = {
@@ -162,29 +161,20 @@ class DigitalOceanProvider:
         default_env = DEFAULT_TOKEN_ENVS.get(profile.name, "DIGITALOCEAN_TOKEN")
         self.token_env = str(profile.get("token_env") or default_env)
         self.vendor: str | None = profile.get("gpu_vendor") or None
-        self.allowed_regions: list[str] = list(profile.get("regions") or [])
-        self.page_size = int(self._number("page_size", 200))
-        self.poll_interval = self._number("poll_interval", 3.0)
-        self.boot_timeout = self._number("boot_timeout", 900.0)
-        self.action_timeout = self._number("action_timeout", 300.0)
-        self.max_attempts = max(1, int(self._number("api_attempts", 5)))
-        self.max_rate_wait = self._number("max_rate_wait", 60.0)
-        self.offers_ttl = self._number("offers_cache_seconds", 300.0)
+        self.allowed_regions: list[str] = list(profile.value("regions") or [])
+        self.page_size = int(profile.value("page_size"))
+        self.poll_interval = float(profile.value("poll_seconds"))
+        self.boot_timeout = float(profile.value("launch_timeout"))
+        self.action_timeout = float(profile.value("action_timeout"))
+        self.max_attempts = int(profile.value("api_attempts"))
+        self.max_rate_wait = float(profile.value("max_rate_wait"))
+        self.offers_ttl = float(profile.value("offers_cache_seconds"))
         # Seams for tests: no real sleeping, a controllable clock.
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._sizes_mem: tuple[float, list[dict[str, Any]]] | None = None
         self._images_mem: list[dict[str, Any]] | None = None
         self._key_id: int | None = None
-
-    def _number(self, key: str, default: float) -> float:
-        value = self.profile.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(
-                f"profile '{self.name}': {key} must be a non-negative number, got {value!r}",
-                hint=f"fix {key} under [profiles.{self.name}] in config.toml",
-            )
-        return float(value)
 
     @property
     def host_label(self) -> str:
@@ -528,8 +518,8 @@ class DigitalOceanProvider:
             run_id=run_id,
             managed=TAG_MANAGED in tags and run_id is not None,  # a bare `gpuctl` tag is no proof
             raw_state=status,
-            ssh_user=str(self.profile.get("ssh_user") or "root"),
-            ssh_port=int(self.profile.get("ssh_port") or 22),
+            ssh_user=str(self.profile.value("ssh_user")),
+            ssh_port=int(self.profile.value("ssh_port")),
             disk_gb=float(droplet["disk"]) if droplet.get("disk") is not None else None,
             tags={t: "" for t in tags},
             owner=installation_from_tags(tags),
@@ -985,8 +975,8 @@ class DigitalOceanProvider:
             )
         return SshTarget(
             host=str(host),
-            port=int(self.profile.get("ssh_port") or 22),
-            user=str(self.profile.get("ssh_user") or "root"),
+            port=int(self.profile.value("ssh_port")),
+            user=str(self.profile.value("ssh_user")),
             key_path=self._key_path(),
         )
 
@@ -1009,7 +999,7 @@ class DigitalOceanProvider:
         next listing). The caller hands the token to the agent on a pipe, never in this
         dict; `agent_destroy = false` turns the destroy off.
         """
-        command = list(self.profile.get("shutdown_command") or POWEROFF_COMMAND)
+        command = list(self.profile.value("shutdown_command"))
         wanted = self.profile.get("agent_destroy")
         if wanted is None:
             wanted = bool(os.environ.get(self.agent_token_env, "").strip())

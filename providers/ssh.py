@@ -69,7 +69,7 @@ class SshProvider:
 
     @property
     def connect_timeout(self) -> float:
-        return float(self.profile.get("connect_timeout", 10.0) or 10.0)
+        return float(self.profile.value("connect_timeout"))
 
     def target(self, spec: str, identity: str | None = None) -> SshTarget:
         """`user@host[:port]` (or a ~/.ssh/config Host name) -> SshTarget."""
