@@ -81,6 +81,7 @@ class InMemoryCloud:
         self.machines: dict[str, Machine] = {}
         self.sold_out: set[tuple[str, str]] = set()  # (type, region) with no capacity
         self.down = False  # every call fails as an API outage does (tests)
+        self.boot_looks = 2  # looks at a booting machine before it runs
         self.lose_answers = 0  # creates that make the machine, then time out (tests)
         self.on_create: Callable[[Machine], None] | None = None  # runs mid-create (tests)
         self._looks: dict[str, int] = {}
@@ -132,7 +133,7 @@ class InMemoryCloud:
             if machine is None or machine.status == "deleted":
                 raise CloudError("not_found", f"machine {machine_id} not found")
             self._looks[machine_id] += 1
-            if machine.status == "booting" and self._looks[machine_id] >= 2:
+            if machine.status == "booting" and self._looks[machine_id] >= self.boot_looks:
                 machine = self.machines[machine_id] = replace(machine, status="running")
             return machine
 
@@ -288,15 +289,18 @@ class SkeletonProvider:
 
     # -- the cloud verbs gpuctl.provision calls ---------------------------------------------
 
+    def _type(self, spec: LaunchSpec) -> str:
+        return str(spec.instance_type or self.profile.get("instance_type") or self.default_type)
+
     def placements(self, spec: LaunchSpec) -> Iterator[Event | Placement | Failure]:
         """Checks and preparation first (a real cloud: image, key, firewall), then where to
         try, in order."""
-        itype = spec.instance_type or self.profile.get("instance_type") or self.default_type
+        itype = self._type(spec)
         regions = [spec.region] if spec.region else list(spec.regions or InMemoryCloud.REGIONS)
         yield Provisioning(spec.run_id, self.name, f"{itype} in {', '.join(regions)}")
         price = next((t.price_per_hour for t in InMemoryCloud.TYPES if t.name == itype), None)
         for region in regions:
-            yield Placement(region, price_per_hour=price, data=(str(itype), region))
+            yield Placement(region, price_per_hour=price, data=(itype, region))
 
     def create(self, spec: LaunchSpec, placement: Placement) -> str:
         itype, region = placement.data
@@ -336,7 +340,9 @@ class SkeletonProvider:
         return Pacing(self.timeout, self.poll_seconds)
 
     def explain(self, spec: LaunchSpec, failures: Sequence[Failure]) -> GpuctlError | None:
-        return None  # the core's "could not launch X after N tries: ..." says it all
+        # The core's "could not launch X after N tries: ..." with the type it would launch;
+        # a cloud words its own kinds here (AWS: the vCPU quota's name and where to raise it).
+        return provision.no_room(self._type(spec), failures)
 
     # -- the other verbs ------------------------------------------------------------------
 
