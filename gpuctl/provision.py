@@ -253,36 +253,41 @@ def _create(
         except Unplaced as exc:
             return exc.failure
         except Ambiguous as exc:
-            found = driver.find_created(spec, placement)
-            if found is not None:  # the create went through; only its answer was lost
-                log.info(
-                    "%s: create answered '%s' but %s exists; using it", driver.name, exc, found
-                )
-                return found
-            if resent < len(exc.waits):
-                pacing.sleep(exc.waits[resent])
-                resent += 1
-                continue
-            if exc.failure is not None:
-                return exc.failure
-            raise exc.error from None
+            lost = exc
         except GpuctlError:
             raise  # refused: nothing was made
         except BaseException:
             # Ctrl-C (or SIGTERM, or a bug) while the create was in flight: it may have
             # gone through with its answer lost. Find it by its run tag and end it.
-            try:
-                found = driver.find_created(spec, placement)
-            except Exception:
-                log.warning(
-                    "could not look for %s's machine after an interrupted create",
-                    spec.run_id,
-                    exc_info=True,
-                )
-                found = None
-            if found is not None:
-                _end(driver, found, placement)
+            _end_found(driver, spec, placement)
             raise
+        try:
+            found = driver.find_created(spec, placement)
+            if found is not None:  # the create went through; only its answer was lost
+                log.info("%s: create failed (%s) but %s exists; using it", driver.name, lost, found)
+                return found
+            if resent >= len(lost.waits):
+                if lost.failure is not None:
+                    return lost.failure
+                raise lost.error from None
+            pacing.sleep(lost.waits[resent])
+            resent += 1
+        except GpuctlError:
+            raise  # the cloud cannot tell: a machine it made is tagged, `gpuctl ls` shows it
+        except BaseException:
+            _end_found(driver, spec, placement)  # interrupted while looking or waiting
+            raise
+
+
+def _end_found(driver: Driver, spec: LaunchSpec, placement: Placement) -> None:
+    """End the machine an interrupted create may have made, if the cloud shows one."""
+    try:
+        found = driver.find_created(spec, placement)
+    except Exception:
+        log.warning("could not look for %s's machine after an interrupted create", spec.run_id)
+        return
+    if found is not None:
+        _end(driver, found, placement)
 
 
 def _boot(
