@@ -10,7 +10,6 @@ TUI turns them into messages; nothing here knows who is listening.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -87,26 +86,9 @@ class Engine:
         return launch.launch(self, spec)
 
     def create_instance(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
-        """A new machine for spec, its address freed of any old host-key pin.
-
-        Cloud IPs are recycled: the key pinned for an address belonged to an earlier
-        machine. Only machines gpuctl created are unpinned; a user's own box keeps its pin.
-        """
-        provider = self.provider(spec.provider)
-        instance = yield from provider.launch(spec)
-        try:
-            target = provider.ssh_target(instance) if instance.managed else None
-            if target is not None:
-                from gpuctl.remote.hostkeys import forget_host
-
-                forget_host(self.settings.known_hosts, target.host, target.port)
-        except BaseException:
-            # Ctrl-C (or a failure) before the caller holds the instance: nobody else
-            # knows it exists yet, so it must be terminated here.
-            with contextlib.suppress(Exception):
-                provider.terminate(instance, wait=False)
-            raise
-        return instance
+        """A new machine for spec. The driver (through gpuctl.provision) ends it on every
+        way out until it returns, and frees its recycled address of an old host-key pin."""
+        return self.provider(spec.provider).launch(spec)
 
     def estimate(self, spec: LaunchSpec) -> Any:  # -> estimate.Estimate | None
         """Hours and dollars before launch (None if even the provider is unusable)."""

@@ -164,8 +164,11 @@ class Provider(Protocol):
     def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
         """Create a tagged machine for spec; yields Provisioning/Attempt events, returns it.
 
-        The instance must be findable again by its gpuctl:run tag even if the caller dies
-        right after the create call returns.
+        A cloud driver returns `gpuctl.provision.launch(self, spec)` and answers its cloud
+        verbs (placements, create, find_created, describe, end): the core owns the
+        failover, the boot wait and ending the machine on every way out. The instance must
+        be findable again by its gpuctl:run tag even if the caller dies right after the
+        create call returns.
         """
         ...
 
