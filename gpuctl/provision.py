@@ -333,3 +333,16 @@ def _unpin(driver: Driver, instance: Instance) -> None:
     from gpuctl.remote.hostkeys import forget_host
 
     forget_host(driver.settings.known_hosts, target.host, target.port)
+
+
+def ssh_target(
+    profile: Any, instance: Instance, *, user: str, key_path: str | None
+) -> SshTarget | None:
+    """Where to reach a machine a cloud driver made: its public address, unless the
+    profile's `ssh_host`/`ssh_port` override it (an emulator's machine is a local sshd;
+    a fake public IP is never dialed). None while it has no address yet."""
+    host = profile.get("ssh_host") or instance.public_ip
+    if not host:
+        return None
+    port = int(profile.value("ssh_port") or 22)
+    return SshTarget(host=str(host), port=port, user=user, key_path=key_path)

@@ -1173,9 +1173,6 @@ class AwsProvider:
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
         """Address (or the profile's emulator override), login user and gpuctl's key."""
-        host = self.profile.get("ssh_host") or instance.public_ip
-        if not host:
-            return None
         user = (
             self.profile.get("ssh_user")
             or instance.ssh_user
@@ -1189,12 +1186,7 @@ class AwsProvider:
             key = aws_setup.local_key(self.settings.keys_dir, create=False)
             if key is not None and instance.tags.get(TAG_KEY) == key.name:
                 key_path = str(key.path)
-        return SshTarget(
-            host=str(host),
-            port=int(self.profile.value("ssh_port")),
-            user=str(user),
-            key_path=key_path,
-        )
+        return provision.ssh_target(self.profile, instance, user=str(user), key_path=key_path)
 
     def host(self, instance: Instance) -> Host:
         from gpuctl.remote.ssh_host import SshHost

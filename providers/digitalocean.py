@@ -948,18 +948,14 @@ class DigitalOceanProvider:
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
         """The droplet's public IPv4 as root, unless the profile overrides (emulators)."""
-        host = self.profile.get("ssh_host") or instance.public_ip
-        if not host:
+        user = str(self.profile.value("ssh_user"))
+        target = provision.ssh_target(self.profile, instance, user=user, key_path=self._key_path())
+        if target is None:
             raise ProviderError(
                 f"droplet {instance.id} has no public IPv4 yet ({instance.raw_state or 'unknown'})",
                 hint="wait until it is active (`gpuctl ls`)",
             )
-        return SshTarget(
-            host=str(host),
-            port=int(self.profile.value("ssh_port")),
-            user=str(self.profile.value("ssh_user")),
-            key_path=self._key_path(),
-        )
+        return target
 
     def host(self, instance: Instance) -> Host:
         from gpuctl.remote.ssh_host import SshHost

@@ -372,15 +372,10 @@ class SkeletonProvider:
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
         """The machine's address, unless the profile overrides it (emulators, tests)."""
-        host = self.profile.get("ssh_host") or instance.public_ip
-        if not host:
-            return None
         key = self.profile.get("ssh_key")
-        return SshTarget(
-            host=str(host),
-            port=int(self.profile.get("ssh_port") or 22),
-            user=str(self.profile.get("ssh_user") or "root"),
-            key_path=str(key) if key else None,
+        user = str(self.profile.get("ssh_user") or "root")
+        return provision.ssh_target(
+            self.profile, instance, user=user, key_path=str(key) if key else None
         )
 
     def host(self, instance: Instance) -> Host:
