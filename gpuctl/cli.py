@@ -427,7 +427,7 @@ def launch(preset: str, as_json: bool, **opts: Any) -> None:
 @handled
 def run(preset: str, as_json: bool, **opts: Any) -> None:
     """Launch PRESET and follow it to the end: results downloaded, instance torn down."""
-    from .lifecycle import exit_code_for
+    from .follow import exit_code_for
 
     eng = engine()
     spec = build_spec(eng, preset, opts)
@@ -880,7 +880,7 @@ def download(run_id: str, to: str | None, as_json: bool) -> None:
 @handled
 def resume(run_id: str, as_json: bool) -> None:
     """Continue RUN from its last checkpoint and follow it to the end."""
-    from .lifecycle import exit_code_for
+    from .follow import exit_code_for
 
     eng = engine()
     status_, failure = drive(Out(as_json), eng.resume(run_id))

@@ -1,8 +1,9 @@
-"""What recovery, reconcile and run-state syncing need of the engine, as a protocol.
+"""What the engine's job modules need of the engine, as a protocol.
 
-They sit below `gpuctl.lifecycle` (which calls them) and must not import it: the engine
-hands itself down as an `EngineOps`. The names here are the engine's public surface for
-these modules; none of them reaches into its private state.
+launch, start, follow, ending, teardown, download, resume, listing, recovery, reconcile
+and run-state syncing sit below `gpuctl.lifecycle` (which calls them) and never import
+it: the engine hands itself down as an `EngineOps`. The names here are the engine's
+public surface for these modules; none of them reaches into its private state.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
 class EngineOps(Protocol):
     store: Store
     settings: Settings
+    # How often a follow polls the log, the agent's status, the GPUs and the meter (s).
+    poll_seconds: float
+    status_seconds: float
+    gpu_seconds: float
+    cost_seconds: float
+    cost_next: dict[str, float | None]  # run id -> seconds until a budget line, if near
+    cut_short: list[tuple[str, str]]  # (run id, what was undone) when a launch was cut short
+    findings: list[Any]  # what the last refresh's reconcile found
 
     def provider(self, name: str) -> Any: ...
 
@@ -41,6 +50,10 @@ class EngineOps(Protocol):
     def created_for(self, spec: LaunchSpec, instance: Instance) -> bool: ...
 
     def create_instance(self, spec: LaunchSpec) -> Generator[Event, None, Instance]: ...
+
+    def estimate(self, spec: LaunchSpec) -> Any: ...
+
+    def gone_hint(self, run: Run) -> str: ...
 
     def start_on(self, instance: Instance, spec: LaunchSpec, *, resume: bool) -> Events: ...
 

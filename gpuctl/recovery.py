@@ -74,7 +74,6 @@ CHECKPOINT_URL_ENV = "GPUCTL_CHECKPOINT_PUT_URL"  # agent/cloud.py reads it
 CARRY_FILES = (LAST_CHECKPOINT_FILE, HISTORY_FILE, TRAIN_LOG_FILE, EVENTS_FILE)
 PULL_FILES = (*CARRY_FILES, STATUS_FILE, AGENT_STATUS_FILE, AGENT_LOG_FILE)
 MAX_RECOVERIES = 10
-PULL_SECONDS = 100.0  # a spot notice gives about 120 s; the pull must end before the machine
 VANISH_CHECK_SECONDS = 15.0
 
 _last_vanish_check: dict[str, float] = {}
@@ -186,7 +185,7 @@ def before_start(
     url = metadata_url(engine, spec, instance)
     if url:
         cfg["metadata_url"] = url
-        cfg["spot_poll_seconds"] = float(profile.get("spot_poll_seconds") or 5.0)
+        cfg["spot_poll_seconds"] = float(profile.value("spot_poll_seconds"))
     cfg, destroy_env, destroy_notices = agent_destroy_token(engine, spec, instance, cfg)
     env.update(destroy_env)
     notices += destroy_notices
@@ -360,9 +359,7 @@ def pull_checkpoint(engine: EngineOps, run: Run) -> Events:
     What did not arrive in time is reported, and recovery goes on with what gpuctl holds.
     """
     target = local_dir(engine, run)
-    seconds = float(
-        engine.settings.profile(run.provider).get("checkpoint_pull_seconds", PULL_SECONDS)
-    )
+    seconds = float(engine.settings.profile(run.provider).value("checkpoint_pull_seconds"))
     hosts: list[Any] = []
 
     def pull() -> Events:
@@ -577,9 +574,9 @@ def await_fate(engine: EngineOps, run: Run, old: Instance | None, attempt: int) 
         return "gone"
     profile = engine.settings.profile(run.provider)
     provider = engine.provider(run.provider)
-    grace = float(profile.get("spot_grace_seconds", 150.0))
-    poll = float(profile.get("recovery_poll_seconds", 5.0))
-    silent = float(profile.get("unreachable_seconds", 300.0))
+    grace = float(profile.value("spot_grace_seconds"))
+    poll = float(profile.value("recovery_poll_seconds"))
+    silent = float(profile.value("unreachable_seconds"))
     deadline = time.monotonic() + (grace if Reason.of(run.reason) is Reason.SPOT else 0.0)
     said = started = False
     while True:
@@ -716,7 +713,7 @@ def relaunch(engine: EngineOps, run: Run, old: Instance | None, attempt: int) ->
 def start_resumed(engine: EngineOps, run: Run, instance: Instance, same: bool) -> Events:
     """Checkpoint back in place, trainer restarted with --resume: (log offset, resumed)."""
     spec = run.launch_spec
-    boot_wait = engine.settings.profile(spec.provider).get("boot_wait", 300.0)
+    boot_wait = engine.settings.profile(spec.provider).value("boot_wait")
     host = engine.host_for(spec, instance, wait=0.0 if same else float(boot_wait or 0.0))
     try:
         rd = RunDir(host, run.id)

@@ -11,21 +11,22 @@ Credentials are never read from or written to these files: each cloud's own chai
 from __future__ import annotations
 
 import difflib
-import math
+import logging
 import os
 import re
+import sys
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import checks, profile_options
+from .checks import Check
 from .driver_registry import kinds
 from .errors import ConfigError
 from .models import frozen_map
-from .numbers import finite_number
-from .prices import price_per_hour
 
 APP = "gpuctl"
 
@@ -51,158 +52,35 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
 
 # Every key config.toml may hold, with its check: a value's type, range and finiteness
 # are checked when the file is loaded, so a mistake names its file and line before any
-# command runs, instead of being ignored or failing later without either.
-Check = Callable[[Any, str], Any]
-
-
-def _number(**bounds: float) -> Check:
-    return lambda value, what: finite_number(value, what, **bounds)
-
-
-def _integer(low: int, high: int) -> Check:
-    def check(value: Any, what: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
-        return value
-
-    return check
-
-
-def _string(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _strings(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f'{what} must be a list of names, e.g. ["a", "b"], got {value!r}')
-    return value
-
-
-def _price(value: Any, what: str) -> float:
-    """The meter's rule for a profile price (gpuctl/prices.py), NaN refused first."""
-    if isinstance(value, float) and not math.isfinite(value):
-        finite_number(value, what)
-    name = what.split(".")[1] if what.count(".") == 2 else what
-    price = price_per_hour(value, name)
-    return float(price or 0.0)
-
-
-def _monthly(value: Any, what: str) -> float:
-    number = finite_number(value, what)
-    if number <= 0:
-        raise ConfigError(
-            f"{what} must be positive, got {value!r}", hint="remove it for no monthly budget"
-        )
-    return number
-
-
-def _currency(value: Any, what: str) -> str:
-    if not isinstance(value, str) or value.upper() != "USD":
-        raise ConfigError(
-            f"unknown currency {value!r} in {what}",
-            hint='cloud prices are in USD; set currency = "USD" or remove it',
-        )
-    return "USD"
-
-
-def _bool(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{what} must be true or false, got {value!r}")
-    return value
-
-
-def _table(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{what} must be a table ([{what}] or {{ key = value }}), got {value!r}")
-    return value
-
-
-def _choice(*choices: str, fold: bool = False, hint: str = "") -> Check:
-    def check(value: Any, what: str) -> str:
-        text = value.upper() if fold and isinstance(value, str) else value
-        if text not in choices:
-            raise ConfigError(
-                f"{what} must be {' or '.join(repr(c) for c in choices)}, got {value!r}",
-                hint=hint,
-            )
-        return text
-
-    return check
-
-
-def _per_provider(value: Any, what: str) -> dict[str, float]:
-    return {
-        name: finite_number(amount, f"{what}.{name}", above=0.0)
-        for name, amount in _table(value, what).items()
-    }
-
-
+# command runs, instead of being ignored or failing later without either. A profile's
+# keys are its provider kind's (gpuctl/profile_options.py).
 TOP_LEVEL_KEYS: dict[str, Check] = {
-    "default_provider": _string,
-    "providers": _strings,  # profiles listed/refreshed by `ls` and the TUI
-    "results_dir": _string,
-    "budget": _table,
-    "tui": _table,
-    "profiles": _table,
-    "defaults": _table,
+    "default_provider": checks.string,
+    "providers": checks.strings,  # profiles listed/refreshed by `ls` and the TUI
+    "results_dir": checks.string,
+    "budget": checks.table,
+    "tui": checks.table,
+    "profiles": checks.table,
+    "defaults": checks.table,
 }
 BUDGET_KEYS: dict[str, Check] = {
-    "monthly": _monthly,
-    "per_provider": _per_provider,
-    "warn_fraction": _number(above=0.0, below=1.0),
-    "on_exceed": _choice(
+    "monthly": checks.monthly,
+    "per_provider": checks.per_provider,
+    "warn_fraction": checks.number(above=0.0, below=1.0),
+    "on_exceed": checks.choice(
         "terminate", "stop", hint="terminate ends billing; stop keeps the disk (still billed)"
     ),
-    "currency": _currency,
+    "currency": checks.currency,
 }
-TUI_KEYS: dict[str, Check] = {"refresh_seconds": _number(at_least=1.0), "theme": _string}
+TUI_KEYS: dict[str, Check] = {
+    "refresh_seconds": checks.number(at_least=1.0),
+    "theme": checks.string,
+}
 DEFAULTS_KEYS: dict[str, Check] = {
-    "max_hours": _number(above=0.0),
-    "idle_minutes": _number(at_least=0.0),
-    "teardown": _choice("terminate", "stop", "keep"),
-    "stall_minutes": _number(at_least=0.0),
-}
-# Options a profile may set, checked by type; a provider reads only its own, and a
-# driver added later may read keys of its own (left unchecked here).
-PROFILE_KEYS: dict[str, Check] = {
-    "provider": _string,
-    "price_per_hour": _price,
-    "regions": _strings,
-    "endpoint": _string,
-    "endpoint_url": _string,
-    "token_env": _string,
-    "gpu_vendor": _string,
-    "host": _string,
-    "identity": _string,
-    "ssh_key": _string,
-    "ssh_user": _string,
-    "ssh_host": _string,
-    "ssh_port": _integer(1, 65535),
-    "ssh_cidr": _string,
-    "aws_profile": _string,
-    "instance_type": _string,
-    "image": _string,
-    "image_owners": _strings,
-    "python": _string,
-    "torch_index_url": _string,
-    "remote_base": _string,
-    "root": _string,
-    "metadata_url": _string,
-    "live_prices": _bool,
-    "agent_destroy": _bool,
-    "shutdown_command": _strings,
-    "max_attempts": _integer(1, 100),
-    "poll_seconds": _number(above=0.0),
-    "launch_timeout": _number(above=0.0),
-    "terminate_timeout": _number(above=0.0),
-    "connect_timeout": _number(above=0.0),
-    "spot_poll_seconds": _number(above=0.0),
-    "spot_grace_seconds": _number(above=0.0),
-    "spot_history_seconds": _number(at_least=0.0),
-    "recovery_poll_seconds": _number(above=0.0),
-    "unreachable_seconds": _number(above=0.0),
+    "max_hours": checks.number(above=0.0),
+    "idle_minutes": checks.number(at_least=0.0),
+    "teardown": checks.choice("terminate", "stop", "keep"),
+    "stall_minutes": checks.number(at_least=0.0),
 }
 
 
@@ -218,7 +96,27 @@ class Profile:
         object.__setattr__(self, "options", frozen_map(self.options))
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The raw value as config.toml set it (for a key with no declared default)."""
         return self.options.get(key, default)
+
+    def value(self, key: str) -> Any:
+        """A declared option of this profile's kind: as set (checked when config.toml
+        was read; an old spelling counts), else its default from profile_options."""
+        declared = profile_options.option(self.provider, key)
+        if declared is None:
+            if profile_options.schema(self.provider) is not None:
+                raise KeyError(f"{self.provider} profiles have no option '{key}'")
+            return self.options.get(key)  # a driver with no table reads its own keys
+        for name in (key, *declared.old_names):
+            if name in self.options:
+                return self.options[name]
+        return declared.default
+
+    def launch_options(self) -> dict[str, Any]:
+        """The options this profile sets that a launch flag could set for one run
+        (AWS: key_name, checkpoint_bucket): a launch starts from these, its flags win."""
+        declared = profile_options.schema(self.provider) or {}
+        return {k: self.options[k] for k, o in declared.items() if o.flag and k in self.options}
 
 
 @dataclass(frozen=True)
@@ -469,10 +367,9 @@ def _profiles(raw: Mapping[str, Any], path: Path, text: str) -> dict[str, Profil
             raise _located(
                 path, text, keys, f"[profiles.{name}] must be a table", "see README: Configuration"
             )
-        options = _check_table(options, PROFILE_KEYS, keys, path, text, strict=False)
         base = merged.get(name, {})
-        combined = {**base, **options}
-        if "provider" not in combined:
+        kind = options.get("provider", base.get("provider"))
+        if kind is None:
             raise _located(
                 path,
                 text,
@@ -480,19 +377,86 @@ def _profiles(raw: Mapping[str, Any], path: Path, text: str) -> dict[str, Profil
                 f'profile \'{name}\' needs provider = "aws" | "digitalocean" | "ssh" | "local"',
                 f"add provider = ... under [profiles.{name}]",
             )
-        if combined["provider"] not in kinds():
+        if not isinstance(kind, str) or kind not in kinds():
             raise _located(
                 path,
                 text,
                 (*keys, "provider"),
-                f"profile '{name}': unknown provider '{combined['provider']}'",
-                _did_you_mean(combined["provider"], kinds()) or f"known: {', '.join(kinds())}",
+                f"profile '{name}': unknown provider '{kind}'",
+                (isinstance(kind, str) and _did_you_mean(kind, kinds()))
+                or f"known: {', '.join(kinds())}",
             )
-        merged[name] = combined
+        options = _check_profile(kind, _renamed(kind, options, keys, path, text), keys, path, text)
+        merged[name] = {**base, **options}
     return {
         name: Profile(name=name, provider=str(opts.pop("provider")), options=opts)
         for name, opts in merged.items()
     }
+
+
+_warned: set[str] = set()
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, once per process (config.toml is read more than once)."""
+    if message not in _warned:
+        _warned.add(message)
+        logging.getLogger("gpuctl").info(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _renamed(
+    kind: str, options: Mapping[str, Any], keys: tuple[str, ...], path: Path, text: str
+) -> dict[str, Any]:
+    """Old key names (poll_interval, boot_timeout) read as their new ones, with a warning."""
+    old_to_new = profile_options.renamed(kind)
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        new = old_to_new.get(key)
+        if new is None:
+            out.setdefault(key, value)
+            continue
+        where = (*keys, key)
+        if new in options:
+            raise _located(
+                path,
+                text,
+                where,
+                f"[{'.'.join(keys)}] sets both {key} and {new}, its new name",
+                f"keep only {new}",
+            )
+        line = _locate(text, where)
+        at = f" (line {line})" if line else ""
+        _warn(f"{path}{at}: [{'.'.join(keys)}] {key} is now called {new}; the old name still works")
+        out[new] = value
+    return out
+
+
+def _check_profile(
+    kind: str, options: Mapping[str, Any], keys: tuple[str, ...], path: Path, text: str
+) -> dict[str, Any]:
+    """Each key checked against the kind's options; an unknown one names its kind."""
+    declared = profile_options.schema(kind)
+    table = declared or profile_options.COMMON
+    for key in options:
+        if declared is None or key in declared:
+            continue
+        elsewhere = profile_options.kinds_of(key)
+        hint = (
+            f"{key} is an option of {' and '.join(elsewhere)} profiles"
+            if elsewhere
+            else _did_you_mean(key, list(declared))
+            or "see the profile keys in README: Configuration"
+        )
+        raise _located(
+            path,
+            text,
+            (*keys, key),
+            f"unknown setting '{'.'.join((*keys, key))}' for provider {kind}",
+            hint,
+        )
+    schema = {k: o.check for k, o in table.items()}
+    return _check_table(options, schema, keys, path, text, strict=declared is not None)
 
 
 def _budget(raw: Mapping[str, Any]) -> Budget:

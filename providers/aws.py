@@ -19,11 +19,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from gpuctl import provision
 from gpuctl.bootguard import boot_guard_script
 from gpuctl.errors import (
     CapacityError,
@@ -33,10 +34,22 @@ from gpuctl.errors import (
     ProviderError,
     QuotaError,
 )
-from gpuctl.events import Attempt, Event, Notice, Provisioning
+from gpuctl.events import Event, Notice, Provisioning
 from gpuctl.format import rate
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
 from gpuctl.ownership import TAG as TAG_INSTALLATION
+from gpuctl.provision import (
+    PRICE,
+    QUOTA,
+    REGION,
+    UNKNOWN_TYPE,
+    Ambiguous,
+    Failure,
+    Look,
+    Pacing,
+    Placement,
+    Unplaced,
+)
 
 from . import aws_setup
 from .aws_catalog import (
@@ -95,7 +108,6 @@ GPU_TYPE_PATTERNS = ["g*", "p*", "dl*"]  # every EC2 family with GpuInfo starts 
 TYPES_MAX_AGE = 24 * 3600.0
 SPOT_MAX_AGE = 300.0  # spot prices move; "cached briefly"
 LAUNCH_SPOT_MAX_AGE = 60.0
-SPOT_HISTORY_MAX_AGE = 300.0  # one DescribeSpotPriceHistory per type and zone per 5 min
 SPOT_HISTORY_DAYS = 90  # how far back AWS keeps spot price history
 PRICING_MAX_AGE = 7 * 24 * 3600.0
 PRICING_RETRY_AFTER = 24 * 3600.0
@@ -117,14 +129,15 @@ class _Plan:
 
 
 @dataclass(frozen=True)
-class _Failure:
-    """One failed place, kept for the final error."""
+class _Zone:
+    """A placement's data: where RunInstances goes, its arguments and the spot price cap."""
 
-    where: str
-    kind: str  # capacity | quota | region | price | boot
-    reason: str
-    error: GpuctlError | None = None
-    current_spot: float | None = None
+    region: str
+    zone: str
+    aws_profile: str | None
+    params: dict[str, Any]
+    max_price: float | None
+    current_spot: float | None  # spot: the zone's price now (None: unknown, or on-demand)
 
 
 class AwsProvider:
@@ -136,7 +149,12 @@ class AwsProvider:
     )
     launch_flags: ClassVar[frozenset[str]] = frozenset(FLAGS) - {"host", "identity"}
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SPOT_PRICE_HISTORY, Capability.SPOT_NOTICE, Capability.CHECKPOINT_STORAGE}
+        {
+            Capability.SPOT_PRICE_HISTORY,
+            Capability.SPOT_NOTICE,
+            Capability.CHECKPOINT_STORAGE,
+            Capability.BOOT_GUARD,
+        }
     )
     default_type: ClassVar[str | None] = DEFAULT_TYPE
     setup_seconds: ClassVar[float] = 420.0
@@ -158,10 +176,10 @@ class AwsProvider:
         self._clients: dict[tuple[str, str, str | None], Any] = {}
         self._store_obj: Store | None = None
         self._where: dict[str, Target] = {}  # instance id -> (region, AWS profile)
-        self.poll_seconds = float(profile.get("poll_seconds", 5.0))
-        self.launch_timeout = float(profile.get("launch_timeout", 600.0))
-        self.terminate_timeout = float(profile.get("terminate_timeout", 600.0))
-        self.max_attempts = int(profile.get("max_attempts", 5))
+        self.poll_seconds = float(profile.value("poll_seconds"))
+        self.launch_timeout = float(profile.value("launch_timeout"))
+        self.terminate_timeout = float(profile.value("terminate_timeout"))
+        self.max_attempts = int(profile.value("max_attempts"))
         self.last_errors: tuple[tuple[str, str], ...] = ()  # regions offers() skipped
 
     # -- SDK plumbing -----------------------------------------------------------------
@@ -269,7 +287,7 @@ class AwsProvider:
     # -- regions ------------------------------------------------------------------------
 
     def _profile_regions(self) -> list[str]:
-        raw = self.profile.get("regions") or list(DEFAULT_REGIONS)
+        raw = self.profile.value("regions") or list(DEFAULT_REGIONS)
         if isinstance(raw, str):
             raw = raw.split(",")
         return _dedupe(str(r).strip() for r in raw if str(r).strip())
@@ -510,7 +528,7 @@ class AwsProvider:
         since = max(float(since), now - SPOT_HISTORY_DAYS * 86400.0)
         region, aws_profile = self._target_of(instance)
         key = f"spot-history:{region}:{aws_profile or ''}:{instance.instance_type}:{zone}"
-        max_age = float(self.profile.get("spot_history_seconds", SPOT_HISTORY_MAX_AGE))
+        max_age = float(self.profile.value("spot_history_seconds"))
         cached = self._cache_get(key, max_age)
         if cached is not None and float(cached.get("since", now)) <= since:
             if cached.get("error"):
@@ -562,7 +580,7 @@ class AwsProvider:
         """Pricing API figures for a region, refreshed weekly when AWS itself is reachable."""
         record = self._cache_get(f"pricing:{region}")
         fresh = record and time.time() - record.get("fetched_at", 0) < PRICING_MAX_AGE
-        if fresh or self.emulated or not self.profile.get("live_prices", True):
+        if fresh or self.emulated or not self.profile.value("live_prices"):
             return record if record and record.get("prices") else None
         if record and time.time() - record.get("failed_at", 0) < PRICING_RETRY_AFTER:
             return record if record.get("prices") else None
@@ -658,7 +676,7 @@ class AwsProvider:
             raw_state=raw,
             zone=item.get("Placement", {}).get("AvailabilityZone"),
             ssh_user=tags.get(TAG_SSH_USER),
-            ssh_port=int(self.profile.get("ssh_port") or 22),
+            ssh_port=int(self.profile.value("ssh_port")),
             disk_gb=_float(tags.get(TAG_DISK)),
             tags=tags,
             owner=tags.get(TAG_INSTALLATION) or None,
@@ -695,9 +713,18 @@ class AwsProvider:
     # -- launch -------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
-        """Spot/on-demand with fallback across zones, regions and markets; every try reported."""
+        """Spot/on-demand with fallback across zones, regions and markets; every try
+        reported (gpuctl.provision drives the tries, the boot wait and the clean-up)."""
+        return provision.launch(self, spec)
+
+    def _launch_type(self, spec: LaunchSpec) -> str:
+        return str(spec.instance_type or self.profile.get("instance_type") or DEFAULT_TYPE)
+
+    def placements(self, spec: LaunchSpec) -> Iterator[Event | Placement | Failure]:
+        """Each zone of each region per market (spot first, cheapest zone first), each
+        region prepared once on first use: image, key pair, security group, subnets."""
         run_id = spec.run_id
-        itype = spec.instance_type or self.profile.get("instance_type") or DEFAULT_TYPE
+        itype = self._launch_type(spec)
         if spec.instance_type != itype:
             spec = spec.evolve(instance_type=itype)
         if spec.fallback not in ("none", "on-demand"):
@@ -728,7 +755,6 @@ class AwsProvider:
         key = None if key_name else aws_setup.local_key(self.settings.keys_dir)
         token = uuid.uuid4().hex[:12]  # one per launch call: botocore retries reuse it
         plans: dict[str, _Plan | None] = {}
-        failures: list[_Failure] = []
         for market in markets:
             for region in regions:
                 if region not in plans:
@@ -738,22 +764,14 @@ class AwsProvider:
                         )
                     except _RegionFailed as exc:
                         plans[region] = None
-                        failures.append(exc.failure)
-                        yield Attempt(run_id, where=region, ok=False, reason=exc.failure.reason)
+                        yield exc.failure
                 plan = plans[region]
                 if plan is None:
                     continue
                 if market == Market.SPOT and not plan.facts.spot_supported:
-                    failure = _Failure(f"{region} spot", "region", f"{itype} is not sold as spot")
-                    failures.append(failure)
-                    yield Attempt(run_id, where=failure.where, ok=False, reason=failure.reason)
+                    yield Failure(f"{region} spot", REGION, f"{itype} is not sold as spot")
                     continue
-                instance = yield from self._try_zones(
-                    spec, plan, market, token, aws_profile, failures
-                )
-                if instance is not None:
-                    return instance
-        raise self._launch_failed(spec, failures)
+                yield from self._zone_placements(spec, plan, market, token, aws_profile)
 
     def _ssh_cidr(self, spec: LaunchSpec) -> tuple[str, bool]:
         """(SSH source, detected): --ssh-cidr / the profile, else the caller's /32.
@@ -798,9 +816,7 @@ class AwsProvider:
             ).get("InstanceTypeOfferings", [])
             zones_offered = sorted({o["Location"] for o in offered})
             if not zones_offered:
-                raise _RegionFailed(
-                    _Failure(region, "region", f"{itype} is not offered in {region}")
-                )
+                raise _RegionFailed(Failure(region, REGION, f"{itype} is not offered in {region}"))
             image = aws_setup.find_image(
                 ec2,
                 region,
@@ -828,7 +844,7 @@ class AwsProvider:
             zones = [z for z in zones_offered if z in subnets]
             if not zones:
                 raise _RegionFailed(
-                    _Failure(region, "region", f"no default subnet in the zones offering {itype}")
+                    Failure(region, REGION, f"no default subnet in the zones offering {itype}")
                 )
             spot = {}
             if spec.spot:
@@ -840,12 +856,12 @@ class AwsProvider:
             mapped = map_error(exc, **ctx)
             kind = classify(exc)
             if isinstance(mapped, ConfigError) and kind == "fatal":
-                kind = "region"  # image missing, no default VPC, key pair not in this region
+                kind = REGION  # image missing, no default VPC, key pair not in this region
             if error_code(exc) == "InvalidInstanceType":
-                kind = "unknown-type"
+                kind = UNKNOWN_TYPE
             if kind == "fatal":
                 raise mapped from None
-            raise _RegionFailed(_Failure(region, kind, _reason(mapped), error=mapped)) from None
+            raise _RegionFailed(Failure(region, kind, _reason(mapped), error=mapped)) from None
         return _Plan(
             region=region,
             facts=facts,
@@ -858,87 +874,128 @@ class AwsProvider:
             spot=spot,
         )
 
-    def _try_zones(
+    def _zone_placements(
         self,
         spec: LaunchSpec,
         plan: _Plan,
         market: Market,
         token: str,
         aws_profile: str | None,
-        failures: list[_Failure],
-    ) -> Generator[Event, None, Instance | None]:
-        """Each zone of one region in turn (spot: cheapest first); the instance or None."""
-        run_id = spec.run_id
+    ) -> Iterator[Placement]:
+        """Each zone of one region in turn (spot: cheapest first)."""
         spot = market == Market.SPOT
         zones = list(plan.zones)
         if spot:
             zones.sort(key=lambda z: (plan.spot.get(z, float("inf")), z))
         max_price = spec.max_price or (plan.on_demand.per_hour if plan.on_demand else None)
-        ctx = self._ctx(
-            plan.region, aws_profile=aws_profile, instance_type=plan.facts.instance_type, spot=spot
-        )
         for zone in zones:
-            where = f"{zone} {market.value}"
             current = plan.spot.get(zone) if spot else None
-            if spot and current is not None and max_price is not None and max_price < current:
-                failure = _Failure(
-                    where,
-                    "price",
-                    f"max price {rate(max_price, digits=4)} is below the current spot price "
-                    f"{rate(current, digits=4)}",
-                    current_spot=current,
-                )
-                failures.append(failure)
-                yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
-                continue
             if spot:
                 price = current if current is not None else max_price
             else:
                 price = plan.on_demand.per_hour if plan.on_demand else None
             params = self._run_params(spec, plan, zone, spot, max_price, price, token)
-            ec2 = self._ec2(plan.region, aws_profile)
-            try:
-                response = ec2.run_instances(**params)
-                instance_id = str(response["Instances"][0]["InstanceId"])
-            except Exception as exc:
-                adopted = self._adopt(plan.region, aws_profile, run_id) if _ambiguous(exc) else None
-                if adopted is None:
-                    failure = _run_failure(exc, where, ctx)  # raises when retrying is pointless
-                    failures.append(failure)
-                    yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
-                    if failure.kind in ("quota", "region"):
-                        return None  # the whole region (for this market) is out
-                    continue
-                instance_id = adopted  # the create went through; only its answer was lost
-            except BaseException:
-                # Ctrl-C (or SIGTERM) while RunInstances was in flight: the create may have
-                # gone through with its answer lost. Find it by its run tag and end it.
-                adopted = self._adopt(plan.region, aws_profile, run_id)
-                if adopted is not None:
-                    self._terminate_quietly(plan.region, adopted, aws_profile)
-                raise
-            try:
-                self._remember(instance_id, (plan.region, aws_profile))
-                self._record_use((plan.region, aws_profile))
-                yield Provisioning(run_id, self.name, f"{instance_id} created in {zone}, booting")
-                item, died = self._wait_running(plan.region, instance_id, aws_profile)
-                if not died:
-                    yield Attempt(run_id, where=where, ok=True)
-            except BaseException as exc:
-                # Failed, Ctrl-C or abandoned before the caller holds it: nothing will ever
-                # use this machine, so it must not keep billing.
-                self._terminate_quietly(plan.region, instance_id, aws_profile)
-                if isinstance(exc, Exception):
-                    raise map_error(exc, **ctx) from None
-                raise
-            if died:
-                self._terminate_quietly(plan.region, instance_id, aws_profile)  # if stopped
-                failure = _Failure(where, "boot", f"{instance_id} ended while booting: {died}")
-                failures.append(failure)
-                yield Attempt(run_id, where=where, ok=False, reason=failure.reason)
-                continue
-            return self._to_instance(item, plan.region)
+            yield Placement(
+                f"{zone} {market.value}",
+                market,
+                price,
+                group=f"{plan.region} {market.value}",
+                data=_Zone(plan.region, zone, aws_profile, params, max_price, current),
+            )
+
+    def create(self, spec: LaunchSpec, placement: Placement) -> str:
+        """RunInstances at one zone and market, classified for the failover loop."""
+        z: _Zone = placement.data
+        if z.current_spot is not None and z.max_price is not None and z.max_price < z.current_spot:
+            raise Unplaced(
+                Failure(
+                    placement.where,
+                    PRICE,
+                    f"max price {rate(z.max_price, digits=4)} is below the current spot price "
+                    f"{rate(z.current_spot, digits=4)}",
+                    data=z.current_spot,
+                )
+            )
+        ctx = self._ctx(
+            z.region,
+            aws_profile=z.aws_profile,
+            instance_type=z.params["InstanceType"],
+            spot=placement.market == Market.SPOT,
+        )
+        try:
+            response = self._ec2(z.region, z.aws_profile).run_instances(**z.params)
+            instance_id = str(response["Instances"][0]["InstanceId"])
+        except Exception as exc:
+            if _ambiguous(exc):
+                fatal = classify(exc) == "fatal"
+                failure = None if fatal else _run_failure(exc, placement.where, ctx)
+                raise Ambiguous(map_error(exc, **ctx), failure=failure) from None
+            raise Unplaced(_run_failure(exc, placement.where, ctx)) from None  # or fatal
+        self._created(instance_id, z)
+        return instance_id
+
+    def _created(self, instance_id: str, z: _Zone) -> None:
+        """Remember where it is, so `ls` and `get_instance` look there from now on."""
+        self._remember(instance_id, (z.region, z.aws_profile))
+        self._record_use((z.region, z.aws_profile))
+
+    def find_created(self, spec: LaunchSpec, placement: Placement) -> str | None:
+        """After a lost answer to RunInstances: the instance it may have made anyway."""
+        z: _Zone = placement.data
+        try:
+            response = self._ec2(z.region, z.aws_profile).describe_instances(
+                Filters=[
+                    {"Name": f"tag:{TAG_RUN}", "Values": [spec.run_id]},
+                    {"Name": "instance-state-name", "Values": ["pending", "running"]},
+                ]
+            )
+        except Exception:
+            return None
+        for reservation in response.get("Reservations", []):
+            for item in reservation.get("Instances", []):
+                instance_id = str(item["InstanceId"])
+                self._created(instance_id, z)
+                return instance_id
         return None
+
+    def describe(self, instance_id: str, placement: Placement) -> Look:
+        """Up when running with an address; stopped or terminated while booting ends the try."""
+        z: _Zone = placement.data
+        ctx = self._ctx(z.region, aws_profile=z.aws_profile, action=f"waiting for {instance_id}")
+        try:
+            response = self._ec2(z.region, z.aws_profile).describe_instances(
+                InstanceIds=[instance_id]
+            )
+            items = [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
+        except Exception as exc:
+            if not error_code(exc).startswith("InvalidInstanceID.NotFound"):
+                raise map_error(exc, **ctx) from None
+            items = []  # not yet visible: EC2 is eventually consistent right after create
+        if not items:
+            return Look()
+        item = items[0]
+        state = item.get("State", {}).get("Name", "")
+        instance = self._to_instance(item, z.region)
+        if state == "running":
+            if item.get("PublicIpAddress") or self.profile.get("ssh_host"):
+                return Look(instance, up=True)
+            raise ProviderError(
+                f"{instance_id} has no public IP address",
+                hint="the default subnet does not assign public IPs; enable "
+                "auto-assign public IPv4 on it",
+            )
+        if state in ("shutting-down", "terminated", "stopping", "stopped"):
+            return Look(instance, ended=str(item.get("StateReason", {}).get("Message") or state))
+        return Look(instance)
+
+    def end(self, instance_id: str, placement: Placement) -> None:
+        z: _Zone = placement.data
+        ctx = self._ctx(z.region, aws_profile=z.aws_profile, action=f"terminating {instance_id}")
+        with aws_errors(**ctx):
+            self._ec2(z.region, z.aws_profile).terminate_instances(InstanceIds=[instance_id])
+
+    def pacing(self) -> Pacing:
+        return Pacing(self.launch_timeout, self.poll_seconds, max_poll=self.poll_seconds)
 
     def _run_params(
         self,
@@ -1014,89 +1071,26 @@ class AwsProvider:
             params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
         return params
 
-    def _wait_running(
-        self, region: str, instance_id: str, aws_profile: str | None
-    ) -> tuple[Mapping[str, Any], str]:
-        """Poll until running with an address (item, ""), or ended while booting (item, why)."""
-        ec2 = self._ec2(region, aws_profile)
-        deadline = time.monotonic() + self.launch_timeout
-        item: Mapping[str, Any] = {}
-        while True:
-            try:
-                response = ec2.describe_instances(InstanceIds=[instance_id])
-                items = [
-                    i for r in response.get("Reservations", []) for i in r.get("Instances", [])
-                ]
-                item = items[0] if items else {}
-            except Exception as exc:
-                if not error_code(exc).startswith("InvalidInstanceID.NotFound"):
-                    raise
-                item = {}  # not yet visible: EC2 is eventually consistent right after create
-            state = item.get("State", {}).get("Name", "")
-            if state == "running":
-                if item.get("PublicIpAddress") or self.profile.get("ssh_host"):
-                    return item, ""
-                self._terminate_quietly(region, instance_id, aws_profile)
-                raise ProviderError(
-                    f"{instance_id} has no public IP address",
-                    hint="the default subnet does not assign public IPs; enable "
-                    "auto-assign public IPv4 on it",
-                )
-            if state in ("shutting-down", "terminated", "stopping", "stopped"):
-                why = item.get("StateReason", {}).get("Message") or state
-                return item, str(why)
-            if time.monotonic() > deadline:
-                self._terminate_quietly(region, instance_id, aws_profile)
-                raise ProviderError(
-                    f"{instance_id} was still '{state or 'invisible'}' after "
-                    f"{self.launch_timeout:.0f}s, so gpuctl terminated it",
-                    hint="AWS may be slow in that zone; try again or another region",
-                )
-            time.sleep(self.poll_seconds)
-
-    def _adopt(self, region: str, aws_profile: str | None, run_id: str) -> str | None:
-        """After a lost answer to RunInstances: the instance it may have made anyway."""
-        try:
-            response = self._ec2(region, aws_profile).describe_instances(
-                Filters=[
-                    {"Name": f"tag:{TAG_RUN}", "Values": [run_id]},
-                    {"Name": "instance-state-name", "Values": ["pending", "running"]},
-                ]
-            )
-        except Exception:
-            return None
-        for reservation in response.get("Reservations", []):
-            for item in reservation.get("Instances", []):
-                return str(item["InstanceId"])
-        return None
-
-    def _terminate_quietly(self, region: str, instance_id: str, aws_profile: str | None) -> None:
-        """Best effort clean-up after a failed launch: never leave a billed orphan behind."""
-        try:
-            self._ec2(region, aws_profile).terminate_instances(InstanceIds=[instance_id])
-        except Exception:  # it is tagged: `gpuctl down --orphans` finds it
-            log.warning("could not terminate %s after a failed launch", instance_id, exc_info=True)
-
-    def _launch_failed(self, spec: LaunchSpec, failures: list[_Failure]) -> GpuctlError:
-        """The one error that explains every failed try."""
-        itype = str(spec.instance_type)
+    def explain(self, spec: LaunchSpec, failures: Sequence[Failure]) -> GpuctlError:
+        """AWS's words for its own kinds: unknown type, spot price, vCPU quota names."""
+        itype = self._launch_type(spec)
         kinds = {f.kind for f in failures}
         tried = "; ".join(f"{f.where}: {f.reason}" for f in failures)
-        if kinds == {"unknown-type"}:
+        if kinds == {UNKNOWN_TYPE}:
             return ConfigError(f"unknown instance type '{itype}'", hint=_type_hint(itype))
-        known = [f for f in failures if f.current_spot is not None]
-        if kinds == {"price"} and known:
-            cheapest = min(known, key=lambda f: f.current_spot or 0.0)
+        known = [f for f in failures if f.kind == PRICE and f.data is not None]
+        if kinds == {PRICE} and known:
+            cheapest = min(known, key=lambda f: float(f.data))
             return CapacityError(
                 f"--max-price {rate(spec.max_price, digits=4)} is below the current spot price "
-                f"of {itype} ({rate(cheapest.current_spot, digits=4)} in "
+                f"of {itype} ({rate(cheapest.data, digits=4)} in "
                 f"{cheapest.where.split()[0]}, "
                 "the cheapest zone)",
-                hint=f"raise --max-price to at least {cheapest.current_spot:.4g}, omit it "
+                hint=f"raise --max-price to at least {cheapest.data:.4g}, omit it "
                 "(defaults to the on-demand price), or add --fallback on-demand",
             )
-        if kinds == {"quota"}:
-            first = next(f for f in failures if f.kind == "quota")
+        if kinds == {QUOTA}:
+            first = next(f for f in failures if f.kind == QUOTA)
             region = first.where.split()[0]
             return QuotaError(
                 f"AWS vCPU quota '{quota_name(itype, spec.spot)}' is too low for {itype} "
@@ -1104,7 +1098,7 @@ class AwsProvider:
                 hint=quota_hint(region, itype, spec.spot),
             )
         first_error = next((f.error for f in failures if f.error), None)
-        if kinds <= {"region", "unknown-type"} and first_error is not None:
+        if kinds <= {REGION, UNKNOWN_TYPE} and first_error is not None:
             if len(failures) == 1:
                 return first_error
             return type(first_error)(
@@ -1113,10 +1107,9 @@ class AwsProvider:
         hint = "try another instance type or region (--regions a,b,c)"
         if spec.spot and spec.fallback != "on-demand":
             hint += ", or --fallback on-demand"
-        if "quota" in kinds:
+        if QUOTA in kinds:
             hint += f"; a quota also blocked it: {quota_hint(None, itype, spec.spot)}"
-        tries = "1 try" if len(failures) == 1 else f"{len(failures)} tries"
-        return CapacityError(f"could not launch {itype} after {tries}: {tried}", hint=hint)
+        return provision.no_room(itype, failures, hint)
 
     # -- lifecycle verbs --------------------------------------------------------------------
 
@@ -1180,9 +1173,6 @@ class AwsProvider:
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
         """Address (or the profile's emulator override), login user and gpuctl's key."""
-        host = self.profile.get("ssh_host") or instance.public_ip
-        if not host:
-            return None
         user = (
             self.profile.get("ssh_user")
             or instance.ssh_user
@@ -1196,12 +1186,7 @@ class AwsProvider:
             key = aws_setup.local_key(self.settings.keys_dir, create=False)
             if key is not None and instance.tags.get(TAG_KEY) == key.name:
                 key_path = str(key.path)
-        return SshTarget(
-            host=str(host),
-            port=int(self.profile.get("ssh_port") or 22),
-            user=str(user),
-            key_path=key_path,
-        )
+        return provision.ssh_target(self.profile, instance, user=str(user), key_path=key_path)
 
     def host(self, instance: Instance) -> Host:
         from gpuctl.remote.ssh_host import SshHost
@@ -1216,7 +1201,7 @@ class AwsProvider:
 
     def agent_shutdown(self, instance: Instance) -> dict[str, Any]:
         """Power off: the shutdown behaviour set at launch makes it a terminate (or a stop)."""
-        command = self.profile.get("shutdown_command") or ["sudo", "shutdown", "-h", "now"]
+        command = self.profile.value("shutdown_command")
         return {"action": SHUTDOWN_POWEROFF, "command": list(command)}
 
 
@@ -1231,7 +1216,7 @@ def _shared_loader() -> Any:
 class _RegionFailed(Exception):
     """A region cannot be used for this launch; carries the failure for the final error."""
 
-    def __init__(self, failure: _Failure) -> None:
+    def __init__(self, failure: Failure) -> None:
         super().__init__(failure.reason)
         self.failure = failure
 
@@ -1262,7 +1247,7 @@ def _reason(error: GpuctlError) -> str:
     return error.message
 
 
-def _run_failure(exc: BaseException, where: str, ctx: dict[str, Any]) -> _Failure:
+def _run_failure(exc: BaseException, where: str, ctx: dict[str, Any]) -> Failure:
     """A failed RunInstances as a failure to report, or the mapped error when fatal."""
     kind = classify(exc)
     mapped = map_error(exc, **ctx)
@@ -1270,9 +1255,9 @@ def _run_failure(exc: BaseException, where: str, ctx: dict[str, Any]) -> _Failur
         raise mapped from None
     current = None
     if error_code(exc) == "SpotMaxPriceTooLow":
-        kind = "price"
+        kind = PRICE
         current = _price_in(mapped.message)
-    return _Failure(where, kind, _reason(mapped), error=mapped, current_spot=current)
+    return Failure(where, kind, _reason(mapped), error=mapped, data=current)
 
 
 def _ambiguous(exc: BaseException) -> bool:

@@ -111,6 +111,12 @@ class Capability(enum.Enum):
     SELF_DESTROY = "self_destroy"
     # billing_ended_at(instance): the driver knows when billing stopped (local: trainer exit).
     BILLING_END_TIME = "billing_end_time"
+    # The machines it creates run cloud-init user data: the max-hours boot guard arms at
+    # first boot (the agent re-arms it itself where an image ignored the user data).
+    BOOT_GUARD = "boot_guard"
+    # The machines are the user's own (an ssh box): the driver creates and ends nothing,
+    # so `terminate` only lets go of the connection and needs no typed confirmation.
+    USER_MACHINES = "user_machines"
 
 
 # The attributes each capability promises (tests/unit/test_capabilities.py checks that
@@ -122,6 +128,8 @@ VERBS: dict[Capability, tuple[str, ...]] = {
     Capability.CHECKPOINT_STORAGE: ("s3",),
     Capability.SELF_DESTROY: ("token_env", "agent_token_env"),
     Capability.BILLING_END_TIME: ("billing_ended_at",),
+    Capability.BOOT_GUARD: (),
+    Capability.USER_MACHINES: (),
 }
 
 
@@ -156,8 +164,11 @@ class Provider(Protocol):
     def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
         """Create a tagged machine for spec; yields Provisioning/Attempt events, returns it.
 
-        The instance must be findable again by its gpuctl:run tag even if the caller dies
-        right after the create call returns.
+        A cloud driver returns `gpuctl.provision.launch(self, spec)` and answers its cloud
+        verbs (placements, create, find_created, describe, end): the core owns the
+        failover, the boot wait and ending the machine on every way out. The instance must
+        be findable again by its gpuctl:run tag even if the caller dies right after the
+        create call returns.
         """
         ...
 

@@ -10,8 +10,9 @@ Money rules this file keeps:
 - every droplet is tagged `gpuctl` + `gpuctl-run-<id>` + `gpuctl-inst-<installation>` at
   create time, so one created just before gpuctl died is found again by the listing, and
   one another installation created is told apart from ours;
-- a droplet create is never retried blindly: after an ambiguous failure we look for
-  the run's tag first, so a retry cannot start a second billed machine;
+- a droplet create is never retried blindly: an ambiguous failure is reported as such,
+  and gpuctl.provision looks for the run's tag before it sends the create again, so a
+  retry cannot start a second billed machine;
 - pydo answers several errors with a plain body dict instead of raising; every call
   goes through `_call`, which checks for the expected key, and every HTTP failure is
   mapped to gpuctl's errors in one function, `api_error`.
@@ -27,11 +28,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from gpuctl import provision
 from gpuctl.errors import (
     CapacityError,
     ConfigError,
@@ -41,11 +43,12 @@ from gpuctl.errors import (
     ProviderError,
     QuotaError,
 )
-from gpuctl.events import Attempt, Event, Notice, Provisioning
+from gpuctl.events import Event, Notice, Provisioning
 from gpuctl.format import rate
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
 from gpuctl.ownership import TAG_PREFIX as TAG_INSTALLATION_PREFIX
 from gpuctl.ownership import from_tags as installation_from_tags
+from gpuctl.provision import CAPACITY, Ambiguous, Failure, Look, Pacing, Placement, Unplaced
 
 from . import do_catalog as catalog
 from .base import SHUTDOWN_DESTROY, SHUTDOWN_POWEROFF, Billing, Capability, Listing
@@ -72,7 +75,6 @@ STATE_MAP: dict[str, InstanceState] = {
 TAG_MANAGED = "gpuctl"
 TAG_RUN_PREFIX = "gpuctl-run-"
 USER_DATA_LIMIT = 64 * 1024  # bytes; DigitalOcean refuses more
-POWEROFF_COMMAND = ("shutdown", "-h", "now")
 
 # Error body ids -> the status they stand for, when pydo hands us a body, not an error.
 _BODY_STATUS = {
@@ -139,7 +141,9 @@ class DigitalOceanProvider:
     launch_flags: ClassVar[frozenset[str]] = frozenset(
         {"spot", "fallback", "instance_type", "region", "regions", "max_price", "image"}
     )
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SELF_DESTROY})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SELF_DESTROY, Capability.BOOT_GUARD}
+    )
     default_type: ClassVar[str | None] = None  # the cheapest size that fits
     setup_seconds: ClassVar[float] = 360.0
     gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -160,29 +164,20 @@ class DigitalOceanProvider:
         default_env = DEFAULT_TOKEN_ENVS.get(profile.name, "DIGITALOCEAN_TOKEN")
         self.token_env = str(profile.get("token_env") or default_env)
         self.vendor: str | None = profile.get("gpu_vendor") or None
-        self.allowed_regions: list[str] = list(profile.get("regions") or [])
-        self.page_size = int(self._number("page_size", 200))
-        self.poll_interval = self._number("poll_interval", 3.0)
-        self.boot_timeout = self._number("boot_timeout", 900.0)
-        self.action_timeout = self._number("action_timeout", 300.0)
-        self.max_attempts = max(1, int(self._number("api_attempts", 5)))
-        self.max_rate_wait = self._number("max_rate_wait", 60.0)
-        self.offers_ttl = self._number("offers_cache_seconds", 300.0)
+        self.allowed_regions: list[str] = list(profile.value("regions") or [])
+        self.page_size = int(profile.value("page_size"))
+        self.poll_interval = float(profile.value("poll_seconds"))
+        self.boot_timeout = float(profile.value("launch_timeout"))
+        self.action_timeout = float(profile.value("action_timeout"))
+        self.max_attempts = int(profile.value("api_attempts"))
+        self.max_rate_wait = float(profile.value("max_rate_wait"))
+        self.offers_ttl = float(profile.value("offers_cache_seconds"))
         # Seams for tests: no real sleeping, a controllable clock.
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._sizes_mem: tuple[float, list[dict[str, Any]]] | None = None
         self._images_mem: list[dict[str, Any]] | None = None
         self._key_id: int | None = None
-
-    def _number(self, key: str, default: float) -> float:
-        value = self.profile.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(
-                f"profile '{self.name}': {key} must be a non-negative number, got {value!r}",
-                hint=f"fix {key} under [profiles.{self.name}] in config.toml",
-            )
-        return float(value)
 
     @property
     def host_label(self) -> str:
@@ -526,8 +521,8 @@ class DigitalOceanProvider:
             run_id=run_id,
             managed=TAG_MANAGED in tags and run_id is not None,  # a bare `gpuctl` tag is no proof
             raw_state=status,
-            ssh_user=str(self.profile.get("ssh_user") or "root"),
-            ssh_port=int(self.profile.get("ssh_port") or 22),
+            ssh_user=str(self.profile.value("ssh_user")),
+            ssh_port=int(self.profile.value("ssh_port")),
             disk_gb=float(droplet["disk"]) if droplet.get("disk") is not None else None,
             tags={t: "" for t in tags},
             owner=installation_from_tags(tags),
@@ -701,29 +696,14 @@ class DigitalOceanProvider:
         )
         return droplets[0] if droplets else None
 
-    def _create(self, body: dict[str, Any], tag: str, what: str) -> dict[str, Any]:
-        """Create one droplet; after an ambiguous failure, adopt the tagged one instead."""
-        client = self._client()
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                created = self._call(
-                    what, client.droplets.create, body, expect="droplet", retry=False
-                )
-                return created["droplet"]
-            except _Retry as transient:
-                existing = self._find_by_tag(tag)
-                if existing is not None:
-                    log.info(
-                        "%s: create failed ambiguously but %s exists; using it", self.name, tag
-                    )
-                    return existing
-                if attempt == self.max_attempts:
-                    raise transient.error from None
-                self._sleep(self._retry_wait(transient.status, transient.headers, attempt))
-        raise AssertionError("unreachable")
-
     def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
-        """Create a tagged GPU droplet for spec and wait until it is active with an IPv4."""
+        """A tagged GPU droplet for spec, active with an IPv4 (gpuctl.provision drives
+        the region failover, the boot wait and the clean-up)."""
+        return provision.launch(self, spec)
+
+    def placements(self, spec: LaunchSpec) -> Iterator[Event | Placement | Failure]:
+        """Size, price and spot checks, the account key and the firewall, then one
+        placement per region to try (a region without the size or an image is ruled out)."""
         rid = spec.run_id
         self._token()  # fail on a missing token before anything else
         user_data = self._user_data(spec)
@@ -750,20 +730,17 @@ class DigitalOceanProvider:
         from . import do_firewall
 
         firewall_tag = yield from do_firewall.ensure_firewall(self, spec)  # before any droplet
-        name, tag = droplet_name(rid), run_tag(rid)
-        tried: list[str] = []
-        droplet: dict[str, Any] | None = None
-        image: dict[str, Any] | None = None
+        name = droplet_name(rid)
+        sized = (slug, tuple(offered))  # for explain()
         for region in regions:
             if region not in offered:
-                tried.append(region)
-                yield Attempt(rid, region, False, f"{slug} is not offered in {region}")
+                yield Failure(region, CAPACITY, f"{slug} is not offered in {region}", data=sized)
                 continue
             image = self._pick_image(spec, size, region)
             if image is None:
-                tried.append(region)
                 which = f"image {spec.image}" if spec.image else "no suitable image"
-                yield Attempt(rid, region, False, f"{which} is not available in {region}")
+                reason = f"{which} is not available in {region}"
+                yield Failure(region, CAPACITY, reason, data=sized)
                 continue
             label = catalog.image_label(image)
             yield Provisioning(
@@ -785,46 +762,81 @@ class DigitalOceanProvider:
                 "size": slug,
                 "image": image.get("slug") or image.get("id"),
                 "ssh_keys": [key_id],
-                "tags": [TAG_MANAGED, tag, TAG_INSTALLATION_PREFIX + self.settings.installation_id],
+                "tags": [
+                    TAG_MANAGED,
+                    run_tag(rid),
+                    TAG_INSTALLATION_PREFIX + self.settings.installation_id,
+                ],
                 "user_data": user_data,
                 "monitoring": True,
             }
             if firewall_tag:
                 body["tags"].append(firewall_tag)  # the firewall covers it from its first boot
-            try:
-                droplet = self._create(body, tag, f"create droplet {name} ({slug}) in {region}")
-            except CapacityError as exc:
-                tried.append(region)
-                yield Attempt(rid, region, False, exc.message)
-                continue
-            created_in = region
-            break
-        if droplet is None:
-            elsewhere = [r for r in offered if r not in tried]
-            where = f"it is offered in {', '.join(elsewhere)}" if elsewhere else "no other region"
-            if elsewhere and self.allowed_regions:
-                where += f" (profile '{self.name}' allows {', '.join(self.allowed_regions)})"
-            raise CapacityError(
-                f"{slug} is not available in {', '.join(tried) or 'any region'}; {where}",
-                hint=f"pass --region {elsewhere[0]}"
-                if elsewhere
-                else "try another size (gpuctl offers) or later",
+            yield Placement(
+                region,
+                Market.ON_DEMAND,
+                None if price is None else float(price),
+                data=(body, f"create droplet {name} ({slug}) in {region}", sized),
             )
-        droplet_id = int(droplet["id"])
-        try:
-            yield Attempt(rid, created_in, True)
-            instance = yield from self._wait_active(rid, droplet_id)
-        except BaseException:
-            # Failed, Ctrl-C or abandoned before the caller holds it: destroy, never leak.
-            self._destroy_quietly(droplet_id)
-            raise
-        return instance
 
-    def _destroy_quietly(self, droplet_id: int) -> None:
+    def create(self, spec: LaunchSpec, placement: Placement) -> str:
+        """POST one droplet, never retried blindly: a lost answer is Ambiguous, and the
+        core looks for the run's tag before it sends the create again."""
+        body, what, sized = placement.data
         try:
-            self._destroy(droplet_id, wait=False)
-        except Exception:
-            log.exception("%s: could not destroy droplet %s", self.name, droplet_id)
+            created = self._call(
+                what, self._client().droplets.create, body, expect="droplet", retry=False
+            )
+        except _Retry as transient:
+            waits = [
+                self._retry_wait(transient.status, transient.headers, attempt)
+                for attempt in range(1, self.max_attempts)
+            ]
+            raise Ambiguous(transient.error, waits=waits) from None
+        except CapacityError as exc:
+            failure = Failure(placement.where, CAPACITY, exc.message, exc, data=sized)
+            raise Unplaced(failure) from None
+        return str(created["droplet"]["id"])
+
+    def find_created(self, spec: LaunchSpec, placement: Placement) -> str | None:
+        droplet = self._find_by_tag(run_tag(spec.run_id))
+        return None if droplet is None else str(droplet["id"])
+
+    def describe(self, instance_id: str, placement: Placement) -> Look:
+        """Up once active with a public IPv4; gone (404) or archived ends the try."""
+        droplet = self._get_droplet(int(instance_id))
+        if droplet is None:
+            return Look(ended="it disappeared (the API answers 404)")
+        inst = self._instance(droplet)
+        if inst.state == InstanceState.TERMINATED:
+            return Look(inst, ended=f"it was {inst.raw_state}")
+        return Look(inst, up=inst.raw_state == "active" and bool(inst.public_ip))
+
+    def end(self, instance_id: str, placement: Placement) -> None:
+        self._destroy(int(instance_id), wait=False)
+
+    def pacing(self) -> Pacing:
+        return Pacing(
+            self.boot_timeout, self.poll_interval, 1.5, 15.0, sleep=self._sleep, clock=self._clock
+        )
+
+    def explain(self, spec: LaunchSpec, failures: Sequence[Failure]) -> GpuctlError | None:
+        """Where the size is offered instead, when no region had room for it."""
+        sized = next((f.data for f in failures if f.data), None)
+        if sized is None or any(f.kind != CAPACITY for f in failures):
+            return None
+        slug, offered = sized
+        tried = [f.where for f in failures]
+        elsewhere = [r for r in offered if r not in tried]
+        where = f"it is offered in {', '.join(elsewhere)}" if elsewhere else "no other region"
+        if elsewhere and self.allowed_regions:
+            where += f" (profile '{self.name}' allows {', '.join(self.allowed_regions)})"
+        return CapacityError(
+            f"{slug} is not available in {', '.join(tried) or 'any region'}; {where}",
+            hint=f"pass --region {elsewhere[0]}"
+            if elsewhere
+            else "try another size (gpuctl offers) or later",
+        )
 
     def _user_data(self, spec: LaunchSpec) -> str:
         from gpuctl.bootguard import boot_guard_script
@@ -841,45 +853,6 @@ class DigitalOceanProvider:
                 hint="ship large files with the work directory instead of user_data",
             )
         return script
-
-    def _wait_active(self, rid: str, droplet_id: int) -> Generator[Event, None, Instance]:
-        """Poll with bounded backoff until active with a public IPv4; destroy on timeout."""
-        start = self._clock()
-        delay = self.poll_interval
-        last = ""
-        while True:
-            droplet = self._get_droplet(droplet_id)
-            if droplet is None:
-                raise ProviderError(
-                    f"droplet {droplet_id} disappeared while booting",
-                    hint="check the cloud console; it may have failed to provision",
-                )
-            inst = self._instance(droplet)
-            if inst.raw_state == "active" and inst.public_ip:
-                return inst
-            if inst.state == InstanceState.TERMINATED:
-                raise ProviderError(f"droplet {droplet_id} was archived while booting")
-            elapsed = self._clock() - start
-            if inst.raw_state != last:
-                last = inst.raw_state
-                yield Provisioning(
-                    rid, self.name, f"droplet {droplet_id} is {last} ({elapsed:.0f}s)"
-                )
-            if elapsed > self.boot_timeout:
-                break
-            self._sleep(delay)
-            delay = min(delay * 1.5, 15.0)
-        # Never leave a billed machine behind that nobody will use.
-        try:
-            self.terminate(inst, wait=False)
-            fate = "destroyed it"
-        except GpuctlError as exc:
-            fate = f"destroying it failed too ({exc.message})"
-        raise ProviderError(
-            f"droplet {droplet_id} was not active with a public IPv4 after "
-            f"{self.boot_timeout:.0f}s; {fate}",
-            hint="GPU capacity may be short; retry later or try another region",
-        )
 
     # -- power and destroy --------------------------------------------------------------
 
@@ -975,18 +948,14 @@ class DigitalOceanProvider:
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
         """The droplet's public IPv4 as root, unless the profile overrides (emulators)."""
-        host = self.profile.get("ssh_host") or instance.public_ip
-        if not host:
+        user = str(self.profile.value("ssh_user"))
+        target = provision.ssh_target(self.profile, instance, user=user, key_path=self._key_path())
+        if target is None:
             raise ProviderError(
                 f"droplet {instance.id} has no public IPv4 yet ({instance.raw_state or 'unknown'})",
                 hint="wait until it is active (`gpuctl ls`)",
             )
-        return SshTarget(
-            host=str(host),
-            port=int(self.profile.get("ssh_port") or 22),
-            user=str(self.profile.get("ssh_user") or "root"),
-            key_path=self._key_path(),
-        )
+        return target
 
     def host(self, instance: Instance) -> Host:
         from gpuctl.remote.ssh_host import SshHost
@@ -1007,7 +976,7 @@ class DigitalOceanProvider:
         next listing). The caller hands the token to the agent on a pipe, never in this
         dict; `agent_destroy = false` turns the destroy off.
         """
-        command = list(self.profile.get("shutdown_command") or POWEROFF_COMMAND)
+        command = list(self.profile.value("shutdown_command"))
         wanted = self.profile.get("agent_destroy")
         if wanted is None:
             wanted = bool(os.environ.get(self.agent_token_env, "").strip())

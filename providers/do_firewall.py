@@ -84,7 +84,7 @@ def ensure_firewall(
     firewall API: the launch goes on, and the user is told SSH is open to the internet.
     """
     rid = spec.run_id
-    if provider.profile.get("firewall", True) is False:
+    if provider.profile.value("firewall") is False:
         yield Notice(
             rid,
             f"profile '{provider.name}' has firewall = false: SSH to the droplet is open to "

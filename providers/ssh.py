@@ -43,7 +43,7 @@ class SshProvider:
         per_second=True, minimum_seconds=0.0, stop_margin_seconds=30.0
     )
     launch_flags: ClassVar[frozenset[str]] = frozenset({"host", "identity"})
-    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.USER_MACHINES})
     default_type: ClassVar[str | None] = None
     setup_seconds: ClassVar[float] = 90.0
     gpu_hints: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -69,7 +69,7 @@ class SshProvider:
 
     @property
     def connect_timeout(self) -> float:
-        return float(self.profile.get("connect_timeout", 10.0) or 10.0)
+        return float(self.profile.value("connect_timeout"))
 
     def target(self, spec: str, identity: str | None = None) -> SshTarget:
         """`user@host[:port]` (or a ~/.ssh/config Host name) -> SshTarget."""

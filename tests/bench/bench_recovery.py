@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +37,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 NOTICE_WINDOW_S = 120.0
+EPOCHS = 15
+RUN_END_S = 900.0  # the resumed run's last epochs, on a loaded 2-core box
 
 
 def start_moto() -> str:
@@ -77,14 +80,33 @@ def seed_moto(url: str) -> None:
     SpotInstances.describe_spot_price_history = history  # type: ignore[method-assign]
 
 
-def wait(predicate: Any, timeout: float, what: str) -> Any:
+def wait(predicate: Any, timeout: float, what: str, explain: Any = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {what}")
+    raise SystemExit(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
+
+
+def _state_of(run_dir: Path, run: Any) -> str:
+    """What the machine and gpuctl showed when a wait ran out (so a failure says why)."""
+    parts = []
+    for name in ("agent_status.json", "status.json"):
+        try:
+            parts.append(f"{name}: {(run_dir / name).read_text()[:1500]}")
+        except OSError as exc:
+            parts.append(f"{name}: {exc}")
+    for name in ("agent.log", "train.log"):
+        try:
+            parts.append(
+                f"{name} tail: " + "".join((run_dir / name).read_text().splitlines(True)[-15:])
+            )
+        except OSError as exc:
+            parts.append(f"{name}: {exc}")
+    parts.append("events: " + ", ".join(str(e.get("event")) for e in run.events[-30:]))
+    return "\n".join(parts)
 
 
 def one_round(
@@ -111,13 +133,28 @@ def one_round(
     )
     imds.clear()
     argv = ["run", "validate", "--provider", "aws-test", "--spot", "--json", "--idle-minutes"]
-    argv += ["0", "--set", "epochs=5", "--set", "train_samples=512", "--set", "val_samples=64"]
+    # Long enough that the notice always lands mid-training (a CPU epoch takes about 1 s);
+    # the epochs left after the resume are what the recovery has to finish.
+    argv += ["0", "--set", f"epochs={EPOCHS}", "--set", "train_samples=512"]
+    argv += ["--set", "val_samples=64"]
     run = Stream(argv, {"GPUCTL_REMOTE_BASE": str(remote)})
     try:
-        wait(lambda: run.first("epoch", epoch=2), 300, "epoch 2")
-        up = run.first("instance_up")
-        assert up is not None
+        up = wait(lambda: run.first("instance_up"), 300, "the instance")
         run_dir = remote / "runs" / up["run_id"]
+
+        def training_epoch() -> int:
+            """The epoch the trainer is in, read on the machine (gpuctl's events lag)."""
+            try:
+                status = json.loads((run_dir / "status.json").read_text())
+            except (OSError, ValueError):
+                return 0
+            return (
+                int(status.get("epoch") or 0)
+                if status.get("phase") in ("warmup", "training")
+                else 0
+            )
+
+        wait(lambda: training_epoch() >= 2, 300, "epoch 2", lambda: _state_of(run_dir, run))
         noticed = time.time()
         imds.notice()
 
@@ -128,9 +165,19 @@ def one_round(
                 return {}
             return dict(status.get("spot") or {})
 
-        on_disk = wait(lambda: spot().get("checkpoint_at"), 120, "checkpoint on disk")
+        on_disk = wait(
+            lambda: spot().get("checkpoint_at"),
+            120,
+            "checkpoint on disk",
+            lambda: _state_of(run_dir, run),
+        )
         seen = spot().get("noticed_at", noticed)
-        wait(lambda: run.first("recovering", step="checkpoint"), 120, "checkpoint at gpuctl")
+        wait(
+            lambda: run.first("recovering", step="checkpoint"),
+            120,
+            "checkpoint at gpuctl",
+            lambda: _state_of(run_dir, run),
+        )
         held = time.time()
         imds.clear()
         lost = time.time()
@@ -142,7 +189,13 @@ def one_round(
         wait(lambda: log.exists() and "resumed from" in log.read_text(), 300, "resumed")
         resumed = time.time()
         recovered = wait(lambda: run.first("recovered"), 60, "recovered event")
-        rc, stderr = run.wait(timeout=300)
+        try:
+            rc, stderr = run.wait(timeout=RUN_END_S)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(
+                f"the run had not ended {RUN_END_S:.0f} s after it resumed\n"
+                + _state_of(run_dir, run)
+            ) from None
         if rc != 0 or run.events[-1].get("status") != "finished":
             raise SystemExit(f"the run did not finish (rc {rc}): {stderr[-2000:]}")
     finally:

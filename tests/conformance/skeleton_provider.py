@@ -4,7 +4,9 @@ walks through, run by the conformance suite like every real driver.
 To add a cloud, copy this file to providers/<cloud>.py, replace `InMemoryCloud` with the
 cloud's SDK client and keep the shape: value objects out, every SDK failure mapped to
 gpuctl's errors in one place (`_call`), every machine tagged at create time so it can be
-found again even if gpuctl dies right after the create call.
+found again even if gpuctl dies right after the create call. The driver only talks to
+its cloud: `launch` hands the placements, create, find, describe and end verbs to
+gpuctl.provision, which owns the failover, the boot wait and the clean-up.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gpuctl.errors import CapacityError, ConfigError, NotFoundError, ProviderError
-from gpuctl.events import Attempt, Event, Provisioning
+from gpuctl import provision
+from gpuctl.errors import CapacityError, ConfigError, GpuctlError, NotFoundError, ProviderError
+from gpuctl.events import Event, Provisioning
 from gpuctl.models import Instance, InstanceState, LaunchSpec, Offer, SshTarget
 from gpuctl.ownership import TAG as TAG_INSTALLATION
 from gpuctl.providers.base import SHUTDOWN_NONE, Billing, Capability, Listing
+from gpuctl.provision import CAPACITY, Ambiguous, Failure, Look, Pacing, Placement, Unplaced
 
 if TYPE_CHECKING:
     from gpuctl.host import Host
@@ -77,6 +81,9 @@ class InMemoryCloud:
         self.machines: dict[str, Machine] = {}
         self.sold_out: set[tuple[str, str]] = set()  # (type, region) with no capacity
         self.down = False  # every call fails as an API outage does (tests)
+        self.boot_looks = 2  # looks at a booting machine before it runs
+        self.lose_answers = 0  # creates that make the machine, then time out (tests)
+        self.on_create: Callable[[Machine], None] | None = None  # runs mid-create (tests)
         self._looks: dict[str, int] = {}
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
@@ -112,6 +119,11 @@ class InMemoryCloud:
             )
             self.machines[machine.id] = machine
             self._looks[machine.id] = 0
+        if self.on_create is not None:
+            self.on_create(machine)
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            raise CloudError("timeout", "the connection was reset before the answer came")
         return machine
 
     def get(self, machine_id: str) -> Machine:
@@ -121,7 +133,7 @@ class InMemoryCloud:
             if machine is None or machine.status == "deleted":
                 raise CloudError("not_found", f"machine {machine_id} not found")
             self._looks[machine_id] += 1
-            if machine.status == "booting" and self._looks[machine_id] >= 2:
+            if machine.status == "booting" and self._looks[machine_id] >= self.boot_looks:
                 machine = self.machines[machine_id] = replace(machine, status="running")
             return machine
 
@@ -167,12 +179,16 @@ TAG_RUN = "gpuctl:run"
 TAG_MANAGED = "gpuctl:managed"
 
 
+class AnswerLost(ProviderError):
+    """The request was sent but its answer never came: it may have been carried out."""
+
+
 class SkeletonProvider:
     """Provider for the in-memory cloud; see providers/README.md for each step."""
 
     kind: ClassVar[str] = "skeleton"
     billing: ClassVar[Billing] = Billing(per_second=True, minimum_seconds=60.0)
-    launch_flags: ClassVar[frozenset[str]] = frozenset({"instance_type", "region"})
+    launch_flags: ClassVar[frozenset[str]] = frozenset({"instance_type", "region", "regions"})
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     default_type: ClassVar[str | None] = "gpu-small"
     setup_seconds: ClassVar[float] = 300.0  # the estimate's prior: launch to first step
@@ -203,6 +219,8 @@ class SkeletonProvider:
                 ) from None
             if exc.code == "not_found":
                 raise NotFoundError(f"cannot {what}: {said}") from None
+            if exc.code == "timeout":
+                raise AnswerLost(f"lost the answer to {what}: {said}") from None
             raise ProviderError(f"{self.endpoint} failed to {what}: {said}") from None
 
     def _cloud(self) -> InMemoryCloud:
@@ -267,33 +285,66 @@ class SkeletonProvider:
         return Listing(self.name, tuple(self._instance(m) for m in machines))
 
     def launch(self, spec: LaunchSpec) -> Generator[Event, None, Instance]:
-        rid = spec.run_id
-        itype = spec.instance_type or self.profile.get("instance_type") or self.default_type
-        region = spec.region or (spec.regions[0] if spec.regions else InMemoryCloud.REGIONS[0])
-        yield Provisioning(rid, self.name, f"creating {itype} in {region}")
+        return provision.launch(self, spec)  # the core tries the placements below
+
+    # -- the cloud verbs gpuctl.provision calls ---------------------------------------------
+
+    def _type(self, spec: LaunchSpec) -> str:
+        return str(spec.instance_type or self.profile.get("instance_type") or self.default_type)
+
+    def placements(self, spec: LaunchSpec) -> Iterator[Event | Placement | Failure]:
+        """Checks and preparation first (a real cloud: image, key, firewall), then where to
+        try, in order."""
+        itype = self._type(spec)
+        regions = [spec.region] if spec.region else list(spec.regions or InMemoryCloud.REGIONS)
+        yield Provisioning(spec.run_id, self.name, f"{itype} in {', '.join(regions)}")
+        price = next((t.price_per_hour for t in InMemoryCloud.TYPES if t.name == itype), None)
+        for region in regions:
+            yield Placement(region, price_per_hour=price, data=(itype, region))
+
+    def create(self, spec: LaunchSpec, placement: Placement) -> str:
+        itype, region = placement.data
         tags = {  # at create time, never after: a crash in between must leave no orphan
-            TAG_RUN: rid,
+            TAG_RUN: spec.run_id,
             TAG_MANAGED: "true",
             TAG_INSTALLATION: self.settings.installation_id,
         }
         create = self._cloud().create
         try:
             machine = self._call(
-                f"create {itype} in {region}", create, f"gpuctl-{rid}", region, itype, tags
+                f"create {itype} in {region}", create, f"gpuctl-{spec.run_id}", region, itype, tags
             )
-        except CapacityError as exc:
-            yield Attempt(rid, region, False, exc.message)
-            raise
-        yield Attempt(rid, region, True)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            found = self.get_instance(machine.id)
-            if found is not None and found.state == InstanceState.RUNNING:
-                return found
-            if time.monotonic() > deadline:
-                self.terminate(self._instance(machine), wait=False)  # never a billed orphan
-                raise ProviderError(f"{machine.id} did not start within {self.timeout:.0f}s")
-            time.sleep(self.poll_seconds)
+        except CapacityError as exc:  # nothing made: the core tries the next placement
+            raise Unplaced(Failure(placement.where, CAPACITY, exc.message, exc)) from None
+        except AnswerLost as exc:  # it may exist: the core looks for it by its run tag
+            raise Ambiguous(exc) from None
+        return str(machine.id)
+
+    def find_created(self, spec: LaunchSpec, placement: Placement) -> str | None:
+        machines = self._call("list machines", self._cloud().list, TAG_RUN)
+        return next((m.id for m in machines if m.tags.get(TAG_RUN) == spec.run_id), None)
+
+    def describe(self, instance_id: str, placement: Placement) -> Look:
+        found = self.get_instance(instance_id)
+        if found is None:
+            return Look(ended="it was deleted")
+        return Look(found, up=found.state == InstanceState.RUNNING)
+
+    def end(self, instance_id: str, placement: Placement) -> None:
+        try:
+            self._call(f"delete {instance_id}", self._cloud().delete, instance_id)
+        except NotFoundError:
+            pass  # already gone
+
+    def pacing(self) -> Pacing:
+        return Pacing(self.timeout, self.poll_seconds)
+
+    def explain(self, spec: LaunchSpec, failures: Sequence[Failure]) -> GpuctlError | None:
+        # The core's "could not launch X after N tries: ..." with the type it would launch;
+        # a cloud words its own kinds here (AWS: the vCPU quota's name and where to raise it).
+        return provision.no_room(self._type(spec), failures)
+
+    # -- the other verbs ------------------------------------------------------------------
 
     def get_instance(self, instance_id: str) -> Instance | None:
         try:
@@ -321,15 +372,10 @@ class SkeletonProvider:
 
     def ssh_target(self, instance: Instance) -> SshTarget | None:
         """The machine's address, unless the profile overrides it (emulators, tests)."""
-        host = self.profile.get("ssh_host") or instance.public_ip
-        if not host:
-            return None
         key = self.profile.get("ssh_key")
-        return SshTarget(
-            host=str(host),
-            port=int(self.profile.get("ssh_port") or 22),
-            user=str(self.profile.get("ssh_user") or "root"),
-            key_path=str(key) if key else None,
+        user = str(self.profile.get("ssh_user") or "root")
+        return provision.ssh_target(
+            self.profile, instance, user=user, key_path=str(key) if key else None
         )
 
     def host(self, instance: Instance) -> Host:

@@ -15,10 +15,10 @@ import pytest
 
 from gpuctl.errors import CapacityError, ConfigError, GpuctlError
 from gpuctl.events import Provisioning
-from gpuctl.lifecycle import _refuse_unsupported
 from gpuctl.models import Instance, InstanceState, Offer
 from gpuctl.providers.base import FLAGS, Listing
 from gpuctl.remote.ssh_host import SshHost
+from gpuctl.resolve import refuse_unsupported
 from gpuctl.trainer.protocol import ShutdownAction
 from tests.events import drain
 from tests.unit.test_capabilities import assert_declares_what_it_has, assert_verbs_match_protocols
@@ -150,7 +150,7 @@ def test_a_bad_region_or_type_is_one_clear_error(driver: Driver, flag: str) -> N
     if flag not in provider.launch_flags:
         # Not a flag of this driver: the lifecycle refuses it before anything starts.
         with pytest.raises(ConfigError, match=FLAGS[flag]) as refused:
-            _refuse_unsupported(provider.profile, **{flag: value})
+            refuse_unsupported(provider.profile, **{flag: value})
         assert_one_line(refused.value)
         return
     with pytest.raises(GpuctlError) as raised:

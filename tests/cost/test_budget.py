@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuctl import cost
+from gpuctl import cost, follow
 from gpuctl.errors import EXIT_BUDGET
 from gpuctl.events import CostTick, Notice
 from gpuctl.lifecycle import Engine
@@ -159,16 +159,16 @@ def test_followers_warn_once_and_stop_at_the_budget(store: Store, gpuctl_home: P
     machine = inst("local", "local-r1", price=36.0, launched_at=now - 85, run_id="r1")
     cost.open_compute(store, machine, "r1", now=now)  # $0.85 of $1 spent
     cli, tui = Engine(settings, store), Engine(settings, Store(gpuctl_home / "state.db"))
-    first = list(cli._cost_tick("r1", set()))
+    first = list(follow.cost_tick(cli, "r1", set()))
     assert isinstance(first[0], CostTick) and first[0].budget == 1.0
     assert first[0].spent == pytest.approx(0.85, abs=0.02)
     warnings = [e for e in first if isinstance(e, Notice)]
     assert [w.level for w in warnings] == ["warning"]
-    assert not [e for e in list(tui._cost_tick("r1", set())) if isinstance(e, Notice)]
-    assert not [e for e in list(cli._cost_tick("r1", set())) if isinstance(e, Notice)]
+    assert not [e for e in list(follow.cost_tick(tui, "r1", set())) if isinstance(e, Notice)]
+    assert not [e for e in list(follow.cost_tick(cli, "r1", set())) if isinstance(e, Notice)]
     # Over budget: the run is marked for a budget stop (no machine here, so it says so).
     spend(store, "local", "local-old", "r1", 0.5, now - 3600)
-    events = list(tui._cost_tick("r1", set()))
+    events = list(follow.cost_tick(tui, "r1", set()))
     texts = [e.message for e in events if isinstance(e, Notice)]
     assert any(t.startswith("budget reached: run r1") for t in texts)
     assert any("budget stop failed" in t for t in texts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuctl import cost
+from gpuctl import cost, start
 from gpuctl.estimate import estimate
 from gpuctl.events import Notice, Resolved
 from gpuctl.lifecycle import Engine
@@ -71,7 +71,7 @@ def test_agent_limits_of_concurrent_runs_add_up_to_the_monthly_budget(
         store.add_run(run(rid, provider="local", created=now))
         machine = inst("local", f"local-{rid}", price=3600.0, run_id=rid, launched_at=now)
         cost.open_compute(store, machine, rid, now=now)
-        agent = eng._agent_config(spec(rid), machine, 1, {"action": "none"})
+        agent = start.agent_config(eng, spec(rid), machine, 1, {"action": "none"})
         limits.append(agent["budget_seconds"])
     # $1 a second: the four agents' limits never add up to more than the $100.
     assert sum(limits) <= 100.0

@@ -204,6 +204,18 @@ def test_size_unavailable_tries_next_region(fake: FakeDigitalOcean, make_provide
     assert inst.region == "nyc2" and len(fake.droplets) == 1
 
 
+def test_droplet_gone_while_booting_is_destroyed_and_the_next_region_tried(
+    fake: FakeDigitalOcean, make_provider: MakeProvider
+):
+    fake.inject(404, method="GET", path_prefix="/v2/droplets/", times=1)  # the first look
+    provider = make_provider(fake, "amd", regions=["atl1", "nyc2"])
+    events, inst = drain(provider.launch(spec()))
+    attempts = [(e.where, e.ok, e.reason) for e in events if isinstance(e, Attempt)]
+    assert [a[:2] for a in attempts] == [("atl1", False), ("nyc2", True)]
+    assert attempts[0][2].endswith("ended while booting: it disappeared (the API answers 404)")
+    assert inst.region == "nyc2" and list(fake.droplets) == [int(inst.id)]
+
+
 def test_size_unavailable_everywhere_says_where_it_is(
     fake: FakeDigitalOcean, make_provider: MakeProvider
 ):

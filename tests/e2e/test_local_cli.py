@@ -97,6 +97,9 @@ def test_stop_checkpoints_and_resume_finishes_every_epoch_once(gpuctl_home: Path
     stop = gpuctl("stop", run_id)
     assert stop.returncode == 0, stop.stderr
     assert "stopped" in stop.stdout
+    # The laptop bills nothing once its trainer exited: no "still up and billing ($0/h)".
+    said = stop.stdout + stop.stderr
+    assert "bills nothing more" in said and "billing" not in said, said
     assert (run_dir / "last.pt").is_file()
     assert json.loads((run_dir / "status.json").read_text())["phase"] == "interrupted"
     assert run_status(gpuctl_home, run_id) == "stopped"

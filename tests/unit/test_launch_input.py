@@ -128,3 +128,19 @@ def test_the_refusal_hint_names_the_providers_that_honour_the_flag() -> None:
     code, output = invoke("launch", "validate", "--spot")
     assert code == 2
     assert "aws" in output and "digitalocean" in output
+
+
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_an_identity_that_is_not_a_key_file_is_refused_before_any_run(
+    what: str, tmp_path: Path
+) -> None:
+    key = tmp_path / "id_ed25519"
+    if what == "directory":
+        key.mkdir()
+    code, output = invoke(
+        "launch", "validate", "--provider", "ssh", "--host", "me@127.0.0.1", "--identity", str(key)
+    )
+    assert code == 2, output
+    assert str(key) in output and ("does not exist" in output or "is a directory" in output)
+    assert "Traceback" not in output and len(output.strip().splitlines()) <= 2
+    assert no_runs()

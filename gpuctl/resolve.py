@@ -1,0 +1,220 @@
+"""A launch request checked and resolved into a LaunchSpec before anything is created.
+
+Every mistake that can be found without renting anything is found here: an unknown
+preset, a bad number, a flag the provider would silently ignore, an unwritable results
+dir. Nothing is recorded or created until this has passed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import cost, ownership, results
+from .errors import ConfigError
+from .models import LaunchSpec
+from .numbers import finite_nonnegative, finite_positive
+from .settings import Settings
+
+TEARDOWN_POLICIES = ("terminate", "stop", "keep")
+FALLBACKS = ("none", "on-demand")
+
+
+def new_run_id(preset: str) -> str:
+    """PRESET-YYMMDD-xxxx: the preset name is checked so the id survives every tag."""
+    ownership.check_name(preset, "preset")
+    return f"{preset}-{time.strftime('%y%m%d')}-{secrets.token_hex(2)}"
+
+
+def refuse_unsupported(profile: Any, **given: Any) -> None:
+    """A launch flag the provider would silently ignore is refused: a user who asked for
+    spot or a p4d must not get a CPU run on the laptop, nor an estimate for the wrong type."""
+    from gpuctl.driver_registry import provider_class
+    from gpuctl.providers.base import FLAGS, kinds_honouring
+
+    honoured = provider_class(profile.provider).launch_flags
+    for key, value in given.items():
+        if value in (None, False, (), [], "") or key in honoured or key not in FLAGS:
+            continue
+        flag = FLAGS[key]
+        others = ", ".join(kinds_honouring(key))
+        raise ConfigError(
+            f"{flag} does nothing on the {profile.provider} provider (profile '{profile.name}')",
+            hint=f"drop {flag}"
+            + (f", or use a provider that honours it: {others}" if others else ""),
+        )
+
+
+def resolve(
+    settings: Settings,
+    preset: str,
+    *,
+    provider: str | None = None,
+    overrides: Sequence[str] = (),
+    base: str | None = None,
+    budget: float | None = None,
+    max_hours: float | None = None,
+    idle_minutes: float | None = None,
+    stall_minutes: float | None = None,
+    workdir: str | None = None,
+    excludes: Sequence[str] = (),
+    include_secrets: Sequence[str] = (),
+    instance_type: str | None = None,
+    region: str | None = None,
+    regions: Sequence[str] = (),
+    spot: bool = False,
+    max_price: float | None = None,
+    fallback: str = "none",
+    image: str | None = None,
+    disk_gb: int | None = None,
+    host: str | None = None,
+    identity: str | None = None,
+    instance_id: str | None = None,
+    managed: bool | None = None,
+    teardown: str | None = None,
+    require_gpu: bool = False,
+    options: dict[str, Any] | None = None,
+) -> LaunchSpec:
+    """Check everything that can be checked before anything is created or paid for."""
+    from gpuctl.presets.loader import resolve as resolve_preset
+
+    chosen = resolve_preset(preset, overrides, base=base, user_dir=settings.presets_dir)
+    ownership.check_name(chosen.name, "preset")  # before anything is created
+    profile = settings.profile(provider or settings.default_provider)
+    options = {**profile.launch_options(), **(options or {})}  # a flag wins over config
+    cost.profile_price(profile)  # a bad price_per_hour fails here, not mid-launch
+    for name, value in (("budget", budget), ("max-hours", max_hours), ("max-price", max_price)):
+        if value is not None:
+            finite_positive(
+                value,
+                f"--{name}",
+                hint="amounts are in USD and hours; leave it out for no limit"
+                if name != "max-hours"
+                else "e.g. --max-hours 4",
+            )
+    if idle_minutes is not None:
+        finite_nonnegative(idle_minutes, "--idle-minutes", hint="0 turns the idle stop off")
+    refuse_unsupported(
+        profile,
+        spot=spot,
+        instance_type=instance_type,
+        region=region,
+        regions=regions,
+        max_price=max_price,
+        fallback=fallback if fallback != "none" else None,
+        image=image,
+        disk_gb=disk_gb,
+        host=host,
+        identity=identity,
+        **{k: v for k, v in (options or {}).items() if k != "force"},
+    )
+    if stall_minutes is not None:
+        finite_nonnegative(stall_minutes, "--stall-minutes", hint="0 turns it off")
+    if stall_minutes is None:
+        stall_minutes = chosen.stall_minutes
+    if stall_minutes is None:
+        stall_minutes = settings.stall_minutes
+    if disk_gb is not None and disk_gb < 8:
+        raise ConfigError(f"--disk must be at least 8 GB, got {disk_gb}")
+    teardown = teardown or settings.teardown
+    if teardown not in TEARDOWN_POLICIES:
+        raise ConfigError(
+            f"unknown teardown policy '{teardown}'", hint="use terminate, stop or keep"
+        )
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"unknown fallback '{fallback}'", hint="use none or on-demand")
+    workdir_path = None
+    if workdir is not None:
+        if not workdir.strip():
+            raise ConfigError(
+                "--workdir is empty", hint="name your project directory, e.g. --workdir ."
+            )
+        wd = Path(workdir).expanduser()
+        if wd.is_file():
+            raise ConfigError(
+                f"work directory {workdir} is a file, not a directory",
+                hint="pass the directory that holds your project",
+            )
+        if not wd.is_dir():
+            raise ConfigError(
+                f"work directory {workdir} does not exist", hint="pass an existing directory"
+            )
+        workdir_path = str(wd.resolve())
+    if host:  # a typo in --host fails here, before any run is recorded
+        from gpuctl.remote.endpoint import parse_host_spec
+
+        parse_host_spec(host)
+    if identity:  # a missing key file fails here, not at the first SSH contact
+        check_key_file(identity, "--identity")
+    if profile.provider == "ssh" and not (host or profile.get("host")):
+        raise ConfigError(
+            "the ssh provider needs --host user@ip[:port]",
+            hint="or set host = ... under [profiles.ssh] in config.toml",
+        )
+    results.check_writable(settings.results_dir, "results_dir")  # before any rent
+    run_id = new_run_id(chosen.name)
+    train = dict(chosen.train)
+    train.update(run_id=run_id, preset=chosen.name)
+    return LaunchSpec(
+        run_id=run_id,
+        preset=chosen.name,
+        provider=profile.name,
+        train=train,
+        instance_type=instance_type,
+        region=region,
+        regions=tuple(regions),
+        spot=spot,
+        max_price=max_price,
+        fallback=fallback,
+        image=image,
+        disk_gb=disk_gb or chosen.disk_gb,
+        budget=budget,
+        max_hours=max_hours or capped(settings, "max_hours", chosen.max_hours),
+        idle_minutes=idle_minutes
+        if idle_minutes is not None
+        else capped(settings, "idle_minutes", chosen.idle_minutes),
+        stall_minutes=stall_minutes or None,
+        workdir=workdir_path,
+        excludes=tuple(excludes),
+        include_secrets=tuple(include_secrets),
+        host=host or profile.get("host"),
+        identity=identity,
+        instance_id=instance_id,
+        managed=spot if managed is None else managed,
+        teardown=teardown,
+        require_gpu=require_gpu,
+        options=options or {},
+    )
+
+
+def capped(settings: Settings, key: str, preset_value: float | None) -> float | None:
+    """A preset's limit under config.toml's [defaults] cap, the smaller winning (a
+    flag given on the command line is the user's explicit choice and is not capped).
+    A cap of 0 or less caps nothing; a preset without a limit gets the cap."""
+    cap = getattr(settings, key) if key in settings.defaults_given else None
+    if cap is None or cap <= 0:
+        return (preset_value or settings.max_hours) if key == "max_hours" else preset_value
+    return cap if not preset_value or preset_value <= 0 else min(cap, preset_value)
+
+
+def check_key_file(path: str, what: str) -> None:
+    """An SSH private key named on the command line must be a readable file."""
+    key = Path(path).expanduser()
+    if key.is_dir():
+        raise ConfigError(f"{what} {path} is a directory", hint="name the private key file")
+    try:
+        with key.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{what} {path} does not exist",
+            hint="name an existing private key, e.g. ~/.ssh/id_ed25519",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path} cannot be read ({exc.strerror or exc})",
+            hint="check the file's permissions (it should be yours, mode 0600)",
+        ) from None
