@@ -43,6 +43,17 @@ def strings(value: Any, what: str) -> list[str]:
     return value
 
 
+def command(value: Any, what: str) -> list[str]:
+    """A command line as a list: empty would turn the machine's shutdown into nothing."""
+    strings(value, what)
+    if not value:
+        raise ConfigError(
+            f"{what} is empty: the agent's limits could not end the machine",
+            hint='give the command as a list, e.g. ["sudo", "shutdown", "-h", "now"]',
+        )
+    return value
+
+
 def price(value: Any, what: str) -> float:
     """The meter's rule for a profile price (gpuctl/prices.py), NaN refused first."""
     if isinstance(value, float) and not math.isfinite(value):

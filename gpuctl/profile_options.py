@@ -65,6 +65,10 @@ def _strs(name: str, default: list[str] | None, help: str) -> Option:
     return Option(name, checks.strings, "list of strings", default, help)
 
 
+def _command(name: str, default: list[str], help: str) -> Option:
+    return Option(name, checks.command, "command (list of strings)", default, help)
+
+
 def _bool(name: str, default: bool | None, help: str) -> Option:
     return Option(name, checks.boolean, "true/false", default, help)
 
@@ -152,7 +156,9 @@ AWS = _table(
     _num("terminate_timeout", 600.0, "seconds a termination may take to be verified"),
     _int("max_attempts", 5, 1, 100, "attempts per AWS API call"),
     _str("ssh_user", None, "SSH user (default: the image's)"),
-    _strs("shutdown_command", ["sudo", "shutdown", "-h", "now"], "how the agent ends the machine"),
+    _command(
+        "shutdown_command", ["sudo", "shutdown", "-h", "now"], "how the agent ends the machine"
+    ),
     *_MACHINE_SSH,
 )
 
@@ -178,7 +184,7 @@ DIGITALOCEAN = _table(
     _bool("firewall", True, "create the gpuctl-ssh cloud firewall"),
     _bool("agent_destroy", None, "a limit destroys the droplet (default: with an agent token)"),
     _str("ssh_user", "root", "SSH user"),
-    _strs("shutdown_command", ["shutdown", "-h", "now"], "how the agent powers off"),
+    _command("shutdown_command", ["shutdown", "-h", "now"], "how the agent powers off"),
     *_MACHINE_SSH,
 )
 

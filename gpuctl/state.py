@@ -343,6 +343,11 @@ class Store:
         return True
 
     def get_run(self, run_id: str) -> Run:
+        if not run_id.strip():  # "" is a prefix of every id: never "the only run"
+            raise NotFoundError(
+                "no run id given (empty)",
+                hint="name the run: `gpuctl ls --runs` lists them",
+            )
         rows = self._query("SELECT * FROM runs WHERE id = ?", [run_id])
         if not rows:
             rows = self._query(

@@ -176,6 +176,15 @@ def load(
     return _build(name, raw, path, base)
 
 
+# Trainer keys gpuctl fills in for every run: a --set of one would be silently replaced.
+ENGINE_KEYS = {
+    "run_id": "the run id is made from the preset name; drop --set run_id",
+    "preset": "pick the preset by name (gpuctl run NAME); drop --set preset",
+    "out_dir": "results go to the run's directory and home with `gpuctl download --to DIR`",
+    "workdir": "pass your project directory with --workdir DIR",
+}
+
+
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     """`--set key=value` strings into typed trainer config values (errors name the key)."""
     out: dict[str, Any] = {}
@@ -186,6 +195,8 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"--set expects key=value, got '{pair}'", hint="for example --set epochs=5"
             )
+        if key in ENGINE_KEYS:
+            raise ConfigError(f"--set {key}: gpuctl sets this itself", hint=ENGINE_KEYS[key])
         try:
             out[key] = train_config.coerce(key, value)
         except train_config.ConfigError as exc:

@@ -144,3 +144,25 @@ def test_an_identity_that_is_not_a_key_file_is_refused_before_any_run(
     assert str(key) in output and ("does not exist" in output or "is a directory" in output)
     assert "Traceback" not in output and len(output.strip().splitlines()) <= 2
     assert no_runs()
+
+
+@pytest.mark.parametrize("key", ["run_id", "out_dir", "preset", "workdir"])
+def test_a_set_of_a_key_gpuctl_fills_in_is_refused_not_ignored(key: str) -> None:
+    code, output = invoke("launch", "validate", "--set", f"{key}=../../etc")
+    assert code == 2, output
+    assert f"--set {key}: gpuctl sets this itself" in output
+    assert no_runs()
+
+
+@pytest.mark.parametrize("command", ["status", "stop", "logs", "resume", "download"])
+def test_an_empty_run_id_never_means_the_only_run(command: str) -> None:
+    """`gpuctl stop "$RUN"` with RUN empty (a failed launch in a script) must not stop
+    the one run there is: "" is a prefix of every id."""
+    from gpuctl.models import Run, RunStatus
+
+    eng = Engine()
+    eng.store.add_run(Run("validate-261203-abcd", "validate", "local", RunStatus.RUNNING, 1, 1))
+    code, output = invoke(command, "")
+    assert code == 2, output
+    assert "no run id given" in output
+    assert eng.store.get_run("validate-261203-abcd").status == RunStatus.RUNNING

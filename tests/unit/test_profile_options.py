@@ -80,6 +80,9 @@ def test_a_misspelt_profile_key_is_one_line_with_file_and_line(gpuctl_home: Path
         ('[profiles.amd]\nfirewall = "no"\n', 2, "must be true or false"),
         ('[profiles.box]\nprovider = "ssh"\nconnect_timeout = nan\n', 3, "finite"),
         ('[profiles.gpu]\nprovider = "aws"\nssh_port = 70000\n', 3, "from 1 to 65535"),
+        # An empty shutdown command would leave every limit on the machine doing nothing.
+        ("[profiles.aws]\nshutdown_command = []\n", 2, "is empty"),
+        ("[profiles.digitalocean]\nshutdown_command = []\n", 2, "is empty"),
     ],
 )
 def test_a_wrong_type_or_value_names_file_and_line(
