@@ -171,6 +171,18 @@ def _suppress_os_errors() -> Iterator[None]:
         pass
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a command ended by SIGPIPE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
     """130 for Ctrl-C; 128 + the signal number for SIGTERM (143) and SIGHUP (129)."""
     return 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPTED
@@ -203,6 +215,9 @@ def guarded(
                         raise
                 except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
                     raise  # click's own usage errors and prompts: click prints them
+                except BrokenPipeError:  # the reader left (`gpuctl launch ... | head -1`)
+                    _quiet_stdout()  # what was done stays done; nothing more to say
+                    raise SystemExit(EXIT_BROKEN_PIPE) from None
                 except OSError as exc:  # a read-only, full or blocked path on this machine
                     log.info("%s: %s", fn.__name__, exc, exc_info=True)
                     fail(from_os_error(exc), as_json)

@@ -70,3 +70,30 @@ def test_results_dir_read_only_is_one_line_and_no_machine_is_left(
         if i.get("state") not in (None, "terminated")
     ]
     assert live == [], live
+
+
+def test_a_launch_whose_reader_left_says_nothing_false_and_the_run_goes_on(
+    gpuctl_home: Path,
+) -> None:
+    """`gpuctl launch validate | head -0`: the run exists, so exit 141 (the reader went
+    away), never exit 2 "nothing was created", and no traceback in the log."""
+    proc = subprocess.Popen(
+        [GPUCTL, "launch", "validate", *SLOW],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the run id is printed
+    err = proc.stderr.read()
+    rc = proc.wait(timeout=300)
+    runs = json_lines(gpuctl("ls", "--runs", "--json").stdout)
+    try:
+        assert rc == 141, (rc, err)
+        assert "Traceback" not in err and "nothing was created" not in err, err
+        assert "Traceback" not in (gpuctl_home / "gpuctl.log").read_text()
+        assert [r["status"] for r in runs] in (["running"], ["finished"]), runs
+    finally:
+        for r in runs:
+            gpuctl("down", r["id"], "--discard-results")
