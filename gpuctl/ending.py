@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cost, download, follow, results, runstate, teardown
+from . import cost, download, follow, listing, results, runstate, teardown
 from .errors import EXIT_RUN_FAILED, GpuctlError, NotFoundError
 from .events import Failed, Finished, Notice
 from .format import rate
@@ -59,6 +59,9 @@ def finish(engine: EngineOps, run_id: str, status: RunStatus | None) -> Events:
             yield Notice(run_id, f"teardown failed: {exc.one_line()}", "error")
     # The last stretch (trainer exit, download, teardown) may cross a budget line
     # between two ticks: report it now, from the closed ledger.
+    # What a kept machine really billed ends where its billing did (local: the trainer's
+    # exit), so the total said here is the total `gpuctl cost` says later.
+    listing.settle_ended_billing(engine)
     for event in follow.cost_tick(engine, run_id, {"stop"}):
         if isinstance(event, Notice):
             yield event

@@ -151,6 +151,21 @@ def test_two_ls_at_once_while_a_run_writes_events(gpuctl_home: Path) -> None:
     assert follower.returncode == 0
 
 
+def test_the_cost_a_kept_run_ends_with_is_the_cost_gpuctl_says_later(gpuctl_home: Path) -> None:
+    """`--teardown keep`: the machine stays, but it billed only while its trainer ran
+    (local). The total printed at the end is the one `status` and `cost` show after."""
+    (gpuctl_home / "config.toml").write_text("[profiles.local]\nprice_per_hour = 36\n")
+    ran = gpuctl("run", "validate", "--set", "epochs=2", "--teardown", "keep", "--json")
+    assert ran.returncode == 0, ran.stderr
+    final = json_lines(ran.stdout)[-1]
+    assert final["event"] == "finished" and final["cost"] > 0, final
+    time.sleep(1.0)  # a meter still open at the end would now have grown
+    status = json.loads(gpuctl("status", final["run_id"], "--json").stdout)
+    assert status["spent"] == final["cost"], (status["spent"], final["cost"])
+    cost = json.loads(gpuctl("cost", "--json").stdout)
+    assert round(cost["total"]["spent_month"], 2) == round(final["cost"], 2), (cost, final)
+
+
 # -- bad input: one line, exit 2, nothing created, state intact -----------------------------------
 
 
