@@ -177,10 +177,7 @@ class Store:
                 raise _place_error(self.path, place) from None
             if isinstance(exc, sqlite3.OperationalError):
                 raise _write_error(self.path, exc) from None
-            raise StateError(
-                f"{self.path} is not a usable gpuctl state database ({exc})",
-                hint="move it aside (gpuctl will start a new one) or set GPUCTL_HOME",
-            ) from None
+            raise _damaged(self.path, exc) from None
 
     # -- opening -------------------------------------------------------------------
 
@@ -253,6 +250,10 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise _write_error(self.path, exc) from None
+            except sqlite3.DatabaseError as exc:  # pages damaged past a good header
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise _damaged(self.path, exc) from None
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -260,6 +261,8 @@ class Store:
                 return self._db.execute(sql, tuple(args)).fetchall()
             except sqlite3.OperationalError as exc:
                 raise _write_error(self.path, exc) from None
+            except sqlite3.DatabaseError as exc:  # pages damaged past a good header
+                raise _damaged(self.path, exc) from None
 
     # -- runs ------------------------------------------------------------------------
 
@@ -729,6 +732,13 @@ def _place_error(path: Path, exc: OSError) -> StateError:
     return StateError(
         f"cannot use {where} for gpuctl's state: {exc.strerror or exc}",
         hint="set GPUCTL_HOME to a writable directory",
+    )
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+    return StateError(
+        f"{path} is not a usable gpuctl state database ({exc})",
+        hint="move it aside (gpuctl will start a new one) or set GPUCTL_HOME",
     )
 
 

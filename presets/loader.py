@@ -63,8 +63,14 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"preset {path} is not valid TOML: {exc}", hint=f"fix or remove {path}"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"preset {path} is not UTF-8 text", hint=f"save it as UTF-8, or remove {path}"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read preset {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read preset {path}: {exc.strerror or exc}", hint=f"fix or remove {path}"
+        ) from None
 
 
 def _build(name: str, raw: Mapping[str, Any], source: Path, base: Preset | None) -> Preset:
@@ -109,7 +115,8 @@ def _build(name: str, raw: Mapping[str, Any], source: Path, base: Preset | None)
 def _files(user_dir: Path | None) -> dict[str, Path]:
     found = {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.toml"))}
     if user_dir and user_dir.is_dir():
-        found.update({p.stem: p for p in sorted(user_dir.glob("*.toml"))})
+        # A directory named like a preset is not one (it must not break every preset).
+        found.update({p.stem: p for p in sorted(user_dir.glob("*.toml")) if not p.is_dir()})
     return found
 
 

@@ -205,6 +205,9 @@ def _in_range(x: float, s: _Spec) -> bool:
     return not (s.hi is not None and (x >= s.hi if s.hi_open else x > s.hi))
 
 
+INT_LIMIT = 2**31
+
+
 def _check(key: str, value: object) -> object:
     """Return the value in its canonical type, or raise ConfigError naming the key."""
     spec = _SPECS[key]
@@ -217,6 +220,8 @@ def _check(key: str, value: object) -> object:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not _in_range(value, spec):
             raise _bad(key, spec, value)
+        if not -INT_LIMIT < value < INT_LIMIT:  # past any real run, and past SQLite and JSON
+            raise ConfigError(f"'{key}' must be below {INT_LIMIT:,}, got {value}")
         return value
     if spec.kind == "float":
         ok = isinstance(value, int | float) and not isinstance(value, bool)

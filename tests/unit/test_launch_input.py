@@ -61,6 +61,7 @@ def test_nan_never_reaches_the_engine_from_the_tui_or_a_script() -> None:
         (["--set", "warmup_epochs=inf"], "warmup_epochs"),
         (["--max-hours", "0"], "must be a positive number"),
         (["--idle-minutes", "-1"], "at least 0"),
+        (["--set", "epochs=99999999999999999999"], "'epochs' must be below"),
     ],
 )
 def test_other_bad_numbers_are_refused(args: list[str], needle: str) -> None:

@@ -109,3 +109,16 @@ def test_preset_limits_must_be_finite_and_positive(tmp_path: Path, value: str) -
     with pytest.raises(ConfigError) as info:
         loader.load("mine", tmp_path)
     assert "max_hours" in info.value.message and str(tmp_path / "mine.toml") in info.value.message
+
+
+def test_a_preset_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "junk.toml").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError) as info:
+        loader.load("junk", tmp_path)
+    assert "is not UTF-8 text" in info.value.message and info.value.hint
+
+
+def test_a_directory_named_like_a_preset_breaks_no_preset(tmp_path: Path) -> None:
+    (tmp_path / "foo.toml").mkdir()
+    presets = loader.load_all(tmp_path)
+    assert "foo" not in presets and "validate" in presets

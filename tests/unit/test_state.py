@@ -176,3 +176,27 @@ def test_transition_run_lets_exactly_one_of_several_processes_win(tmp_path: Path
     assert not store.transition_run("r-1", {RunStatus.STOPPED}, RunStatus.STARTING)
     with pytest.raises(NotFoundError):
         store.transition_run("nope", {RunStatus.STOPPED}, RunStatus.STARTING)
+
+
+def test_damaged_pages_behind_a_good_header_are_one_line_not_an_internal_error(
+    gpuctl_home: Path,
+) -> None:
+    from gpuctl.models import Run, RunStatus
+    from tests.cli import gpuctl
+
+    path = gpuctl_home / "state.db"
+    with Store(path) as store:
+        for n in range(200):
+            store.add_run(
+                Run(f"validate-261203-{n:04x}", "validate", "local", RunStatus.FINISHED, n, n)
+            )
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)  # the header page survives, the rest does not
+    path.write_bytes(bytes(data))
+    listed = gpuctl("ls", "--runs")
+    assert listed.returncode == 2, (listed.returncode, listed.stderr)
+    assert "not a usable gpuctl state database" in listed.stderr
+    assert "internal error" not in listed.stderr and "Traceback" not in listed.stderr
+    # Refused, not overwritten (past the 100-byte header, whose change counter SQLite
+    # itself bumps on open).
+    assert path.read_bytes()[100:] == bytes(data)[100:]
