@@ -512,11 +512,15 @@ def ls(
     if any(line.owner != "-" for line in lines):
         headers.append("OWNER")
         rows = [[*row, line.owner] for row, line in zip(rows, lines, strict=True)]
+    errors = list(view.provider_errors())
     if rows:
         click.echo(table(rows, headers))
+    elif errors:  # unknown is not none: say whose machines could not be seen
+        unseen = ", ".join(dict.fromkeys(name for name, _ in errors))
+        click.echo(f"no instances seen; {unseen} could not be listed, so theirs are unknown")
     else:
         click.echo("no instances (gpuctl run validate starts one on this machine)")
-    for name, message in view.provider_errors():
+    for name, message in errors:
         click.echo(f"{name}: {message}", err=True)
 
 

@@ -118,6 +118,11 @@ def render_meter(view: CostView) -> str:
                 f"{word}: {b.label} has spent {money(b.spent)} of {money(b.budget)} "
                 f"({percent(b.fraction)})"
             )
+    for name, error in view.unlisted:
+        out.append(
+            f"unknown: {name} could not be listed ({error}); what runs there beyond "
+            "gpuctl's own ledger is not counted (`gpuctl cost --refresh` asks again)"
+        )
     for key in m.flagged:
         out.append(
             f"flagged: {key} was found billing with no open ledger entry; metered from its "

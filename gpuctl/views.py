@@ -302,10 +302,15 @@ class CostView:
     totals: Totals
     runs: Mapping[str, Run]
     runless: frozenset[str]  # provider/id billing with no run: shown on their own
+    # (provider, error) of each configured provider whose last listing failed: what runs
+    # there beyond gpuctl's own ledger is unknown, not $0.
+    unlisted: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """`gpuctl cost --json`."""
-        return self.meter.to_dict()
+        out = self.meter.to_dict()
+        out["unlisted"] = [{"provider": name, "error": error} for name, error in self.unlisted]
+        return out
 
 
 def cost_view(store: Store, settings: Settings, now: float | None = None) -> CostView:
@@ -317,6 +322,11 @@ def cost_view(store: Store, settings: Settings, now: float | None = None) -> Cos
         runs={r.id: r for r in store.list_runs()},
         runless=frozenset(
             f"{s.provider}/{s.instance_id}" for s in store.segments(open_only=True) if not s.run_id
+        ),
+        unlisted=tuple(
+            (name, message)
+            for name, (ok, message, _at) in store.provider_statuses().items()
+            if not ok and name in settings.providers
         ),
     )
 

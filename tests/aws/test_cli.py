@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,22 @@ def test_missing_credentials_is_one_clear_line(aws: str, gpuctl_home: Path) -> N
     assert proc.returncode != 0
     assert "no AWS credentials found" in proc.stderr and "aws configure" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_cloud_that_cannot_be_listed_is_unknown_in_ls_and_cost_not_none(
+    aws: str, gpuctl_home: Path
+) -> None:
+    """AWS down (a closed port on loopback): `ls` does not lead with "no instances" and
+    `cost` says what it could not count, in text and in --json."""
+    write_profile(gpuctl_home, "http://127.0.0.1:9")  # nothing listens there
+    listed = gpuctl("ls")
+    assert "no instances (" not in listed.stdout, listed.stdout
+    assert "aws-test could not be listed" in listed.stdout, listed.stdout
+    shown = gpuctl("cost")
+    assert shown.returncode == 0, shown.stderr
+    assert "unknown: aws-test could not be listed" in shown.stdout, shown.stdout
+    as_json = json.loads(gpuctl("cost", "--json").stdout)
+    assert [u["provider"] for u in as_json["unlisted"]] == ["aws-test"]
+    write_profile(gpuctl_home, aws)  # reachable again: known again
+    assert gpuctl("ls").returncode == 0
+    assert json.loads(gpuctl("cost", "--json").stdout)["unlisted"] == []
