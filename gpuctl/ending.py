@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cost, download, follow, listing, results, runstate, teardown
+from . import cost, download, filelock, follow, listing, results, runstate, teardown
 from .errors import EXIT_RUN_FAILED, GpuctlError, NotFoundError
 from .events import Failed, Finished, Notice
 from .format import rate
@@ -135,7 +135,16 @@ def down(
     kept (a Failed event says why), unless `discard_results` says to lose them.
     A machine gpuctl did not create for this run is released instead, unless
     `confirmed` (the user typed its name): then it is terminated too.
+
+    Two `down`s of one run at once (two shells, the TUI and a script) take turns: the
+    second finds the machine gone instead of downloading and terminating it again.
     """
+    run = engine.store.get_run(run_id)
+    with filelock.exclusive(engine.settings.home / "locks" / f"down-{run.id}.lock"):
+        return (yield from _down(engine, run.id, discard_results, confirmed))
+
+
+def _down(engine: EngineOps, run_id: str, discard_results: bool, confirmed: bool) -> Events:
     run = engine.store.get_run(run_id)
     instance = engine.instance_of(run)
     if instance is None or instance.state == InstanceState.TERMINATED:

@@ -69,3 +69,33 @@ def test_two_resumes_at_once_exactly_one_relaunches(gpuctl_home: Path) -> None:
     with Store(gpuctl_home / "state.db") as store:
         assert len(store.events(run_id, kinds=["started"])) == starts_before + 1
         assert store.get_run(run_id).attempt == 2  # resumed once, not twice
+
+
+def test_two_downs_at_once_take_turns_and_end_the_machine_once(gpuctl_home: Path) -> None:
+    """Two `gpuctl down RUN` at once: one downloads and terminates; the other then finds
+    nothing to remove (before, both downloaded into one directory and both terminated)."""
+    launched = gpuctl("launch", "validate", *SLOW)
+    assert launched.returncode == 0, launched.stderr
+    run_id = launched.stdout.strip().splitlines()[-1]
+    run_dir = gpuctl_home / "local" / "runs" / run_id
+    deadline = time.monotonic() + 180
+    while _epochs_done(run_dir) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    downs = [
+        subprocess.Popen(
+            [GPUCTL, "down", run_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    said = [d.communicate(timeout=300) for d in downs]
+    assert [d.returncode for d in downs] == [0, 0], said
+    text = [out + err for out, err in said]
+    assert sum("terminated" in t for t in text) == 1, text
+    assert sum("nothing to remove" in t for t in text) == 1, text
+    with Store(gpuctl_home / "state.db") as store:
+        assert len(store.events(run_id, kinds=["teardown"])) == 1
+        assert store.get_run(run_id).status.value == "stopped"
