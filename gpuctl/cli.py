@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .cli_engine import cut_short, engine
+from .cli_engine import attached_here, cut_short, engine
 from .console import Number, echo, fail, guarded
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
 from .events import Event, Failed
@@ -72,12 +72,14 @@ def _interrupted(_kwargs: dict[str, Any]) -> None:
     if cut:
         text = "; ".join(f"run {run_id}: {reason}" for run_id, reason in cut)
         echo(f"\ninterrupted: {text}", err=True)
-    else:
+    elif attached_here():
         echo(
             "\ninterrupted: started runs keep going on their machines (`gpuctl ls`, "
             "`gpuctl logs -f RUN`)",
             err=True,
         )
+    else:
+        echo("\ninterrupted", err=True)
     sys.exit(EXIT_INTERRUPTED)
 
 

@@ -30,3 +30,8 @@ def engine() -> Engine:
 def cut_short() -> list[tuple[str, str]]:
     """(run id, what was undone) for every launch this process's engines cut short."""
     return [item for eng in _ENGINES for item in eng.cut_short]
+
+
+def attached_here() -> bool:
+    """Whether this process launched or followed a run ("runs keep going" is about it)."""
+    return any(eng.attached for eng in _ENGINES)

@@ -42,6 +42,7 @@ def follow(
     """
     run = engine.store.get_run(run_id)
     run_id = run.id
+    engine.attached.append(run_id)
     try:
         _instance, host = engine.locate(run)
     except GpuctlError as exc:

@@ -57,6 +57,7 @@ def launch(engine: EngineOps, spec: LaunchSpec) -> Events:
                     budget=spec.budget,
                 )
             )
+            engine.attached.append(spec.run_id)
             if est is not None and est.cost is not None:
                 engine.record_event(spec.run_id, cost.RESERVED, {"amount": est.cost})
     if not admitted and refusal is not None:

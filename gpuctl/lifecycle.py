@@ -58,6 +58,7 @@ class Engine:
         self.cost_seconds = 10.0
         self.cost_next: dict[str, float | None] = {}  # when the next budget line is near
         self.cut_short: list[tuple[str, str]] = []  # (run id, what was undone) on Ctrl-C
+        self.attached: list[str] = []  # runs this process launched or followed (Ctrl-C says so)
         self.findings: list[Any] = []  # what the last refresh's reconcile found
 
     def provider(self, name: str) -> Any:

@@ -31,6 +31,7 @@ class EngineOps(Protocol):
     cost_seconds: float
     cost_next: dict[str, float | None]  # run id -> seconds until a budget line, if near
     cut_short: list[tuple[str, str]]  # (run id, what was undone) when a launch was cut short
+    attached: list[str]  # runs this process launched or followed
     findings: list[Any]  # what the last refresh's reconcile found
 
     def provider(self, name: str) -> Any: ...
