@@ -425,6 +425,9 @@ def _renamed(
                 f"[{'.'.join(keys)}] sets both {key} and {new}, its new name",
                 f"keep only {new}",
             )
+        option = profile_options.option(kind, new)
+        if option is not None:  # a bad value is reported under the name the user wrote
+            _check_table({key: value}, {key: option.check}, keys, path, text, strict=False)
         line = _locate(text, where)
         at = f" (line {line})" if line else ""
         _warn(f"{path}{at}: [{'.'.join(keys)}] {key} is now called {new}; the old name still works")

@@ -83,6 +83,8 @@ def test_a_misspelt_profile_key_is_one_line_with_file_and_line(gpuctl_home: Path
         # An empty shutdown command would leave every limit on the machine doing nothing.
         ("[profiles.aws]\nshutdown_command = []\n", 2, "is empty"),
         ("[profiles.digitalocean]\nshutdown_command = []\n", 2, "is empty"),
+        # A bad value under an old name is reported under the name the user wrote.
+        ("[profiles.digitalocean]\npoll_interval = -5\n", 2, "poll_interval must be a positive"),
     ],
 )
 def test_a_wrong_type_or_value_names_file_and_line(
