@@ -94,13 +94,14 @@ def record_end(
     """Record that the run's trainer ended, once: (the run's status now, whether this
     call recorded it).
 
-    An agent that still runs (a stop that timed out) ends nothing: the run keeps its
-    status. `explain(status, reason)` may rewrite the reason of a failed run first.
+    An agent or a trainer that still runs (a stop that timed out, a trainer whose agent
+    died) ends nothing: the run keeps its status. `explain(status, reason)` may rewrite
+    the reason of a failed run first.
     """
     store = engine.store
     run = store.get_run(run_id)
-    if agent and agent.get("state") not in AGENT_ENDED:
-        return run.status, False
+    if agent and (agent.get("state") not in AGENT_ENDED or agent.get("trainer_alive")):
+        return run.status, False  # a trainer still runs: nothing has ended
     status, reason = outcome(run, agent)
     if explain is not None and status in (RunStatus.FAILED, RunStatus.LOST):
         status, reason = explain(status, reason)

@@ -90,3 +90,11 @@ def test_a_sigterm_nobody_asked_for_is_still_a_failure(tmp_path: Path) -> None:
 def test_a_trainer_that_outlived_its_agent_and_finished_is_finished(tmp_path: Path) -> None:
     agent = {"state": "lost", "exit_code": None, "trainer_alive": False, "trainer": FINISHED}
     assert ended(tmp_path, agent)[0] == RunStatus.FINISHED
+
+
+def test_a_trainer_that_still_runs_ends_nothing_whatever_its_agent_says(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    store.add_run(make_run(RUN))
+    agent = {"state": "lost", "trainer_alive": True, "trainer": {"phase": "training"}}
+    assert record_end(SimpleNamespace(store=store), RUN, agent) == (RunStatus.RUNNING, False)
+    assert store.get_run(RUN).status == RunStatus.RUNNING
