@@ -617,7 +617,13 @@ def status(run_id: str, as_json: bool) -> None:
         lines.append(f"agent     unreachable: {agent['error']}")
     elif agent:
         lines.append(
-            f"agent     {agent.get('state', '?')}, trainer "
+            "agent     "
+            + (
+                "died (its limits are no longer enforced)"
+                if agent.get("agent_alive") is False and agent.get("trainer_alive")
+                else str(agent.get("state", "?"))
+            )
+            + ", trainer "
             + ("alive" if agent.get("trainer_alive") else "not running")
             + f", shutdown action {agent.get('shutdown_action', 'none')}"
         )

@@ -46,6 +46,7 @@ from .models import Instance, InstanceState, LaunchSpec, Market, Run, RunStatus
 from .providers.base import Capability
 from .rundir import RunDir
 from .runs.status import Reason, transition
+from .runstate import agent_gone_text
 from .trainer.protocol import (
     AGENT_LOG_FILE,
     AGENT_STATUS_FILE,
@@ -783,7 +784,11 @@ def vanished(engine: EngineOps, run: Run, *, force: bool = False) -> str | None:
 
 
 def status_notices(run_id: str, status: Mapping[str, Any], seen: set[str]) -> Iterator[Event]:
-    """Spot notice and rebalance recommendation from the agent, each said once."""
+    """Spot notice, rebalance recommendation, a dead agent: each said once."""
+    gone = status.get("agent_alive") is False and status.get("trainer_alive")
+    if gone and "agent_gone" not in seen:
+        seen.add("agent_gone")
+        yield Notice(run_id, agent_gone_text(run_id), "warning")
     rebalance = status.get("rebalance")
     if rebalance and "rebalance" not in seen:
         seen.add("rebalance")

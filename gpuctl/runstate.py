@@ -15,6 +15,7 @@ never the epoch in progress.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from .models import Run, RunStatus
 from .rundir import RunDir
 from .runs.status import Reason
 from .tail import last_lines
-from .trainer.protocol import AGENT_ENDED, TRAIN_LOG_FILE, AgentState, Phase
+from .trainer.protocol import AGENT_ENDED, TRAIN_LOG_FILE, AgentState, Phase, StopReason
 
 if TYPE_CHECKING:
     from .ports import EngineOps
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpuctl.runstate")
 
 LIVE = frozenset({RunStatus.RUNNING, RunStatus.STOPPING})  # a trainer was started
+# How a trainer killed by the stop's SIGTERM exits: -15 from Popen, 143 through a shell.
+STOP_SIGNAL_CODES = frozenset({-signal.SIGTERM, 128 + signal.SIGTERM})
 LOG_LINES = 5  # last log lines quoted in the reason of a run that died unwatched
 
 
@@ -56,22 +59,31 @@ def outcome(run: Run, agent: Mapping[str, Any]) -> tuple[RunStatus, str]:
     """The final status and reason an ended agent's status means for this run."""
     trainer = agent.get("trainer") or {}
     phase = trainer.get("phase")
+    code = agent.get("exit_code")
     reason = str(agent.get("reason") or trainer.get("reason") or "")
     why = Reason.of(reason)
+    if phase == Phase.FINISHED and code in (0, None):
+        # Every epoch done: a stop (budget, max hours, idle, stall, user) that raced the
+        # last step came too late to matter. None: the agent died, the trainer did not.
+        late = f"all epochs done before the stop ({reason}) took effect" if reason else ""
+        return RunStatus.FINISHED, late
     if Reason.of(run.reason) is Reason.BUDGET or why is Reason.BUDGET:
         return RunStatus.BUDGET, reason
     if why is Reason.STALL:  # the agent's stall guard stopped it
         return RunStatus.STALLED, reason
     if phase == Phase.FINISHED:
         return RunStatus.FINISHED, reason
+    asked = why is Reason.USER or run.status == RunStatus.STOPPING
     if phase == Phase.INTERRUPTED:
-        asked = why is Reason.USER or run.status == RunStatus.STOPPING
         return (RunStatus.STOPPED if asked else RunStatus.INTERRUPTED), reason
+    if asked and code in STOP_SIGNAL_CODES:
+        # The stop's SIGTERM came before the trainer could catch it (interpreter start,
+        # imports): it did what the user asked, it did not fail.
+        return RunStatus.STOPPED, reason or StopReason.USER.value
     if not agent:
         return RunStatus.LOST, "the run's directory is gone from its machine"
     if agent.get("state") == AgentState.LOST:
         return RunStatus.LOST, reason or "the agent on the machine died"
-    code = agent.get("exit_code")
     why = str(trainer.get("reason") or reason)
     return RunStatus.FAILED, why or (f"exit code {code}" if code is not None else "ended")
 
@@ -82,13 +94,14 @@ def record_end(
     """Record that the run's trainer ended, once: (the run's status now, whether this
     call recorded it).
 
-    An agent that still runs (a stop that timed out) ends nothing: the run keeps its
-    status. `explain(status, reason)` may rewrite the reason of a failed run first.
+    An agent or a trainer that still runs (a stop that timed out, a trainer whose agent
+    died) ends nothing: the run keeps its status. `explain(status, reason)` may rewrite
+    the reason of a failed run first.
     """
     store = engine.store
     run = store.get_run(run_id)
-    if agent and agent.get("state") not in AGENT_ENDED:
-        return run.status, False
+    if agent and (agent.get("state") not in AGENT_ENDED or agent.get("trainer_alive")):
+        return run.status, False  # a trainer still runs: nothing has ended
     status, reason = outcome(run, agent)
     if explain is not None and status in (RunStatus.FAILED, RunStatus.LOST):
         status, reason = explain(status, reason)
@@ -140,8 +153,11 @@ def check(engine: EngineOps, run: Run, agent: Mapping[str, Any] | None = None) -
     if not agent or agent.get("error") or not _this_attempt(engine, run, agent):
         return run, False
     trainer = agent.get("trainer") or {}
-    if agent.get("state") not in AGENT_ENDED:
+    if agent.get("state") not in AGENT_ENDED or agent.get("trainer_alive"):
+        # A live trainer is never shown as ended, whatever became of its agent.
         _progress(engine, run, trainer)
+        if agent.get("agent_alive") is False or agent.get("state") == AgentState.LOST:
+            _agent_gone(engine, run)
         return engine.store.get_run(run.id), False
 
     def explain(status: RunStatus, reason: str) -> tuple[RunStatus, str]:
@@ -155,6 +171,27 @@ def check(engine: EngineOps, run: Run, agent: Mapping[str, Any] | None = None) -
 
     _status, recorded = record_end(engine, run.id, agent, explain=explain)
     return engine.store.get_run(run.id), recorded
+
+
+AGENT_GONE_EVENT = "agent_gone"
+
+
+def agent_gone_text(run_id: str) -> str:
+    """What a user is told once when the supervisor died under a trainer that still runs."""
+    return (
+        "the agent on the machine died; the trainer still trains, but its limits (max hours, "
+        f"idle stop, budget) are no longer enforced there; `gpuctl stop {run_id}` still stops it"
+    )
+
+
+def _agent_gone(engine: EngineOps, run: Run) -> None:
+    """Say it once: an event and the run's reason (what `status` shows next to running)."""
+    if engine.store.events(run.id, kinds=[AGENT_GONE_EVENT]):
+        return
+    text = agent_gone_text(run.id)
+    log.warning("run %s: %s", run.id, text)
+    engine.store.add_event(run.id, AGENT_GONE_EVENT, {"message": text})
+    engine.store.update_run(run.id, reason=text)
 
 
 def _this_attempt(engine: EngineOps, run: Run, agent: Mapping[str, Any]) -> bool:

@@ -21,6 +21,29 @@ FILE_CHECK_SECONDS = 0.5
 DUPLICATE_SECONDS = 2.0
 
 
+class _Early:
+    """A stop that arrived before StopRequest.install (while torch imports): kept."""
+
+    reason: str | None = None
+    at = 0.0
+
+
+def _early(signum: int, _frame: FrameType | None) -> None:
+    if _Early.reason is None:
+        _Early.reason, _Early.at = signal.Signals(signum).name, time.monotonic()
+
+
+def catch_early() -> None:
+    """The trainer's first act: SIGTERM/SIGINT only set a flag from here on.
+
+    Without it, a `gpuctl stop` right after the start kills the trainer mid-import
+    (exit -15, which reads as a failure); with it the loop stops at its first step,
+    writes last.pt and status interrupted, and exits 0.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _early)
+
+
 class StopRequest:
     """Collects stop requests; `requested()` is cheap enough to call every step."""
 
@@ -35,6 +58,8 @@ class StopRequest:
         """Catch SIGTERM (spot notice, gpuctl stop) and SIGINT (Ctrl-C)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
+        if _Early.reason is not None and self.reason is None:
+            self.reason, self._first_signal = _Early.reason, _Early.at
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():

@@ -512,7 +512,9 @@ class Supervisor:
 
 def cmd_start(run_dir: Path) -> int:
     status = read_json(run_dir / STATUS)
-    if status.get("state") in protocol.AGENT_ACTIVE and pid_alive(status.get("agent_pid")):
+    if status.get("state") in protocol.AGENT_ACTIVE and (
+        pid_alive(status.get("agent_pid")) or pid_alive(status.get("trainer_pid"))
+    ):  # a trainer whose agent died still trains: a second one would share its files
         print(json.dumps({"error": "already running", "agent_pid": status.get("agent_pid")}))
         return 3
     # Secrets go to the supervisor on a pipe: its environment (readable in /proc by the
@@ -579,19 +581,35 @@ def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
         if status.get("state") == AgentState.EXITED:
             break
         time.sleep(0.1)
+    if not pid_alive(agent_pid) and not pid_alive(pid):
+        # No supervisor to record the end (it died): this stop does, so that every
+        # later reader sees the run stopped, not an agent lost.
+        status = read_json(run_dir / STATUS)
+        if status.get("state") in protocol.AGENT_ACTIVE:
+            status.update(state=AgentState.EXITED, ended_at=now(), updated_at=now())
+            status["reason"] = status.get("reason") or reason
+            write_json(run_dir / STATUS, status)
     status = full_status(run_dir)
-    status.setdefault("reason", reason)
+    if not status.get("reason"):  # no supervisor recorded it (it died): this stop's own
+        status["reason"] = reason
     print(json.dumps({"stopped": True, "killed": killed, "status": status}))
     return 0
 
 
 def full_status(run_dir: Path) -> dict[str, Any]:
-    """The agent's status with the trainer's status.json inside; 'lost' if the agent died."""
+    """The agent's status with the trainer's status.json inside.
+
+    A supervisor that died while its trainer still trains leaves the state as it was
+    (unknown is not done: the run goes on, only its limits are no longer enforced here),
+    with agent_alive false; 'lost' only once the trainer is gone too.
+    """
     status = read_json(run_dir / STATUS)
-    if status.get("state") in protocol.AGENT_ACTIVE and not pid_alive(status.get("agent_pid")):
-        status["state"] = AgentState.LOST
     status["trainer"] = read_json(run_dir / protocol.STATUS_FILE)
     status["trainer_alive"] = pid_alive(status.get("trainer_pid"))
+    active = status.get("state") in protocol.AGENT_ACTIVE
+    status["agent_alive"] = active and pid_alive(status.get("agent_pid"))
+    if active and not status["agent_alive"] and not status["trainer_alive"]:
+        status["state"] = AgentState.LOST
     return status
 
 
