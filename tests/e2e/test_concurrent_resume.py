@@ -25,14 +25,20 @@ def _epochs_done(run_dir: Path) -> int:
         return 0
 
 
-def test_two_resumes_at_once_exactly_one_relaunches(gpuctl_home: Path) -> None:
+def _launched_one_epoch(home: Path) -> str:
+    """A detached local run that has finished its first epoch: its id."""
     launched = gpuctl("launch", "validate", *SLOW)
     assert launched.returncode == 0, launched.stderr
     run_id = launched.stdout.strip().splitlines()[-1]
-    run_dir = gpuctl_home / "local" / "runs" / run_id
+    run_dir = home / "local" / "runs" / run_id
     deadline = time.monotonic() + 180
     while _epochs_done(run_dir) < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
+    return run_id
+
+
+def test_two_resumes_at_once_exactly_one_relaunches(gpuctl_home: Path) -> None:
+    run_id = _launched_one_epoch(gpuctl_home)
     assert gpuctl("stop", run_id).returncode == 0
     with Store(gpuctl_home / "state.db") as store:
         assert store.get_run(run_id).status.value == "stopped"
@@ -74,13 +80,7 @@ def test_two_resumes_at_once_exactly_one_relaunches(gpuctl_home: Path) -> None:
 def test_two_downs_at_once_take_turns_and_end_the_machine_once(gpuctl_home: Path) -> None:
     """Two `gpuctl down RUN` at once: one downloads and terminates; the other then finds
     nothing to remove (before, both downloaded into one directory and both terminated)."""
-    launched = gpuctl("launch", "validate", *SLOW)
-    assert launched.returncode == 0, launched.stderr
-    run_id = launched.stdout.strip().splitlines()[-1]
-    run_dir = gpuctl_home / "local" / "runs" / run_id
-    deadline = time.monotonic() + 180
-    while _epochs_done(run_dir) < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    run_id = _launched_one_epoch(gpuctl_home)
     downs = [
         subprocess.Popen(
             [GPUCTL, "down", run_id],
