@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from .format import duration, money, rate, rough_duration
-from .models import GpuSample
+from .models import GpuSample, Instance
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,19 @@ class InstanceUp(Event):
     instance_type: str = ""
     region: str = ""
     market: str = "on-demand"
+
+    @classmethod
+    def of(cls, run_id: str, instance: Instance) -> InstanceUp:
+        """The event for a machine a run now holds (a launch's, or a recovery's new one)."""
+        return cls(
+            run_id,
+            instance.id,
+            instance.price_per_hour,
+            instance.public_ip,
+            instance.instance_type,
+            instance.region,
+            instance.market.value,
+        )
 
     def text(self) -> str:
         price = "" if self.price_per_hour is None else f" at {rate(self.price_per_hour)}"

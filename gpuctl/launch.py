@@ -92,15 +92,7 @@ def launch(engine: EngineOps, spec: LaunchSpec) -> Events:
         engine.store.put_instance(instance)
         engine.store.update_run(spec.run_id, instance_id=instance.id)
         cost.record_launch(engine.store, engine.settings, instance, spec.run_id)
-        yield InstanceUp(
-            spec.run_id,
-            instance.id,
-            instance.price_per_hour,
-            instance.public_ip,
-            instance.instance_type,
-            instance.region,
-            instance.market.value,
-        )
+        yield InstanceUp.of(spec.run_id, instance)
         started = yield from start.start_on(engine, instance, spec, resume=False)
         return started
     except (KeyboardInterrupt, GeneratorExit):

@@ -699,15 +699,7 @@ def relaunch(engine: EngineOps, run: Run, old: Instance | None, attempt: int) ->
     store.put_instance(instance)
     store.update_run(run.id, instance_id=instance.id)
     cost.record_launch(store, engine.settings, instance, run.id)
-    yield InstanceUp(
-        run.id,
-        instance.id,
-        instance.price_per_hour,
-        instance.public_ip,
-        instance.instance_type,
-        instance.region,
-        instance.market.value,
-    )
+    yield InstanceUp.of(run.id, instance)
     return instance
 
 
