@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,16 @@ REPO = Path(__file__).resolve().parent.parent
 # `sshd` / `private_sshd`: a real OpenSSH server; `checkip`: the caller-address service;
 # `hostile_sftp`: an SFTP server that lists names no disk holds
 pytest_plugins = ["tests.fixtures.sshd", "tests.fakes.checkip", "tests.fakes.sftp_server"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests press Ctrl-C on gpuctl as a user at a terminal would. A runner started in
+    the background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and
+    gpuctl rightly keeps an ignored signal ignored, so they would fail for a reason that
+    is not gpuctl's: give this process (and so every gpuctl it starts) a terminal's Ctrl-C."""
+    del config
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
