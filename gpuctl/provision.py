@@ -36,6 +36,10 @@ PRICE = "price"  # the market's price is above the cap: try the next
 BOOT = "boot"  # created, then ended while booting (the cloud took it back): try the next
 UNKNOWN_TYPE = "unknown-type"  # the cloud does not know the type here
 GROUP_ENDING = frozenset({QUOTA, REGION})
+# After an interrupted create: how long the cloud is asked for the machine it may
+# still be making, and how often.
+CREATE_SETTLE_SECONDS = 8.0
+CREATE_SETTLE_POLL = 0.25
 
 
 @dataclass(frozen=True)
@@ -259,7 +263,7 @@ def _create(
         except BaseException:
             # Ctrl-C (or SIGTERM, or a bug) while the create was in flight: it may have
             # gone through with its answer lost. Find it by its run tag and end it.
-            _end_found(driver, spec, placement)
+            _end_found(driver, spec, placement, pacing)
             raise
         try:
             found = driver.find_created(spec, placement)
@@ -275,19 +279,35 @@ def _create(
         except GpuctlError:
             raise  # the cloud cannot tell: a machine it made is tagged, `gpuctl ls` shows it
         except BaseException:
-            _end_found(driver, spec, placement)  # interrupted while looking or waiting
+            _end_found(driver, spec, placement, pacing)  # interrupted looking or waiting
             raise
 
 
-def _end_found(driver: Driver, spec: LaunchSpec, placement: Placement) -> None:
-    """End the machine an interrupted create may have made, if the cloud shows one."""
-    try:
-        found = driver.find_created(spec, placement)
-    except Exception:
-        log.warning("could not look for %s's machine after an interrupted create", spec.run_id)
-        return
-    if found is not None:
-        _end(driver, found, placement)
+def _end_found(
+    driver: Driver, spec: LaunchSpec, placement: Placement, pacing: Pacing | None = None
+) -> None:
+    """End the machine an interrupted create may have made, if the cloud shows one.
+
+    The request may have reached the cloud and still be in progress there: a machine
+    that appears a moment after the interruption bills all the same. So the cloud is
+    asked again for a few seconds (a second Ctrl-C waits; a third quits) before gpuctl
+    concludes the create made nothing; what shows up later is tagged, and reconcile
+    lists it as an orphan."""
+    sleep = pacing.sleep if pacing else time.sleep
+    clock = pacing.clock if pacing else time.monotonic
+    deadline = clock() + CREATE_SETTLE_SECONDS
+    while True:
+        try:
+            found = driver.find_created(spec, placement)
+        except Exception:
+            log.warning("could not look for %s's machine after an interrupted create", spec.run_id)
+            return
+        if found is not None:
+            _end(driver, found, placement)
+            return
+        if clock() >= deadline:
+            return
+        sleep(CREATE_SETTLE_POLL)
 
 
 def _boot(

@@ -129,3 +129,24 @@ def test_a_machine_ended_while_booting_moves_on(skeleton_driver: Driver) -> None
     reason = next(e.reason for e in events if isinstance(e, Attempt))
     assert reason.endswith("ended while booting: it was deleted")
     assert live(skeleton_driver) == [instance.id]
+
+
+def test_ctrl_c_while_the_cloud_still_makes_the_machine_ends_it_once_it_shows(
+    skeleton_driver: Driver,
+) -> None:
+    """The request reached the cloud, the client gave up (Ctrl-C), and the cloud finishes
+    the machine a moment later: gpuctl keeps asking for it and ends it."""
+    import threading
+
+    made = cloud(skeleton_driver)
+
+    def still_in_progress(machine: Any) -> None:
+        del made.machines[machine.id]  # not visible yet...
+        threading.Timer(0.5, lambda: made.machines.setdefault(machine.id, machine)).start()
+        raise KeyboardInterrupt  # ...and the answer never comes back
+
+    made.on_create = still_in_progress
+    with pytest.raises(KeyboardInterrupt):
+        drain(skeleton_driver.make().launch(skeleton_driver.spec()))
+    assert made.machines  # it was made after all...
+    assert live(skeleton_driver) == []  # ...and ended
