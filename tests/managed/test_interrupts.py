@@ -109,7 +109,11 @@ def test_ctrl_c_at_random_moments_of_a_launch_never_hangs_or_leaks(
                 assert row.status.value == "failed", (what, row.id, row.status, row.reason)
         for instance_id, state in _gpuctl_instances().items():  # nothing left billing
             assert state in ("shutting-down", "terminated"), (what, instance_id, state)
-    # The interrupts landed in both phases that leave something to undo: while the create
-    # call was in flight and while the created machine was waiting to boot. Which of the
-    # quick steps before them (resolved, provisioning) were hit depends on the load.
-    assert {"attempt", "instance_up"} <= seen_moments, seen_moments
+    # The interrupts landed both before the cloud had reported the machine (the create call
+    # about to start or in flight) and while the created machine was waiting to boot. Which
+    # of the quick steps before the machine was up were hit depends on the load (the events
+    # are read a moment after gpuctl wrote them), so any of them counts; the create in flight
+    # is pinned deterministically in tests/conformance/test_provision.py.
+    before_up = {"start", "resolved", "provisioning", "attempt"}
+    assert seen_moments & before_up, seen_moments
+    assert "instance_up" in seen_moments, seen_moments
