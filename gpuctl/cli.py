@@ -113,6 +113,12 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("-p", "--provider", help="Provider profile: local, ssh, aws, amd, ..."),
         click.option(
+            "--command",
+            "command",
+            metavar="CMDLINE",
+            help='Run your own command (e.g. "python train.py") instead of a preset.',
+        ),
+        click.option(
             "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Trainer override."
         ),
         click.option("--base", help="Preset a `custom` run starts from (default validate)."),
@@ -176,6 +182,7 @@ def launch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 LAUNCH_KEYS = (
     "provider",
+    "command",
     "overrides",
     "base",
     "budget",
@@ -208,7 +215,7 @@ LAUNCH_KEYS = (
 )
 
 
-def build_spec(eng: Any, preset: str, opts: dict[str, Any]):  # -> LaunchSpec
+def build_spec(eng: Any, preset: str | None, opts: dict[str, Any]):  # -> LaunchSpec
     options = {
         k: opts[k]
         for k in ("key_name", "ssh_cidr", "allow_open_ssh", "aws_profile", "checkpoint_bucket")
@@ -244,6 +251,7 @@ def build_spec(eng: Any, preset: str, opts: dict[str, Any]):  # -> LaunchSpec
         teardown=opts.get("teardown"),
         require_gpu=bool(opts.get("require_gpu")),
         options=options,
+        command=opts.get("command"),
     )
 
 
@@ -306,10 +314,27 @@ def presets(keys: bool, as_json: bool) -> None:
         rows = [[k, f.type, repr(f.default), f.help] for k, f in fields.items()]
         click.echo(table(rows, ["KEY", "TYPE", "DEFAULT", "MEANING"]))
         return
+    from .project import discover
     from .settings import load
 
     found = loader.load_all(load().presets_dir)
+    proj = discover()
+    modes = list(proj.modes.values()) if proj else []
     if as_json:
+        for m in modes:
+            out.obj(
+                {
+                    "name": m.name,
+                    "kind": "mode",
+                    "project": proj.name if proj else None,
+                    "description": m.description,
+                    "command": m.command,
+                    "preset": m.preset,
+                    "epochs": m.epochs,
+                    "launch": dict(m.launch),
+                    "source": f"{proj.file if proj else ''}:{m.line}",
+                }
+            )
         for p in found.values():
             out.obj(
                 {
@@ -337,6 +362,25 @@ def presets(keys: bool, as_json: bool) -> None:
         for p in found.values()
     ]
     rows.append(["custom", "", "", "", "", "", "any preset + --set key=value (--base PRESET)"])
+    if proj is not None:  # the project's own modes first: `gpuctl run NAME` picks them
+        click.echo(f"modes of {proj.name} ({proj.file}):")
+        mode_rows = [
+            [
+                m.name,
+                str(m.epochs or ""),
+                f"{m.launch['max_hours']:g}h" if "max_hours" in m.launch else "",
+                m.description or "",
+                m.command or f"bundled trainer: {m.preset}",
+            ]
+            for m in modes
+        ]
+        click.echo(table(mode_rows, ["MODE", "EPOCHS", "MAX", "FOR", "RUNS"]))
+        shadowed = [m.name for m in modes if m.name in found]
+        if shadowed:
+            click.echo(
+                f"(here {', '.join(shadowed)} run the project's mode, not the bundled preset)"
+            )
+        click.echo("\nbundled presets:")
     click.echo(table(rows, ["PRESET", "EPOCHS", "IMAGE", "SAMPLES", "BATCH", "MAX", "FOR"]))
 
 
@@ -406,11 +450,12 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
 
 
 @main.command()
-@click.argument("preset")
+@click.argument("preset", required=False, metavar="PRESET|MODE")
 @launch_options
 @handled
-def launch(preset: str, as_json: bool, **opts: Any) -> None:
-    """Launch PRESET detached: prints the run id; the run goes on without gpuctl."""
+def launch(preset: str | None, as_json: bool, **opts: Any) -> None:
+    """Launch PRESET (or a mode of your project's gpuctl.toml, or --command) detached:
+    prints the run id; the run goes on without gpuctl."""
     eng = engine()
     spec = build_spec(eng, preset, opts)
     out = Out(as_json)
@@ -424,11 +469,12 @@ def launch(preset: str, as_json: bool, **opts: Any) -> None:
 
 
 @main.command()
-@click.argument("preset")
+@click.argument("preset", required=False, metavar="PRESET|MODE")
 @launch_options
 @handled
-def run(preset: str, as_json: bool, **opts: Any) -> None:
-    """Launch PRESET and follow it to the end: results downloaded, instance torn down."""
+def run(preset: str | None, as_json: bool, **opts: Any) -> None:
+    """Launch PRESET (or a mode of your project's gpuctl.toml, or --command) and follow it
+    to the end: results downloaded, instance torn down."""
     from .follow import exit_code_for
 
     eng = engine()

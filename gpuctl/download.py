@@ -32,7 +32,11 @@ def download(engine: EngineOps, run_id: str, to: Path | None = None) -> Events:
     rd = RunDir(host, run.id, run.remote_dir)
     try:
         stats = yield from rd.download(target)
-        files = sum(1 for p in target.iterdir() if p.is_file())
+        outputs = run.launch_spec.job.get("outputs") or ()
+        if outputs:  # the project's own results, beside gpuctl's files
+            more = yield from rd.download_outputs(target, [str(p) for p in outputs])
+            stats = stats.plus(more)
+        files = sum(1 for p in target.rglob("*") if p.is_file())
     except OSError as exc:  # the results dir here: read-only, full, a file in the way
         raise from_os_error(exc, f"save results in {target}") from None
     engine.store.update_run(run.id, results_dir=str(target))

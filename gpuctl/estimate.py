@@ -57,6 +57,10 @@ DDP_EFFICIENCY = 0.9
 
 SETUP_DEFAULT = 300.0  # a driver that does not say its setup_seconds
 
+# A project's own command: only its past runs tell its pace (no table knows a user's script).
+MODE_HISTORY = "mode-history"
+NO_BASIS = "none"
+
 # How much one past run weighs against the table: w = n / (n + PRIOR_RUNS).
 PRIOR_RUNS = 0.5
 
@@ -268,7 +272,7 @@ class Estimate:
     epoch_seconds: float  # one steady epoch
     warmup_seconds: float  # extra time of the first epoch
     setup_seconds: float  # launch until the trainer runs
-    basis: str  # "table" | "history"
+    basis: str  # "table" | "history" | MODE_HISTORY | NO_BASIS
     runs_used: int = 0
     max_hours: float | None = None
     minimum_seconds: float = 0.0  # the provider's minimum charge per start
@@ -306,11 +310,18 @@ class Estimate:
         cost = "price unknown" if self.cost is None else f"~{money(self.cost)}"
         if self.minimum_note:
             cost += f" ({self.minimum_note})"
-        source = (
-            f"from {self.runs_used} past run{'s' if self.runs_used != 1 else ''} on this machine"
-            if self.basis == "history"
-            else "from gpuctl's throughput table, no past run here yet"
-        )
+        if self.basis == NO_BASIS:
+            limit = f"it stops at its {self.max_hours:g} h limit" if self.max_hours else "no limit"
+            most = f", at most {money(self.max_cost)}" if self.max_cost is not None else ""
+            return (
+                f"no estimate yet: this mode has not run on {where} before ({limit}{most}); "
+                "its first run teaches gpuctl its pace"
+            )
+        runs = f"{self.runs_used} past run{'s' if self.runs_used != 1 else ''}"
+        source = {
+            "history": f"from {runs} on this machine",
+            MODE_HISTORY: f"from {runs} of this mode",
+        }.get(self.basis, "from gpuctl's throughput table, no past run here yet")
         cap = f"; stops at its {self.max_hours:g} h limit" if self.capped else ""
         return (
             f"rough estimate: ~{rough_duration(self.hours * 3600)}, {cost} on {where} "
@@ -456,6 +467,17 @@ def estimate_spec(
             price = offer.spot_price_per_hour
     elif itype:
         gpu = gpu_class("", itype, None, provider.gpu_hints)
+    if spec.job:
+        return command_estimate(
+            store,
+            spec,
+            machine=machine_key(spec.provider, itype or None, spec.host),
+            gpu=gpu,
+            instance_type=itype,
+            price_per_hour=price,
+            minimum_seconds=billing.minimum_seconds,
+            storage_per_hour=cost.storage_rate(billing, spec.disk_gb) or 0.0,
+        )
     history = past_runs(
         store, machine=machine_key(spec.provider, itype or None, spec.host), preset=spec.preset
     )
@@ -473,6 +495,85 @@ def estimate_spec(
         storage_per_hour=cost.storage_rate(billing, spec.disk_gb) or 0.0,
         max_hours=spec.max_hours,
         history=history[:10],
+    )
+
+
+def command_estimate(
+    store: Store,
+    spec: LaunchSpec,
+    *,
+    machine: str,
+    gpu: str,
+    instance_type: str,
+    price_per_hour: float | None,
+    minimum_seconds: float,
+    storage_per_hour: float,
+) -> Estimate:
+    """A project mode's estimate from its own past runs (same project and mode; the same
+    machine first). None of them yet: no estimate, only what the run's limit allows."""
+    project = spec.job.get("project")
+    same = [
+        run
+        for run in store.list_runs(limit=200)
+        if run.preset == spec.preset
+        and run.id != spec.run_id
+        and (run.spec.get("job") or {}).get("project") == project
+        and (run.spec.get("job") or {}).get("command")
+    ]
+    here = [run for run in same if run_machine(store, run) == machine]
+    measured: list[tuple[Run, list[tuple[int, float, bool]]]] = []
+    for run in here or same:
+        times = epoch_times(store, run)
+        if any(not warm for _, _, warm in times):
+            measured.append((run, times))
+    epochs = int(spec.job.get("epochs") or 0) or next(
+        (run.epochs for run, _ in measured if run.epochs), 0
+    )
+    if not measured or not epochs:
+        return Estimate(
+            hours=float(spec.max_hours or 0.0),
+            cost=None,
+            price_per_hour=price_per_hour,
+            gpu_class=gpu,
+            instance_type=instance_type,
+            epochs=epochs,
+            epoch_seconds=0.0,
+            warmup_seconds=0.0,
+            setup_seconds=0.0,
+            basis=NO_BASIS,
+            max_hours=spec.max_hours,
+        )
+    measured = measured[:10]
+    steady = [statistics.median([s for _, s, w in t if not w]) for _, t in measured]
+    epoch_s = statistics.median(steady)
+    extras = [
+        max(0.0, warm[0] - med)
+        for (_, t), med in zip(measured, steady, strict=True)
+        if (warm := [s for _, s, w in t if w])
+    ]
+    warm_s = statistics.median(extras) if extras else 0.0
+    setups = [s for run, _ in measured if (s := _setup_seconds(store, run)) is not None]
+    setup = statistics.median(setups) if setups else SETUP_DEFAULT
+    hours = (setup + warm_s + epochs * epoch_s) / 3600.0
+    cost_value = None
+    if price_per_hour is not None:
+        billed = min(hours, spec.max_hours) if spec.max_hours else hours
+        billed = max(billed, minimum_seconds / 3600.0)
+        cost_value = billed * (price_per_hour + storage_per_hour)
+    return Estimate(
+        hours=hours,
+        cost=cost_value,
+        price_per_hour=price_per_hour,
+        gpu_class=gpu,
+        instance_type=instance_type,
+        epochs=epochs,
+        epoch_seconds=epoch_s,
+        warmup_seconds=warm_s,
+        setup_seconds=setup,
+        basis=MODE_HISTORY,
+        runs_used=len(measured),
+        max_hours=spec.max_hours,
+        minimum_seconds=minimum_seconds if price_per_hour else 0.0,
     )
 
 

@@ -46,6 +46,16 @@ class SyncStats:
     seconds: float
     method: str  # "copy" | "rsync" | "sftp"
 
+    def plus(self, other: SyncStats) -> SyncStats:
+        """Two transfers of one download, counted as one."""
+        return SyncStats(
+            self.files + other.files,
+            self.bytes + other.bytes,
+            self.skipped + other.skipped,
+            self.seconds + other.seconds,
+            self.method,
+        )
+
 
 @runtime_checkable
 class Host(Protocol):

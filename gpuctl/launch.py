@@ -77,7 +77,7 @@ def launch(engine: EngineOps, spec: LaunchSpec) -> Events:
             yield Notice(spec.run_id, est.text())
         if refusal is not None:
             yield Notice(spec.run_id, f"launching anyway (--force): {refusal.message}", "warning")
-        elif est is None or est.cost is None:  # unknown is not $0: say the meter is blind
+        elif est is None or est.price_per_hour is None:  # unknown is not $0: say so
             yield Notice(
                 spec.run_id,
                 "the price of this machine is unknown: its cost cannot be estimated and is "

@@ -72,7 +72,7 @@ class Engine:
 
     # -- resolve ---------------------------------------------------------------------------
 
-    def resolve(self, preset: str, **options: Any) -> LaunchSpec:
+    def resolve(self, preset: str | None, **options: Any) -> LaunchSpec:
         """Check everything that can be checked before anything is created or paid for."""
         return resolve.resolve(self.settings, preset, **options)
 

@@ -186,10 +186,14 @@ class LaunchSpec(_Value):
     teardown: str = "terminate"  # what `run` does at the end: terminate | stop | keep
     require_gpu: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific
+    # The user's own command instead of the bundled trainer (project.command_job); empty:
+    # the bundled trainer.
+    job: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._set("train", frozen_map(self.train))
         self._set("options", frozen_map(self.options))
+        self._set("job", frozen_map(self.job))
         for name in ("regions", "excludes", "include_secrets"):
             self._set(name, tuple(getattr(self, name)))
 

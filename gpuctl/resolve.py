@@ -11,13 +11,17 @@ import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import cost, ownership, results
+from . import cost, ownership, project, results
 from .errors import ConfigError
 from .models import LaunchSpec
 from .numbers import finite_nonnegative, finite_positive
+from .project import Mode, Project
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from gpuctl.presets.loader import Preset
 
 TEARDOWN_POLICIES = ("terminate", "stop", "keep")
 FALLBACKS = ("none", "on-demand")
@@ -50,7 +54,7 @@ def refuse_unsupported(profile: Any, **given: Any) -> None:
 
 def resolve(
     settings: Settings,
-    preset: str,
+    preset: str | None,
     *,
     provider: str | None = None,
     overrides: Sequence[str] = (),
@@ -77,11 +81,34 @@ def resolve(
     teardown: str | None = None,
     require_gpu: bool = False,
     options: dict[str, Any] | None = None,
+    command: str | None = None,
 ) -> LaunchSpec:
     """Check everything that can be checked before anything is created or paid for."""
     from gpuctl.presets.loader import resolve as resolve_preset
 
-    chosen = resolve_preset(preset, overrides, base=base, user_dir=settings.presets_dir)
+    found = project.discover(Path(workdir).expanduser() if workdir else None)
+    mode = pick_mode(found, preset, command, overrides, base)
+    if mode is not None:  # the mode's defaults, where no flag was given
+        given = mode.launch
+        provider = provider or given.get("provider")
+        instance_type = instance_type or given.get("type")
+        region = region or given.get("region")
+        spot = spot or bool(given.get("spot"))
+        budget = budget if budget is not None else given.get("budget")
+        max_hours = max_hours if max_hours is not None else given.get("max_hours")
+        if idle_minutes is None:
+            idle_minutes = given.get("idle_minutes")
+        if stall_minutes is None:
+            stall_minutes = given.get("stall_minutes")
+        disk_gb = disk_gb or given.get("disk_gb")
+        teardown = teardown or given.get("teardown")
+    if mode is not None and mode.command:
+        chosen = command_preset(mode, settings)
+    elif mode is not None:
+        chosen = resolve_preset(str(mode.preset), (), user_dir=settings.presets_dir)
+        chosen = resolve_preset_overrides(chosen, mode, overrides)
+    else:
+        chosen = resolve_preset(str(preset), overrides, base=base, user_dir=settings.presets_dir)
     ownership.check_name(chosen.name, "preset")  # before anything is created
     profile = settings.profile(provider or settings.default_provider)
     options = {**profile.launch_options(), **(options or {})}  # a flag wins over config
@@ -127,6 +154,11 @@ def resolve(
     if fallback not in FALLBACKS:
         raise ConfigError(f"unknown fallback '{fallback}'", hint="use none or on-demand")
     workdir_path = None
+    if found is not None and mode is not None:
+        workdir = str(found.root)  # the project is what goes to the machine
+        excludes = (*found.upload_excludes(), *excludes)
+    elif mode is not None and workdir is None:
+        workdir = "."  # an ad-hoc --command runs in a copy of the current directory
     if workdir is not None:
         if not workdir.strip():
             raise ConfigError(
@@ -155,6 +187,11 @@ def resolve(
             hint="or set host = ... under [profiles.ssh] in config.toml",
         )
     results.check_writable(settings.results_dir, "results_dir")  # before any rent
+    job = command_job(found, mode) if mode is not None and mode.command else {}
+    if job:
+        from gpuctl import datasets
+
+        datasets.check_credentials(job, options.get("aws_profile"))
     run_id = new_run_id(chosen.name)
     train = dict(chosen.train)
     train.update(run_id=run_id, preset=chosen.name)
@@ -187,6 +224,7 @@ def resolve(
         teardown=teardown,
         require_gpu=require_gpu,
         options=options or {},
+        job=job,
     )
 
 
@@ -218,3 +256,117 @@ def check_key_file(path: str, what: str) -> None:
             f"{what} {path} cannot be read ({exc.strerror or exc})",
             hint="check the file's permissions (it should be yours, mode 0600)",
         ) from None
+
+
+# -- the user's project ------------------------------------------------------------------------
+
+
+def pick_mode(
+    found: Project | None,
+    name: str | None,
+    command: str | None,
+    overrides: Sequence[str],
+    base: str | None,
+) -> Mode | None:
+    """The project mode (or ad-hoc command) a launch names; None: a bundled preset."""
+    if command is not None:
+        if not command.strip():
+            raise ConfigError("--command is empty", hint='e.g. --command "python train.py"')
+        if name:
+            raise ConfigError(
+                f"give a mode or preset ('{name}') or --command, not both",
+                hint="drop one of them",
+            )
+        if overrides or base:
+            raise ConfigError("--set and --base change the bundled trainer, not a --command")
+        return Mode(project.COMMAND_MODE, "ad-hoc command", command=command.strip())
+    if not name:
+        raise ConfigError(
+            "name a preset or a mode of your project, or pass --command",
+            hint="e.g. gpuctl run validate; `gpuctl presets` lists them",
+        )
+    mode = found.mode(name) if found is not None else None
+    if mode is not None and mode.command and (overrides or base):
+        raise ConfigError(
+            f"--set and --base change the bundled trainer; mode '{name}' runs your command",
+            hint=f"edit [modes.{name}] command in {found.file if found else 'gpuctl.toml'}",
+        )
+    if mode is None and found is not None:
+        from gpuctl.presets.loader import CUSTOM, load_all
+
+        known = [*found.modes, *load_all(), CUSTOM]
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(
+                f"unknown mode or preset '{name}'",
+                hint=(f"did you mean '{close[0]}'? " if close else "")
+                + f"modes in {found.file}: {', '.join(found.modes)}; "
+                "presets: `gpuctl presets`",
+            )
+    return mode
+
+
+def resolve_preset_overrides(chosen: Preset, mode: Mode, overrides: Sequence[str]) -> Preset:
+    """A preset mode: the bundled trainer with the mode's [train] and the --set values."""
+    from dataclasses import replace
+
+    from gpuctl.presets.loader import parse_overrides
+    from gpuctl.trainer import config as train_config
+
+    train = {**chosen.train, **mode.train, **parse_overrides(overrides)}
+    try:
+        train_config.validate(train)
+    except train_config.ConfigError as exc:
+        raise ConfigError(f"mode '{mode.name}': {exc}", hint="check [train] and --set") from None
+    return replace(chosen, name=mode.name, description=mode.description, train=train)
+
+
+def command_preset(mode: Mode, settings: Settings) -> Preset:
+    """The limits of a command mode, from the mode and config.toml's defaults."""
+    from gpuctl.presets.loader import Preset
+
+    train: dict[str, Any] = {"epochs": mode.epochs} if mode.epochs else {}
+    return Preset(
+        name=mode.name,
+        description=mode.description or (mode.command or ""),
+        train=train,
+        max_hours=settings.max_hours,
+        idle_minutes=settings.idle_minutes,
+        source="gpuctl.toml",
+    )
+
+
+def command_job(found: Project | None, mode: Mode) -> dict[str, Any]:
+    """What the machine needs to run the user's command like the bundled trainer: how to
+    resume it, its checkpoint, setup, data, outputs, environment. Secrets by name only."""
+    import os
+
+    job: dict[str, Any] = {"kind": "command", "command": mode.command, "mode": mode.name}
+    if mode.epochs:
+        job["epochs"] = mode.epochs
+    if found is None:
+        return job
+    missing = [name for name in found.secrets if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"secret {missing[0]} named in {found.file} is not set in your environment",
+            hint=f"export {missing[0]}=... here (it travels to the machine on a pipe, "
+            "never to its disk), or drop it from secrets",
+        )
+    job.update(
+        project=found.name,
+        project_file=str(found.file),
+        checkpoint=found.checkpoint,
+        resume=found.resume,
+        setup=list(found.setup),
+        setup_key=found.setup_key() if found.setup else "",
+        data=[d.to_dict() for d in found.data],
+        outputs=list(found.outputs),
+        env=dict(found.env),
+        secrets=list(found.secrets),
+    )
+    if found.grace_seconds is not None:
+        job["grace_seconds"] = found.grace_seconds
+    return job

@@ -150,6 +150,27 @@ class RunDir:
         stats = yield from self.host.get_tree(self.run_id, self.path, local_dir, names)
         return stats
 
+    def download_outputs(
+        self, local_dir: Path, patterns: Sequence[str]
+    ) -> Generator[Event, None, SyncStats]:
+        """The project's declared outputs (paths or globs inside its copy), kept relative."""
+        names = self.outputs(patterns)
+        return (yield from self.host.get_tree(self.run_id, self.work, local_dir, names))
+
+    def outputs(self, patterns: Sequence[str]) -> list[str]:
+        """What the patterns match in the project's copy now (globs expanded by sh; the
+        patterns were checked to hold no shell syntax when gpuctl.toml was read)."""
+        if not patterns:
+            return []
+        script = (
+            f"cd {shlex.quote(self.work)} 2>/dev/null || exit 0; for p in "
+            + " ".join(patterns)
+            + '; do [ -e "$p" ] && printf "%s\\n" "$p"; done; exit 0'
+        )
+        result = self.host.exec(script, timeout=60)
+        result.check("list the outputs")
+        return [line for line in result.stdout.splitlines() if line and ".." not in line]
+
     # -- files ---------------------------------------------------------------------------
 
     def write_json(self, name: str, data: Mapping[str, Any], mode: int = 0o644) -> None:

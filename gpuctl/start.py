@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cost, recovery
+from . import cost, datasets, recovery
 from .errors import RemoteError
 from .events import Event, Notice, SshReady, TrainerStarted
 from .host import Host
@@ -66,6 +66,7 @@ def start_on(engine: EngineOps, instance: Instance, spec: LaunchSpec, *, resume:
     code_dir = yield from rd.upload_code(engine.settings.cache_dir)
     if spec.workdir and (not resume or not rd.exists()):  # a relaunch: a fresh disk
         yield from rd.upload_workdir(Path(spec.workdir), spec.excludes, spec.include_secrets)
+    data = (yield from datasets.sync(host, spec.run_id, rd.work, spec.job)) if spec.job else []
     train = dict(spec.train)
     train["out_dir"] = rd.path
     if spec.workdir:
@@ -78,8 +79,12 @@ def start_on(engine: EngineOps, instance: Instance, spec: LaunchSpec, *, resume:
     agent["owned"] = owned  # not booted by gpuctl: no boot guard to re-arm or verify
     if owned:
         yield from check_boot_guard(engine, host, spec, instance, resume, shutdown, agent)
+    if spec.job:
+        agent.update(job_config(host, rd, spec, data))
     agent, env, notices = recovery.before_start(engine, spec, instance, agent)  # spot, secrets
     yield from notices
+    if spec.job:
+        env.update(job_secrets(spec))
     answer = rd.start(
         code_dir=code_dir, python=python, train=train, agent=agent, resume=resume, env=env
     )
@@ -87,6 +92,50 @@ def start_on(engine: EngineOps, instance: Instance, spec: LaunchSpec, *, resume:
     engine.record_event(spec.run_id, "started", {"host": host.label, "resume": resume, **answer})
     yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
     return True
+
+
+def job_config(host: Host, rd: RunDir, spec: LaunchSpec, data: list[Any]) -> dict[str, Any]:
+    """agent.json's `job`: the user's command, run under the agent like the bundled trainer.
+    Secrets appear by name only; their values travel on the agent's pipe."""
+    job = spec.job
+    out: dict[str, Any] = {
+        "job": {
+            "kind": "command",
+            "command": str(job["command"]),
+            "cwd": rd.work,
+            "checkpoint": str(job.get("checkpoint") or ""),
+            "resume_args": str(job.get("resume") or ""),
+            "setup": list(job.get("setup") or ()),
+            "setup_key": str(job.get("setup_key") or ""),
+            "setup_dir": f"{host.base_dir()}/setup",
+            "epochs": job.get("epochs"),
+            "env": dict(job.get("env") or {}),
+            "secret_env": list(job.get("secrets") or ()),
+            "data": data,
+        }
+    }
+    if job.get("grace_seconds") is not None:
+        out["grace_seconds"] = float(job["grace_seconds"])
+    return out
+
+
+def job_secrets(spec: LaunchSpec) -> dict[str, str]:
+    """The values of the project's named secrets, and presigned URLs of its s3 datasets."""
+    import os
+
+    from .errors import ConfigError
+
+    env: dict[str, str] = {}
+    for name in spec.job.get("secrets") or ():
+        value = os.environ.get(str(name), "")
+        if not value:
+            raise ConfigError(
+                f"secret {name} is not set in your environment", hint=f"export {name}=..."
+            )
+        env[str(name)] = value
+    seconds = (spec.max_hours or 12.0) * 3600
+    env.update(datasets.presigned(spec.job, seconds, spec.options.get("aws_profile")))
+    return env
 
 
 def check_boot_guard(
