@@ -187,6 +187,12 @@ def load(path: Path) -> Project:
     return _Reader(path, text).project(raw)
 
 
+def _dotted(key: str) -> tuple[str, ...]:
+    """`modes."big.one".train` -> ("modes", "big.one", "train")."""
+    parts = re.findall(r'"[^"]*"|\'[^\']*\'|[^.\s]+', key)
+    return tuple(p.strip("\"'") for p in parts)
+
+
 class _Reader:
     """Turns the parsed table into a Project; every error names the file and its line."""
 
@@ -204,16 +210,18 @@ class _Reader:
             stripped = line.strip()
             header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?(\s*#.*)?", stripped)
             if header:
-                current = tuple(p.strip().strip("\"'") for p in header.group(1).split("."))
+                current = _dotted(header.group(1))
                 if current == table:
                     header_line = number
+                elif key is not None and current[: len(table) + 1] == (*table, key):
+                    return number  # the key is a table of its own: [modes.fast]
                 continue
             if key is None:
                 continue
             match = re.match(r"([A-Za-z0-9_.\"' -]+?)\s*=", stripped)
             if not match:
                 continue
-            dotted = tuple(p.strip().strip("\"'") for p in match.group(1).split("."))
+            dotted = _dotted(match.group(1))
             if (*current, *dotted) == (*table, key):
                 return number
         return header_line
@@ -350,7 +358,7 @@ class _Reader:
         if not modes_raw:
             raise self.error(
                 (),
-                None,
+                "modes",
                 "the project declares no modes",
                 hint='add one, e.g. [modes.validate] command = "python train.py --epochs 1"',
             )
@@ -407,7 +415,7 @@ class _Reader:
         for name, entry in raw.items():
             where = ("data", name)
             entry = self.table(entry, where)
-            self.name(name, ("data",), None, "data set name")
+            self.name(name, ("data",), name, "data set name")
             self.check_keys(entry, DATA_KEYS, where)
             src = entry.get("src")
             if not src:
@@ -436,7 +444,7 @@ class _Reader:
     def mode(self, name: str, raw: Any) -> Mode:
         where = ("modes", name)
         entry = self.table(raw, where)
-        self.name(name, ("modes",), None, "mode name")
+        self.name(name, ("modes",), name, "mode name")
         self.check_keys(entry, MODE_KEYS, where)
         line = self.line_of(where)
         command, preset = entry.get("command"), entry.get("preset")

@@ -91,16 +91,19 @@ def resolve(
     if mode is not None:  # the mode's defaults, where no flag was given
         given = mode.launch
         provider = provider or given.get("provider")
-        instance_type = instance_type or given.get("type")
-        region = region or given.get("region")
-        spot = spot or bool(given.get("spot"))
+        # A machine default the chosen provider has no use for (spot on `local`) is for
+        # another provider: dropped, where the same flag typed by the user is refused.
+        honoured = machine_defaults(settings, provider, given)
+        instance_type = instance_type or honoured.get("type")
+        region = region or honoured.get("region")
+        spot = spot or bool(honoured.get("spot"))
         budget = budget if budget is not None else given.get("budget")
         max_hours = max_hours if max_hours is not None else given.get("max_hours")
         if idle_minutes is None:
             idle_minutes = given.get("idle_minutes")
         if stall_minutes is None:
             stall_minutes = given.get("stall_minutes")
-        disk_gb = disk_gb or given.get("disk_gb")
+        disk_gb = disk_gb or honoured.get("disk_gb")
         teardown = teardown or given.get("teardown")
     if mode is not None and mode.command:
         chosen = command_preset(mode, settings)
@@ -259,6 +262,16 @@ def check_key_file(path: str, what: str) -> None:
 
 
 # -- the user's project ------------------------------------------------------------------------
+
+
+def machine_defaults(settings: Settings, provider: str | None, given: Any) -> dict[str, Any]:
+    """The mode's machine defaults (type, region, spot, disk) the provider honours."""
+    from gpuctl.driver_registry import provider_class
+
+    kind = settings.profile(provider or settings.default_provider).provider
+    honoured = provider_class(kind).launch_flags
+    names = {"type": "instance_type", "region": "region", "spot": "spot", "disk_gb": "disk_gb"}
+    return {k: v for k, v in given.items() if k in names and names[k] in honoured}
 
 
 def pick_mode(
