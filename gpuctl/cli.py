@@ -601,6 +601,22 @@ def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
     )
 
 
+def estimate_text(estimate: dict[str, Any] | None) -> str:
+    """The estimate a run was launched with, and what it was based on."""
+    if not estimate:
+        return "-"
+    if estimate.get("basis") == "none":
+        return "none before launch (the first run of this mode on its machine)"
+    cost = estimate.get("cost")
+    source = {"history": "from past runs", "mode-history": "from past runs of this mode"}
+    return (
+        f"~{rough_duration(estimate['hours'] * 3600)}, "
+        + ("price unknown" if cost is None else f"~{money(cost)}")
+        + (f" ({estimate['minimum_note']})" if estimate.get("minimum_note") else "")
+        + f" before launch ({source.get(estimate.get('basis', ''), 'rough, table')})"
+    )
+
+
 @main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
@@ -642,16 +658,8 @@ def status(run_id: str, as_json: bool) -> None:
             if run.status.active and view.projected_total is not None
             else ""
         ),
-        "estimate  "
-        + (
-            f"~{rough_duration(estimate['hours'] * 3600)}, "
-            + ("price unknown" if estimate.get("cost") is None else f"~{money(estimate['cost'])}")
-            + (f" ({estimate['minimum_note']})" if estimate.get("minimum_note") else "")
-            + " before launch "
-            f"({'from past runs' if estimate.get('basis') == 'history' else 'rough, table'})"
-            if estimate
-            else "-"
-        ),
+        "estimate  " + estimate_text(estimate),
+        *([f"command   {spec.job['command']}"] if spec.job.get("command") else []),
         f"instance  {run.instance_id or '-'}",
         f"machine   {run.remote_dir or '-'}",
         f"results   {run.results_dir or '-'}",

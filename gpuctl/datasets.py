@@ -57,7 +57,13 @@ def sync(
             files = walk_tree(root)
             stats = yield from host.put_tree(run_id, root, files, remote)
             yield Synced(
-                run_id, stats.files, stats.bytes, stats.seconds, stats.skipped, stats.method
+                run_id,
+                stats.files,
+                stats.bytes,
+                stats.seconds,
+                stats.skipped,
+                stats.method,
+                what=f"dataset {name}",
             )
         link = f"{work}/{target}"
         parent = link.rsplit("/", 1)[0]

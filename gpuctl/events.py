@@ -138,11 +138,13 @@ class Synced(Event):
     seconds: float
     skipped: int = 0
     method: str = ""
+    what: str = ""  # "" the work dir; "dataset NAME" a project's dataset (cached on the machine)
 
     def text(self) -> str:
         mb = self.bytes / 1e6
         return (
-            f"synced {self.files} files ({mb:.1f} MB, {self.skipped} unchanged) "
+            f"synced {self.what + ': ' if self.what else ''}{self.files} files "
+            f"({mb:.1f} MB, {self.skipped} unchanged) "
             f"in {self.seconds:.1f}s" + (f" via {self.method}" if self.method else "")
         )
 

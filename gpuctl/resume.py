@@ -46,6 +46,13 @@ def resume(engine: EngineOps, run_id: str) -> Events:
         except NotFoundError:  # the machine is gone: a new one, with our checkpoint
             return (yield from recovery.resume_elsewhere(engine, run.id))
         rd = RunDir(host, run.id, run.remote_dir)
+        job = run.launch_spec.job
+        if job.get("command") and not job.get("checkpoint"):
+            raise ConfigError(
+                f"run {run.id} runs your command, and its gpuctl.toml names no checkpoint "
+                "to resume from",
+                hint="add checkpoint = ... and resume = ... under [project], then run it again",
+            )
         if host.file_size(rd.p(LAST_CHECKPOINT_FILE)) is None and not (
             yield from recovery.restore(engine, run, rd)
         ):
