@@ -68,6 +68,7 @@ class DataSource:
     name: str
     src: str  # absolute local directory, or s3://bucket/prefix
     target: str  # where the script finds it, relative to the project root
+    where: str = ""  # file:line of its src, for the error when it is missing at launch
 
     @property
     def from_s3(self) -> bool:
@@ -75,6 +76,15 @@ class DataSource:
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "src": self.src, "target": self.target}
+
+    def check_present(self) -> None:
+        """At launch (not when the file is read, so `gpuctl presets` works before the data
+        is made): a local dataset must exist."""
+        if not self.from_s3 and not Path(self.src).is_dir():
+            raise ConfigError(
+                f"{self.where or FILE_NAME}: dataset {self.name}: {self.src} does not exist",
+                hint="create it first, or fix [data] in gpuctl.toml",
+            )
 
 
 @dataclass(frozen=True)
@@ -428,7 +438,7 @@ class _Reader:
             else:
                 path = Path(src).expanduser()
                 path = path if path.is_absolute() else root / path
-                if not path.is_dir():
+                if path.exists() and not path.is_dir():
                     raise self.error(
                         where,
                         "src",
@@ -438,7 +448,8 @@ class _Reader:
                 default = src if not Path(src).is_absolute() else f"data/{name}"
                 target = self.relative(entry.get("target", default), where, "target")
                 src = str(path.resolve())
-            out.append(DataSource(name, src, target))
+            line = self.line_of(where, "src")
+            out.append(DataSource(name, src, target, f"{self.path}:{line}" if line else ""))
         return tuple(out)
 
     def mode(self, name: str, raw: Any) -> Mode:

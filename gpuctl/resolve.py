@@ -361,6 +361,8 @@ def command_job(found: Project | None, mode: Mode) -> dict[str, Any]:
         job["epochs"] = mode.epochs
     if found is None:
         return job
+    for source in found.data:
+        source.check_present()
     missing = [name for name in found.secrets if not os.environ.get(name)]
     if missing:
         raise ConfigError(

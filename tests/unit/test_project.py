@@ -124,7 +124,7 @@ MISTAKES = [
     ('[project]\nresume = "--r {ckpt}"\ncheckpoint = "c"\n[modes.v]\ncommand = "a"\n', 2, "", ""),
     ('[env]\nGPUCTL_RUN_ID = "x"\n[modes.v]\ncommand = "a"\n', 2, "gpuctl's own", ""),
     ('[project]\nsecrets = ["K"]\n[env]\nK = "v"\n[modes.v]\ncommand = "a"\n', 4, "secrets", ""),
-    ('[data.d]\nsrc = "nowhere"\n[modes.v]\ncommand = "a"\n', 2, "is not a directory", ""),
+    ('[data.d]\nsrc = "gpuctl.toml"\n[modes.v]\ncommand = "a"\n', 2, "is not a directory", ""),
     ('[data.d]\nsrc = "s3://"\n[modes.v]\ncommand = "a"\n', 2, "names no bucket", ""),
     ("[modes]\n", 1, "declares no modes", ""),
     ('[trainer]\nx = 1\n[modes.v]\ncommand = "a"\n', 1, "unknown section 'trainer'", ""),
@@ -203,3 +203,17 @@ def test_presets_lists_the_modes_of_the_project_here(
     assert "here validate run the project's mode" in output
     assert any(line.startswith("fast ") for line in lines)  # the bundled ones follow
     assert os.environ.get("GPUCTL_HOME")  # the test ran in its own data directory
+
+
+def test_a_missing_dataset_is_refused_at_launch_with_its_line_but_presets_still_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project_dir(tmp_path, '[data.d]\nsrc = "not-made-yet"\n[modes.v]\ncommand = "a"\n')
+    monkeypatch.chdir(root)
+    code, output = invoke("presets")
+    assert code == 0 and "modes of proj" in output
+    code, output = invoke("launch", "v", "--provider", "local")
+    assert code == 2
+    assert f"{root.resolve() / 'gpuctl.toml'}:2: dataset d:" in output
+    assert "does not exist" in output
+    assert Engine().store.list_runs() == []
