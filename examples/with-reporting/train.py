@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from model import evaluate, synthetic_digits, tiny_cnn
-from torch import nn
+from torch import nn, optim
 from torch.nn import functional as F
 
 try:
@@ -50,7 +50,7 @@ def on_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: nn.Module, optimizer: Any, state: dict[str, Any]
+    directory: Path, model: nn.Module, optimizer: optim.Optimizer, state: dict[str, Any]
 ) -> None:
     """Write the directory beside the old one, then swap them by renames: the checkpoint
     gpuctl copies is always one whole checkpoint, never new weights with an old state.json."""
@@ -68,17 +68,17 @@ def save_checkpoint(
     checkpoint(str(directory.resolve()))
 
 
-def load_checkpoint(directory: Path, model: nn.Module, optimizer: Any) -> dict[str, Any]:
-    weights = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+def load_checkpoint(path: Path, model: nn.Module, optimizer: optim.Optimizer) -> dict[str, Any]:
+    weights = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(weights["model"])
     optimizer.load_state_dict(weights["optimizer"])
     torch.set_rng_state(weights["rng"])
-    return json.loads((directory / "state.json").read_text())
+    return json.loads((path / "state.json").read_text())
 
 
 def train_epoch(
-    model: nn.Module, optimizer: Any, x: torch.Tensor, y: torch.Tensor, epoch: int,
-    args: argparse.Namespace,
+    model: nn.Module, optimizer: optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    epoch: int, args: argparse.Namespace,
 ) -> float | None:  # fmt: skip
     """One pass over the training data: its mean loss, or None if a stop came first."""
     model.train()
@@ -120,18 +120,17 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
-    limit = args.limit or None
+    limit, val_size = args.limit or None, max(args.size // 10, 1)
     x, y = (t[:limit].to(device) for t in synthetic_digits(args.size, args.seed))
-    val_x, val_y = (t[:limit].to(device) for t in synthetic_digits(args.size // 10, args.seed + 1))
+    val_x, val_y = (t[:limit].to(device) for t in synthetic_digits(val_size, args.seed + 1))
     model = tiny_cnn().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = optim.Adam(model.parameters(), lr=args.lr)
 
     state: dict[str, Any] = {"epoch": 0, "history": []}  # epochs finished, one row each
     if args.resume:
         state = load_checkpoint(args.resume, model, optimizer)
-        print(
-            f"Resumed from {args.resume}: {state['epoch']} of {args.epochs} epochs done", flush=True
-        )
+        done = state["epoch"]
+        print(f"Resumed from {args.resume}: {done} of {args.epochs} epochs done", flush=True)
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         train_loss = train_epoch(model, optimizer, x, y, epoch, args)
@@ -144,8 +143,8 @@ def main() -> int:
         report(epoch, epochs=args.epochs, loss=train_loss, val_loss=val_loss, metric=acc)
         print(f"Epoch {epoch}/{args.epochs} loss {train_loss:.4f} "
               f"val_loss {val_loss:.4f} acc {acc:.3f}", flush=True)  # fmt: skip
-        history = [*state["history"], {"epoch": epoch, "loss": train_loss, "val_loss": val_loss,
-                                       "acc": acc}]  # fmt: skip
+        row = {"epoch": epoch, "loss": train_loss, "val_loss": val_loss, "acc": acc}
+        history = [*state["history"], row]
         if val_loss <= min(row["val_loss"] for row in history):
             args.out.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), args.out / ".best.pt.tmp")
