@@ -144,10 +144,12 @@ class Project:
         return digest.hexdigest()
 
     def upload_excludes(self) -> tuple[str, ...]:
-        """The code upload leaves out the declared excludes and the local datasets (those
-        go to the machine's data cache once, not with every run)."""
+        """The code upload leaves out the declared excludes, the local datasets (those go
+        to the machine's data cache once, not with every run) and the checkpoint."""
         data = tuple(d.target.rstrip("/") for d in self.data if not d.from_s3)
-        return (*self.exclude, *data)
+        # A checkpoint left here by a local run must not reach a fresh run as its own.
+        checkpoint = (self.checkpoint,) if self.checkpoint else ()
+        return (*self.exclude, *data, *checkpoint)
 
 
 # -- finding ---------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def test_a_project_reads_as_declared(tmp_path: Path) -> None:
     assert project.data[0].target == "data/digits"
     # The dataset goes to the machine's cache once, not with every code upload.
     assert "data/digits" in project.upload_excludes()
+    assert "ck/last.pt" in project.upload_excludes()  # a local checkpoint is not a fresh run's
 
 
 def test_setup_runs_again_only_when_what_it_depends_on_changes(tmp_path: Path) -> None:
