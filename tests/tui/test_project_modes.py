@@ -10,10 +10,13 @@ import pytest
 from textual.widgets import Button, Checkbox, Input, Select, Static
 from textual.widgets._select import SelectOverlay
 
+from gpuctl.lifecycle import Engine
 from gpuctl.models import Run, RunStatus
+from gpuctl.tui.screens.confirm import ConfirmScreen
 from gpuctl.tui.screens.launch import LaunchScreen
 from gpuctl.tui.screens.main import MainScreen
-from tests.tui.conftest import SIZE, wait_for
+from gpuctl.tui.screens.run import RunScreen
+from tests.tui.conftest import SIZE, screen_text, wait_for
 
 PROJECT = """\
 [project]
@@ -173,7 +176,13 @@ async def test_a_command_mode_launched_from_the_modal_records_the_users_command(
     app = make_app(live=True, reload_seconds=1.0)
     async with app.run_test(size=SIZE) as pilot:
         modal = await open_modal(app, pilot)
-        assert modal.preset_name == "fast"
+        select = modal.query_one("#preset", Select)
+        select.value = "bench"
+        await pilot.pause()
+        assert modal.query_one("#budget", Input).value == ""
+        select.value = "fast"  # back to the command mode: its defaults fill the form again
+        await pilot.pause()
+        assert modal.query_one("#budget", Input).value == "5"
         await pilot.press("ctrl+s")
         await wait_for(lambda: isinstance(app.screen, MainScreen), what="the modal closed")
         (run_id,) = app.following
@@ -194,6 +203,8 @@ async def test_a_command_mode_launched_from_the_modal_records_the_users_command(
             return found is not None and found.status.terminal
 
         await wait_for(ended, timeout=180, what="the run ended")
+        # its wrap-up (download, teardown) is over too: nothing is left going after the test
+        await wait_for(lambda: run_id not in app.following, timeout=120, what="the wrap-up")
         kinds = {ev["kind"] for ev in store.events(run_id)}
         assert "launch" in kinds
 
@@ -229,3 +240,45 @@ async def test_a_command_modes_estimate_comes_from_its_own_past_runs(
         estimate = shown(modal, "estimate")
         assert "(1 past run of this mode)" in estimate
         assert "no estimate yet" not in estimate and "N/A" not in estimate
+
+
+async def test_a_command_run_reads_as_its_mode_without_the_trainers_facts(
+    gpuctl_home, tmp_path, monkeypatch, make_app
+):
+    """Run screen, runs table and the stop prompt: the mode's name, never image sizes,
+    samples per epoch or the bundled trainer's last.pt for the user's own script."""
+    root = project_dir(tmp_path, PROJECT, monkeypatch)
+    run_id = "fast-261203-beef"
+    job = {"kind": "command", "command": "python train.py --quick", "mode": "fast"}
+    job.update(project="demo", project_file=str(root / "gpuctl.toml"), checkpoint="ckpt/last")
+    now = time.time()
+    spec = {"run_id": run_id, "preset": "fast", "provider": "local", "max_hours": 2.0}
+    Engine().store.add_run(
+        Run(
+            run_id,
+            "fast",
+            "local",
+            RunStatus.RUNNING,
+            now - 60.0,
+            now - 30.0,
+            spec={**spec, "train": {"epochs": 1}, "job": job, "teardown": "keep"},
+            epochs=1,
+        )
+    )
+    app = make_app(live=False)  # its first snapshot has the run
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await wait_for(lambda: app.main.table.select_key(f"run:{run_id}"), what="the run row")
+        assert app.row_for_run(run_id).preset == "fast"
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, RunScreen), what="the run screen")
+        await pilot.pause()
+        text = "\n".join(screen_text(app))
+        assert f"{run_id} · fast on local" in text
+        assert "px" not in text and "samples/epoch" not in text
+        await pilot.press("s")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen), what="the stop prompt")
+        body = app.screen.body
+        assert "Your command gets SIGTERM to save ckpt/last" in body
+        assert "last.pt" not in body and "trainer" not in body
+        await pilot.press("escape")
