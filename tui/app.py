@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -89,6 +89,22 @@ def _end_process_after(seconds: float) -> None:
     log.warning("terminal hung up and the app did not exit within %.0fs; ending it", seconds)
     logging.shutdown()
     os._exit(129)
+
+
+def stop_effect(spec: Mapping[str, Any]) -> str:
+    """What a graceful stop does to the run's program: the bundled trainer, or the user's."""
+    job = spec.get("job") or {}
+    if not job.get("command"):
+        return "The trainer finishes its step, saves last.pt and exits."
+    if job.get("checkpoint"):
+        return (
+            f"Your command gets SIGTERM to save {job['checkpoint']} (the project's "
+            "checkpoint) and exit."
+        )
+    return (
+        "Your command gets SIGTERM to exit; the project declares no checkpoint, so nothing "
+        "is kept to resume from."
+    )
 
 
 class GpuctlApp(App[None]):
@@ -629,10 +645,7 @@ class GpuctlApp(App[None]):
             )
         else:
             after = "The machine stays up: d downloads results, r resumes, x terminates."
-        body = (
-            f"Stop training of {run_id}?\n\nThe trainer finishes its step, saves last.pt and "
-            f"exits. {after}"
-        )
+        body = f"Stop training of {run_id}?\n\n{stop_effect(run.spec)} {after}"
 
         def done(ok: bool | None) -> None:
             if ok:

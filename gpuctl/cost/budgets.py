@@ -361,7 +361,8 @@ def launch_refusal(
 ) -> BudgetExceeded | None:
     """Why a launch must not go ahead, or None: what is left of a budget (after what the
     active runs may still spend) is used up, below the provider's minimum charge, below
-    the estimate, or the price is unknown so the budget cannot be checked.
+    the estimate, or the price is unknown so the budget cannot be checked. A known price
+    with no estimate (a project command nobody has timed yet) is admitted.
 
     `--force` is the caller's.
     """
@@ -375,7 +376,7 @@ def launch_refusal(
     )
     if amount <= 0:
         return BudgetExceeded(f"{which} is used up ({money(-amount)} over)", hint=hint)
-    if estimate_cost is None:
+    if estimate_cost is None and price_per_hour is None:
         return BudgetExceeded(
             f"the price of this machine is unknown, so {which} cannot be checked",
             hint="name an instance type with a known price, or add --force to launch "
@@ -393,6 +394,8 @@ def launch_refusal(
                 hint=f"raise the budget to more than {money(minimum)}, or choose a cheaper "
                 "offer; a budget stop cannot bill less than the minimum",
             )
+    if estimate_cost is None:  # a known price, no pace yet (a command's first run): the
+        return None  # guard on the machine stops it at the budget, nothing to compare here
     if estimate_cost > amount:
         return BudgetExceeded(
             f"estimated {money(estimate_cost)} exceeds {which}"

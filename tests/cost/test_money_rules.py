@@ -279,6 +279,21 @@ def test_an_unknown_price_is_not_free_for_a_budget(store: Store, gpuctl_home: Pa
     assert cost.launch_refusal(store, no_budget, spec(), None) is None  # warned, not refused
 
 
+def test_a_known_price_without_an_estimate_is_not_called_unknown(
+    store: Store, gpuctl_home: Path
+) -> None:
+    """A project command's first run has a price but no pace yet: the budget guard on the
+    machine stops it at the budget; refusing it as 'price unknown' would be untrue."""
+    settings = settings_with(gpuctl_home, "[budget]\nmonthly = 50\n")
+    for price in (0.0, 1.2):
+        assert (
+            cost.launch_refusal(store, settings, spec(budget=5.0), None, price_per_hour=price)
+            is None
+        )
+    refusal = cost.launch_refusal(store, settings, spec(budget=-1.0), None, price_per_hour=1.2)
+    assert refusal is not None and "used up" in refusal.message  # nothing left still refuses
+
+
 # -- one meaning for the money in `ls` and `cost` ---------------------------------------------
 
 

@@ -1,8 +1,10 @@
-"""The launch modal: preset, provider, offer, spot, budget, max hours, and the estimate.
+"""The launch modal: mode or preset, provider, offer, spot, budget, max hours, and the estimate.
 
 Everything is checked here, before anything is rented: inputs inline as they are typed,
 then the engine's own resolve() (the same checks as the CLI) on confirm. Offers may
-come from a cloud API, so they load in a worker; the form stays usable meanwhile.
+come from a cloud API, so they load in a worker; the form stays usable meanwhile. Inside
+a project (a gpuctl.toml at or above the current directory) its modes come first, and a
+mode's launch defaults fill the form as `gpuctl run MODE` would apply them.
 """
 
 from __future__ import annotations
@@ -20,12 +22,21 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
+from gpuctl import project, resolve
 from gpuctl.console import plural
 from gpuctl.errors import GpuctlError
 from gpuctl.format import BLANK, money, percent, rate, rough_duration
 from gpuctl.models import LaunchSpec, Offer
 from gpuctl.presets import loader
 
+from ..launch_choices import (
+    Choice,
+    choices,
+    command_info,
+    preset_mode_info,
+    shadow_note,
+    trainer_facts,
+)
 from ..messages import OffersLoaded
 from ..widgets.tickbox import TickBox
 
@@ -60,13 +71,16 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
     def __init__(self) -> None:
         super().__init__()
         self.presets: dict[str, loader.Preset] = {}
+        self.project: project.Project | None = None
+        self.choices: dict[str, Choice] = {}
         self.offers: list[Offer] = []
         self.offers_error = ""
-        self.max_hours_edited = False
+        self.edited: set[str] = set()  # fields the user typed in: a mode's defaults keep off
         self.errors: dict[str, str] = {}
         self.estimate: Any = None  # gpuctl.estimate.Estimate
         self.refusal: GpuctlError | None = None
         self.presets_error = ""
+        self.project_error = ""
         self.launch_tried = False
 
     @property
@@ -79,8 +93,16 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             self.presets = loader.load_all(settings.presets_dir)
         except GpuctlError as exc:  # a broken user preset: say which, do not crash
             self.presets = {}
-            self.errors["preset"] = self.presets_error = exc.message
-        names = list(self.presets)
+            self.errors["presets"] = self.presets_error = exc.message
+        try:  # the project's gpuctl.toml, found from the current directory as the CLI does
+            self.project = project.discover()
+        except GpuctlError as exc:  # a broken file: its file:line in the form, no launch
+            self.project = None
+            self.errors["project"] = self.project_error = exc.message + (
+                f" ({exc.hint})" if exc.hint else ""
+            )
+        self.choices = {c.name: c for c in choices(self.project, self.presets)}
+        names = list(self.choices)
         providers = list(settings.providers)
         default_provider = (
             settings.default_provider if settings.default_provider in providers else providers[0]
@@ -90,7 +112,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             with Horizontal(classes="row"):
                 yield Label("Preset", classes="label")
                 yield Select(
-                    [(n, n) for n in names],
+                    [(c.label, c.name) for c in self.choices.values()],
                     value=names[0] if names else Select.NULL,
                     allow_blank=not names,
                     compact=True,
@@ -160,6 +182,20 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
     def preset_name(self) -> str | None:
         value = self.query_one("#preset", Select).value
         return None if value is Select.NULL else str(value)
+
+    @property
+    def choice(self) -> Choice | None:
+        return self.choices.get(self.preset_name or "")
+
+    @property
+    def mode(self) -> project.Mode | None:
+        choice = self.choice
+        return choice.mode if choice is not None else None
+
+    def mode_default(self, key: str) -> Any:
+        """What the chosen mode's gpuctl.toml entry sets for `key` (None: not set)."""
+        mode = self.mode
+        return mode.launch.get(key) if mode is not None else None
 
     @property
     def offer(self) -> Offer | None:
@@ -234,7 +270,17 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             if self.offers
             else (error or "no offers")
         )
+        self._select_mode_type()
         self._offer_changed()
+
+    def _select_mode_type(self) -> None:
+        """The offer of the mode's `type`, where this provider lists it."""
+        wanted = self.mode_default("type")
+        table = self.query_one("#offers", DataTable)
+        for row, offer in enumerate(self.offers):
+            if wanted and offer.instance_type == wanted:
+                table.move_cursor(row=row)
+                return
 
     # -- reacting to edits ------------------------------------------------------------------------
 
@@ -261,8 +307,8 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        if event.input.id == "max-hours" and event.input.has_focus:
-            self.max_hours_edited = True
+        if event.input.has_focus and event.input.id:
+            self.edited.add(event.input.id)
         if event.input.id == "overrides":
             self._preset_info()
         self._revalidate()
@@ -279,50 +325,119 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             self.action_cancel()
 
     def _preset_changed(self) -> None:
-        preset = self.presets.get(self.preset_name or "")
-        if preset is not None and not self.max_hours_edited:
-            box = self.query_one("#max-hours", Input)
-            with box.prevent(Input.Changed):
+        """A new choice: its limits, and a mode's launch defaults, fill the form."""
+        preset = self._base_preset()
+        mode = self.mode
+        hours_box = self.query_one("#max-hours", Input)
+        hours = self.mode_default("max_hours")
+        if "max-hours" not in self.edited and preset is not None:
+            with hours_box.prevent(Input.Changed):
                 # the preset's limit under config.toml's [defaults] cap, as a launch gets it
-                hours = self.gpuctl.engine.capped("max_hours", preset.max_hours)
-                box.value = f"{hours:g}"
+                if hours is None:
+                    hours = self.gpuctl.engine.capped("max_hours", preset.max_hours)
+                hours_box.value = f"{hours:g}" if hours else ""
+        # blank falls back to the mode's own value (a flag wins, none given: the mode's)
+        given = self.mode_default("max_hours")
+        hours_box.placeholder = f"{given:g} (mode)" if given is not None else ""
+        budget_box = self.query_one("#budget", Input)
+        budget = self.mode_default("budget")
+        if "budget" not in self.edited:
+            with budget_box.prevent(Input.Changed):
+                budget_box.value = f"{budget:g}" if budget is not None else ""
+        budget_box.placeholder = f"{budget:g} (mode)" if budget is not None else "no limit"
+        spot = self.query_one("#spot", Checkbox)
+        if not self.mode_default("spot") and spot.disabled and spot.value:
+            with spot.prevent(Checkbox.Changed):  # a spot mode's tick goes with the mode
+                spot.value = False
+        overrides = self.query_one("#overrides", Input)
+        overrides.placeholder = (
+            f"none: mode '{mode.name}' runs your command"
+            if mode is not None and mode.command
+            else "key=value … e.g. epochs=5 lr=0.01"
+        )
+        provider = self.mode_default("provider")
+        if provider in self.gpuctl.engine.settings.providers and provider != self.provider:
+            self.query_one("#provider", Select).value = provider  # its offers load next
+        teardown = self.mode_default("teardown")
+        if teardown in ("terminate", "stop", "keep"):
+            self.query_one("#teardown", Select).value = teardown
+        self._select_mode_type()
         self._preset_info()
-        self._revalidate()
+        self._offer_changed()
+
+    def _base_preset(self) -> loader.Preset | None:
+        """The chosen entry's limits before any override (None: it cannot be read)."""
+        choice = self.choice
+        if choice is None:
+            return None
+        settings = self.gpuctl.engine.settings
+        if choice.mode is not None and choice.mode.command:
+            return resolve.command_preset(choice.mode, settings)
+        name = str(choice.mode.preset) if choice.mode is not None else choice.name
+        try:
+            return loader.resolve(name, (), user_dir=settings.presets_dir)
+        except GpuctlError:
+            return self.presets.get(name)
 
     def _resolved_preset(self) -> tuple[loader.Preset | None, str]:
-        name = self.preset_name
-        if name is None:
-            return None, self.presets_error or "choose a preset"
+        choice = self.choice
+        if choice is None:
+            return None, self.presets_error or self.project_error or "choose a preset"
         try:
             overrides = shlex.split(self.query_one("#overrides", Input).value)
         except ValueError as exc:
-            return self.presets.get(name), f"overrides: {exc}"
+            return self._base_preset(), f"overrides: {exc}"
+        mode = choice.mode
+        if mode is not None and mode.command:
+            if overrides:  # the same refusal as `gpuctl run MODE --set ...`
+                where = self.project.file if self.project is not None else project.FILE_NAME
+                return self._base_preset(), (
+                    f"overrides change the bundled trainer; mode '{mode.name}' runs your "
+                    f"command: clear them, or edit [modes.{mode.name}] in {where}"
+                )
+            return self._base_preset(), ""
+        settings = self.gpuctl.engine.settings
         try:
-            return (
-                loader.resolve(name, overrides, user_dir=self.gpuctl.engine.settings.presets_dir),
-                "",
-            )
+            if mode is not None:  # the bundled trainer with the mode's [train], then these
+                base = loader.resolve(str(mode.preset), (), user_dir=settings.presets_dir)
+                return resolve.resolve_preset_overrides(base, mode, overrides), ""
+            return loader.resolve(choice.name, overrides, user_dir=settings.presets_dir), ""
         except GpuctlError as exc:
-            return self.presets.get(name), exc.message
+            return self._base_preset(), exc.message
 
     def _preset_info(self) -> None:
         preset, _ = self._resolved_preset()
-        out = Text(no_wrap=False)
-        if preset is not None:
-            out.append(preset.description + "\n", style="italic")
-            out.append(
-                f"{preset.epochs} epochs · {preset.image_size} px images · "
-                f"{preset.train.get('train_samples', '?')} samples/epoch · "
-                f"batch {preset.train.get('batch_size', '?')} · idle stop "
-                f"{self.gpuctl.engine.capped('idle_minutes', preset.idle_minutes) or 0:g} min",
-                style="dim",
-            )
+        choice = self.choice
+        mode = self.mode
+        idle = self.mode_default("idle_minutes")
+        if idle is None and preset is not None:
+            idle = self.gpuctl.engine.capped("idle_minutes", preset.idle_minutes)
+        if mode is not None and mode.command:  # the user's script: no trainer facts
+            out = command_info(mode, self.project)
+        elif mode is not None:
+            out = preset_mode_info(mode, preset, self.project, idle)
+        else:
+            out = Text(no_wrap=False)
+            if preset is not None:
+                out.append(preset.description + "\n", style="italic")
+                out.append(trainer_facts(preset, idle), style="dim")
+        note = shadow_note(choice, self.presets) if choice is not None else ""
+        if note:
+            out.append(f"\n{note}", style="yellow")
         self.query_one("#preset-info", Static).update(out)
 
     def _offer_changed(self) -> None:
         offer = self.offer
         spot = self.query_one("#spot", Checkbox)
         has_spot = offer is not None and offer.spot_price_per_hour is not None
+        if self.mode_default("spot"):  # the mode launches spot (as `gpuctl run` does)
+            spot.disabled = True
+            with spot.prevent(Checkbox.Changed):
+                spot.value = True
+            price = offer.spot_price_per_hour if offer is not None else None
+            spot.label = f"Spot {rate(price)} (mode)" if price is not None else "Spot (mode)"
+            self._revalidate()
+            return
         spot.disabled = not has_spot
         if not has_spot:
             with spot.prevent(Checkbox.Changed):
@@ -343,6 +458,10 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         hours, hours_err = parse_positive(self.query_one("#max-hours", Input).value, "max hours")
         preset, preset_err = self._resolved_preset()
         errors = {}
+        if self.project_error:
+            errors["project"] = self.project_error
+        if self.presets_error:
+            errors["presets"] = self.presets_error
         if budget_err:
             errors["budget"] = budget_err
         if hours_err:
@@ -363,7 +482,7 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
         for field in ("budget", "max-hours"):
             self.query_one(f"#{field}", Input).set_class(field in self.errors, "-invalid")
         self._show_estimate(values)
-        shown = list(self.errors.values())
+        shown = list(dict.fromkeys(self.errors.values()))  # one line per distinct error
         if self.launch_tried and self.refusal is not None and not self._forced():
             shown.append(
                 f"{self.refusal.message} (raise the budget, choose a smaller preset or a "
@@ -448,17 +567,22 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
                 force.value = False
         out = Text(no_wrap=False)
         out.append("Estimate ", style="bold")
-        out.append(f"~{rough_duration(est.hours * 3600)}", style="bold")
-        out.append(" · ")
-        out.append("$ N/A" if est.cost is None else f"~{money(est.cost)}", style="bold")
-        if est.price_per_hour is not None:
-            out.append(f" at {rate(est.price_per_hour)}", style="dim")
-        source = (
-            f"{est.runs_used} past run{'s' if est.runs_used != 1 else ''} here"
-            if est.basis == "history"
-            else f"{est.gpu_class} throughput table, rough"
-        )
-        out.append(f" ({source})", style="dim")
+        if est.basis == estimates.NO_BASIS:  # a command nobody has timed yet: no pace
+            out.append("no estimate yet (first run of this mode here)", style="bold")
+            if est.price_per_hour is not None:
+                out.append(f" · {rate(est.price_per_hour)}", style="dim")
+        else:
+            out.append(f"~{rough_duration(est.hours * 3600)}", style="bold")
+            out.append(" · ")
+            out.append("$ N/A" if est.cost is None else f"~{money(est.cost)}", style="bold")
+            if est.price_per_hour is not None:
+                out.append(f" at {rate(est.price_per_hour)}", style="dim")
+            runs = plural(est.runs_used, "past run")
+            source = {
+                "history": f"{runs} here",
+                estimates.MODE_HISTORY: f"{runs} of this mode",
+            }.get(est.basis, f"{est.gpu_class} throughput table, rough")
+            out.append(f" ({source})", style="dim")
         out.append("\n")
         if est.max_hours:
             out.append(f"stops at {est.max_hours:g} h", style="yellow" if est.capped else "dim")
