@@ -414,6 +414,8 @@ class GpuctlApp(App[None]):
                 self._known_bad.discard(chip.name)
 
     def on_run_event(self, message: RunEvent) -> None:
+        if not self.screen_stack:
+            return  # the app is closing: a run's last events have nowhere to go
         ev = message.event
         feed = self.feed(ev.run_id)
         if message.quiet and isinstance(ev, Failed):
@@ -460,6 +462,8 @@ class GpuctlApp(App[None]):
             self.feed(message.run_id).add_lines([f"── {message.title}: {message.message}"])
 
     def on_drive_ended(self, message: DriveEnded) -> None:
+        if not self.screen_stack:
+            return  # the app is closing
         if message.what in ("launch", "resume", "follow"):
             self.following.discard(message.run_id)
         if message.what in ("launch", "resume"):
