@@ -295,6 +295,8 @@ class Supervisor:
             process_group=0,
         )
         out.close()
+        if self.adapter is not None:
+            self.adapter.status["pid"] = self.proc.pid
         self.save(
             state=AgentState.RUNNING,
             trainer_pid=self.proc.pid,
@@ -602,13 +604,20 @@ class Supervisor:
         if src is None or not src.exists():
             return None
         last = self.dir / protocol.LAST_CHECKPOINT_FILE
+        known = self.status.get("checkpoint") or {}
         try:
+            signature = job.signature(src)
+            same = known.get("signature") == signature and known.get("path") == str(src)
+            if same and last.exists() and "mirrored_at" in known:
+                return str(last)  # unchanged since the last copy: gigabytes not copied again
             kind = job.mirror(src, last)
         except OSError as exc:
             self.log(f"checkpoint mirror of {src} failed: {exc}")
             self.save(checkpoint={"path": str(src), "error": str(exc)[:200]})
             return None
-        self.save(checkpoint={"path": str(src), "kind": kind, "mirrored_at": now()})
+        self.log(f"checkpoint {src} mirrored to last.pt ({kind})")
+        mirrored = {"path": str(src), "kind": kind, "mirrored_at": now(), "signature": signature}
+        self.save(checkpoint=mirrored)
         return str(last)
 
     def prepare_job(self, spec: job.Job, stop_requested: dict[str, str]) -> int | None:

@@ -8,6 +8,7 @@ restored from last.pt on a fresh machine before a resume. Standard library only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -94,6 +95,17 @@ class Job:
 
 
 # -- checkpoint mirror ---------------------------------------------------------------------
+
+
+def signature(src: Path) -> str:
+    """A digest of what changes when a checkpoint is rewritten: each file's path, size, mtime."""
+    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else [src]
+    digest = hashlib.blake2b(digest_size=12)
+    for path in files:
+        st = path.stat()
+        rel = path.relative_to(src).as_posix() if path != src else ""
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
 
 
 def mirror(src: Path, dst: Path) -> str:

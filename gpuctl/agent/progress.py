@@ -35,7 +35,8 @@ ReportKind = protocol.ReportKind
 # Report fields renamed to the trainer's words; other numeric fields are kept as they are.
 RENAMED = {"loss": "train_loss", "metric": "val_metric"}
 ROW_KEYS = ("train_loss", "val_loss", "val_metric")
-NOT_IN_ROW = {protocol.REPORT_KEY, "epoch", "epochs", "step", "steps", "path", "epoch_seconds"}
+NOT_IN_ROW = {protocol.REPORT_KEY, "epoch", "epochs", "step", "steps", "path", "time"}
+NOT_IN_ROW |= {"epoch_seconds", "warmup"}
 MAX_LINE = 64 * 1024  # a line longer than this without a newline is dropped, not kept
 
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -270,7 +271,11 @@ class Adapter:
                 self.ignored += value is not None
                 continue
             fields[RENAMED.get(key, key)] = n
-        self.epoch_end(epoch, fields, time.time())
+        # When the script said it (the helper stamps its lines), not when the agent read it
+        at, now = number(doc.get("time")), time.time()
+        if at is None or not self.last_end <= at <= now:
+            at = now
+        self.epoch_end(epoch, fields, at)
 
     def text_line(self, line: str) -> bool:
         """The fallback: `Epoch N/M` lines, tqdm bars and `loss 0.41` style fields.
@@ -334,7 +339,8 @@ class Adapter:
         row["epoch_seconds"] = round(seconds, 3)
         self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [row]
         write_json(self.dir / protocol.HISTORY_FILE, self.history)
-        self.event(TrainerEvent.EPOCH_END, **row, epochs=self.epochs, warmup=warmup)
+        # epochs 0 for "not known": gpuctl reads a missing count as a malformed line
+        self.event(TrainerEvent.EPOCH_END, **row, epochs=self.epochs or 0, warmup=warmup)
         if not warmup:
             self.steady.append(seconds)
         eta = None

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tarfile
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from gpuctl.trainer import protocol
-from tests.managed.conftest import Machine, wait_for
+from tests.managed.conftest import REPO, Machine, wait_for
 
 PY = shlex.quote(sys.executable)
 
@@ -510,3 +511,42 @@ def test_a_failed_download_names_the_key_not_the_url(machine: Machine, bucket: B
     trainer = machine.trainer_status()
     assert trainer["reason"] == "data images: missing.bin: HTTP 404"
     assert not (cwd / "ran").exists()
+
+
+HELPER_CHECK = """
+import json, os, sys
+from gpuctl_report import checkpoint, report, step
+report(1, epochs=2, loss=0.5, metric=float("inf"), note="text", count=7)
+step(3, 10)
+checkpoint("ckpt/model.pt")
+os.environ["RANK"] = "1"
+report(2, loss=0.1)  # not rank 0: silent
+os.environ["RANK"] = "0"
+os.environ["GPUCTL_EVENTS"] = "/nonexistent/dir/reports.jsonl"
+report(2, loss=0.1)  # cannot write: never raises
+sys.stdout.close()
+os.environ.pop("GPUCTL_EVENTS")
+report(2, loss=0.1)  # a closed stdout: never raises
+sys.stderr.write("survived\\n")
+"""
+
+
+def test_the_helper_writes_numbers_only_from_rank_0_and_never_raises(tmp_path: Path) -> None:
+    (tmp_path / "check.py").write_text(HELPER_CHECK)
+    reports = tmp_path / "reports.jsonl"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "gpuctl" / "agent" / "helper"),
+        "GPUCTL_EVENTS": str(reports),
+    }
+    env.pop("RANK", None)
+    proc = subprocess.run(
+        [sys.executable, "check.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "survived" in proc.stderr
+    lines = [json.loads(line) for line in reports.read_text().splitlines()]
+    assert [line["gpuctl"] for line in lines] == ["epoch", "step", "checkpoint"]
+    first = {k: v for k, v in lines[0].items() if k != "time"}
+    assert first == {"gpuctl": "epoch", "epoch": 1, "epochs": 2, "loss": 0.5, "count": 7}
+    assert lines[2]["path"] == "ckpt/model.pt"

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any
 
 # The words of trainer/protocol.py (REPORT_KEY, ReportKind, REPORTS_ENV): this file runs
@@ -46,7 +47,7 @@ def _number(value: Any) -> float | int | None:
 def _emit(kind: str, fields: dict[str, Any]) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
-    record: dict[str, Any] = {REPORT_KEY: kind}
+    record: dict[str, Any] = {REPORT_KEY: kind, "time": time.time()}
     for key, value in fields.items():
         if key == "path" and isinstance(value, str | os.PathLike):
             record[key] = os.fspath(value)
