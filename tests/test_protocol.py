@@ -214,6 +214,9 @@ def test_the_agent_runs_from_a_code_bundle_with_the_standard_library_alone(
     root, files, _hash = code_bundle(tmp_path / "cache")
     shipped = {f.rel for f in files}
     assert {"agent/agent.py", "agent/cloud.py", "trainer/protocol.py"} <= shipped
+    # a user's command: the agent's modules for it, and the helper its script imports
+    assert {"agent/job.py", "agent/progress.py", "agent/fetch.py"} <= shipped
+    assert "agent/helper/gpuctl_report.py" in shipped
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -645,6 +645,8 @@ class Supervisor:
 
         failure = None
         try:
+            if spec.kind != job.KIND_COMMAND:
+                raise job.JobError(f"this agent cannot run a job of kind {spec.kind!r}")
             if not spec.command:
                 raise job.JobError("the job has no command")
             if not Path(spec.cwd).is_dir():

@@ -24,6 +24,7 @@ from typing import Any
 
 DIR_MARKER = ".gpuctl-checkpoint-dir"  # first member of last.pt when it holds a directory
 KIND_FILE, KIND_DIR = "file", "dir"
+KIND_COMMAND = "command"  # the one kind of job so far: a shell command line
 
 
 class JobError(Exception):
@@ -43,6 +44,7 @@ class Job:
 
     command: str
     cwd: str
+    kind: str = KIND_COMMAND
     checkpoint: str = ""
     resume_args: str = ""
     setup: tuple[str, ...] = ()
@@ -60,6 +62,7 @@ class Job:
             return None
         epochs = raw.get("epochs")
         return cls(
+            kind=str(raw.get("kind") or KIND_COMMAND),
             command=str(raw.get("command") or ""),
             cwd=str(raw.get("cwd") or ""),
             checkpoint=str(raw.get("checkpoint") or ""),

@@ -372,8 +372,10 @@ class Adapter:
         """The command exited (or never started: `failure`); returns the phase written."""
         if failure is None:
             self.poll(final=True)
-            if not self.json_mode and self.text["at"] is not None:  # its bar was full
-                self.text_epoch_done(time.time())
+            state = self.text
+            clean = code == 0 and not stop_reason
+            if not self.json_mode and (state["at"] is not None or (clean and state["seen"])):
+                self.text_epoch_done(time.time())  # its bar was full, or the script is done
         seconds = round(time.time() - self.started, 3)
         if failure is None and ((code == 0 and not stop_reason) or self.all_reported()):
             done = self.epochs_done()

@@ -157,6 +157,21 @@ for epoch in range(1, 4):
     assert machine.trainer_status()["epochs_done"] == 3
 
 
+def test_epoch_headers_alone_count_each_epoch_once_the_next_begins(machine: Machine) -> None:
+    """`Epoch N/M` at each epoch's start: N-1 is done when N begins, the last at a clean exit."""
+    script = """
+import time
+for epoch in range(1, 4):
+    print(f"== Epoch {epoch}/3 ==", flush=True)
+    time.sleep(0.3)
+"""
+    cwd = project(machine, script)
+    machine.configure(job=job(cwd, f"{PY} train.py"))
+    run_to_end(machine)
+    assert [e["epoch"] for e in epoch_ends(machine)] == [1, 2, 3]
+    assert all(e["epoch_seconds"] > 0.2 for e in epoch_ends(machine))
+
+
 def test_a_tqdm_like_script_has_its_epochs_and_steps_recognised(machine: Machine) -> None:
     script = """
 import sys, time
