@@ -624,15 +624,21 @@ class Supervisor:
         """Data, setup and the checkpoint restore before the command; the exit code of
         the supervisor when the command must not start (failed, or stopped meanwhile)."""
         log_path = self.dir / protocol.TRAIN_LOG_FILE
-        log_path.touch()
-        (self.dir / protocol.STOP_FILE).unlink(missing_ok=True)  # an earlier run's
-        self.adapter = progress.Adapter(
-            self.dir,
-            epochs=spec.epochs,
-            resume=bool(self.cfg.get("resume")),
-            log_offset=log_path.stat().st_size,
-            on_checkpoint=self.mirror_checkpoint,
-        )
+        try:
+            log_path.touch()
+            (self.dir / protocol.STOP_FILE).unlink(missing_ok=True)  # an earlier run's
+            self.adapter = progress.Adapter(
+                self.dir,
+                epochs=spec.epochs,
+                resume=bool(self.cfg.get("resume")),
+                log_offset=log_path.stat().st_size,
+                on_checkpoint=self.mirror_checkpoint,
+            )
+        except OSError as exc:  # a full disk, a read-only run dir: say so, start nothing
+            reason = f"cannot write the run's progress files: {exc}"
+            self.save(state=AgentState.EXITED, exit_code=1, ended_at=now(), reason=reason)
+            return 1
+        adapter = self.adapter
 
         def stop_asked() -> str | None:
             self.read_stop_file()
@@ -665,7 +671,10 @@ class Supervisor:
         if failure is None and not self.stop_reason:
             return None
         stopped = bool(self.stop_reason) and failure in (None, self.stop_reason)
-        self.adapter.finish(None, self.stop_reason, failure=None if stopped else failure)
+        try:
+            adapter.finish(None, self.stop_reason, failure=None if stopped else failure)
+        except OSError as exc:
+            self.log(f"could not write the end to status.json: {exc}")
         if stopped:
             self.log(f"stopped before the command started: {self.stop_reason}")
         else:

@@ -153,7 +153,8 @@ class Adapter:
             "best_metric": self.best_metric(),
             "reason": None,
         }
-        self.event(TrainerEvent.START, epochs=epochs, resumed=resume, start_epoch=done)
+        self.event(TrainerEvent.START, epochs=epochs, resumed=resume, start_epoch=done + 1)
+        write_json(run_dir / protocol.HISTORY_FILE, self.history)  # as the trainer: [] fresh
         self.write_status()
 
     def command_started(self, log_offset: int, pid: int | None = None) -> None:
