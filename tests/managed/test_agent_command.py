@@ -221,13 +221,14 @@ import json, os, signal, sys, time
 from pathlib import Path
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(time.time()))
-print("args", json.dumps(sys.argv[1:]), "resume", os.environ.get("GPUCTL_RESUME"), flush=True)
+shell = os.getppid()
 Path("started").write_text("")
 while not stop:
     time.sleep(0.05)
 time.sleep(1)  # sh is gone by now; the agent must still wait
 Path("checkpoints").mkdir(exist_ok=True)
-Path("checkpoints/last.pt").write_text(json.dumps({"saved_at": time.time()}))
+state = {"saved_at": time.time(), "shell_died_first": os.getppid() != shell}
+Path("checkpoints/last.pt").write_text(json.dumps(state))
 """
 
 
@@ -241,7 +242,9 @@ def test_a_stop_waits_for_the_script_after_its_shell_died(machine: Machine) -> N
     answer = machine.agent("stop")
     status = machine.status()
     assert status["state"] == "exited"
-    saved = json.loads((cwd / "checkpoints" / "last.pt").read_text())["saved_at"]
+    state = json.loads((cwd / "checkpoints" / "last.pt").read_text())
+    assert state["shell_died_first"]  # sh died at the SIGTERM, the script went on
+    saved = state["saved_at"]
     assert status["ended_at"] >= saved  # it waited for the script, not for sh
     assert answer["killed"] is False
     last = machine.run_dir / protocol.LAST_CHECKPOINT_FILE
@@ -250,6 +253,35 @@ def test_a_stop_waits_for_the_script_after_its_shell_died(machine: Machine) -> N
     trainer = machine.trainer_status()
     assert trainer["phase"] == protocol.Phase.INTERRUPTED
     assert trainer["reason"] == protocol.StopReason.USER
+
+
+def test_a_limit_kills_a_command_that_ignores_sigterm_group_and_all(machine: Machine) -> None:
+    script = """
+import signal, subprocess, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+Path("pids").write_text(f"{child.pid}")
+time.sleep(120)
+"""
+    cwd = project(machine, script)
+    machine.configure(job=job(cwd, f"{PY} train.py; true"), max_seconds=1, grace_seconds=1)
+    status = run_to_end(machine)
+    assert status["reason"].startswith(protocol.StopReason.MAX_HOURS)
+    child = int((cwd / "pids").read_text())
+    assert not pid_running(child)  # the whole group went, not only sh
+    trainer = machine.trainer_status()
+    assert trainer["phase"] == protocol.Phase.INTERRUPTED
+    assert trainer["reason"].startswith(protocol.StopReason.MAX_HOURS)
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_resume_on_a_fresh_machine_restores_the_checkpoint_and_continues(
