@@ -44,15 +44,27 @@ _SEP = r"\s*[:= ]\s*"
 EPOCH_RE = re.compile(r"\bepoch\b\s*[:=#]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 BAR_RE = re.compile(r"(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
 STEP_RE = re.compile(r"\b(?:step|batch|iter|iteration)\b\s*[:=]?\s*(\d+)\s*/\s*(\d+)", re.I)
-# Validation words first: "val loss" must not also be read as the training loss.
+KERAS_BAR_RE = re.compile(r"^\s*(\d+)/(\d+)\s*(?:\[[=>.]*\]|-)")  # "50/50 [===] - 2s"
+# Validation words first: "val loss" must not also be read as the training loss, and a
+# validation accuracy wins over the training one.
 TEXT_FIELDS = (
     ("val_loss", re.compile(r"\b(?:val|valid|validation)[_ ]loss" + _SEP + _NUM, re.I)),
-    (
-        "val_metric",
-        re.compile(r"\b(?:val_metric|metric|val_acc(?:uracy)?|acc(?:uracy)?)" + _SEP + _NUM, re.I),
-    ),
+    ("val_metric", re.compile(r"\b(?:val_metric|val[_ ]acc(?:uracy)?)" + _SEP + _NUM, re.I)),
+    ("val_metric", re.compile(r"\b(?:metric|acc(?:uracy)?)" + _SEP + _NUM, re.I)),
     ("train_loss", re.compile(r"\b(?:train[_ ])?loss" + _SEP + _NUM, re.I)),
 )
+
+
+def text_fields(text: str) -> dict[str, float]:
+    """`loss: 0.41 - val_loss=0.52 acc 0.8` -> train_loss, val_loss, val_metric."""
+    fields: dict[str, float] = {}
+    for key, pattern in TEXT_FIELDS:
+        match = pattern.search(text)
+        if match and key not in fields:
+            fields[key] = float(match.group(1))
+        if match:
+            text = text[: match.start()] + " " + text[match.end() :]
+    return fields
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -279,48 +291,49 @@ class Adapter:
         self.epoch_end(epoch, fields, at)
 
     def text_line(self, line: str) -> bool:
-        """The fallback: `Epoch N/M` lines, tqdm bars and `loss 0.41` style fields.
+        """The fallback: `Epoch N/M` lines, tqdm and Keras bars, `loss 0.41` style fields.
 
         A line naming epoch N means N is in progress and the one before is done. N is
         done when its step bar is full (recorded once its losses are in: at the next
         epoch, an explicit `Epoch N/M ... loss` line, or the exit), or at once when an
-        `Epoch N/M` line carries a loss and no step bar of N is still running.
+        `Epoch N/M` line carries a loss and no step bar of N is still running. Lines in
+        between (a Keras bar, `val loss: 0.5`) add their fields and steps to epoch N.
         """
         found = EPOCH_RE.search(line)
-        if not found or int(found.group(2)) <= 0:
-            return False
+        state = self.text
+        if found is None or int(found.group(2)) <= 0:
+            if not state["seen"] or state["epoch"] <= self.epochs_done():
+                return False
+            return self.text_progress(line, text_fields(line), explicit=False)
         epoch, epochs = int(found.group(1)), int(found.group(2))
         if epoch <= self.epochs_done():
             return False  # recorded already (a repeat line, or from before a resume)
         if self.epochs != epochs:
             self.set_epochs(epochs)
-        rest = line[found.end() :]
-        fields: dict[str, float] = {}
-        for key, pattern in TEXT_FIELDS:
-            match = pattern.search(rest)
-            if match:
-                fields[key] = float(match.group(1))
-                rest = rest[: match.start()] + " " + rest[match.end() :]
-        bar = BAR_RE.search(line) or STEP_RE.search(line)
-        state = self.text
-        now = time.time()
-        if epoch != state["epoch"]:
+        if epoch != state["epoch"] or not state["seen"]:
             if state["seen"] and state["epoch"] > self.epochs_done():
-                self.text_epoch_done(now)  # a new epoch began: the one before is done
+                self.text_epoch_done(time.time())  # a new epoch began: the one before is done
             state.update(epoch=epoch, fields={}, at=None, seen=True, bar=False)
-        state["fields"].update(fields)
         self.status.update(phase=Phase.TRAINING, epoch=epoch)
+        self.text_progress(line, text_fields(line[found.end() :]), explicit=True)
+        return True
+
+    def text_progress(self, line: str, fields: dict[str, float], explicit: bool) -> bool:
+        """Fields and steps of one line for the text epoch in progress."""
+        state = self.text
+        state["fields"].update(fields)
+        bar = BAR_RE.search(line) or KERAS_BAR_RE.search(line) or STEP_RE.search(line)
         if bar is not None:
             step, steps = int(bar.groups()[-2]), int(bar.groups()[-1])
             state["bar"] = True
             if steps > 0:
                 self.status.update(step=step, steps_per_epoch=steps)
                 if step >= steps and state["at"] is None:
-                    state["at"] = now
+                    state["at"] = time.time()
             return True
-        if fields and (not state["bar"] or state["at"] is not None):
-            self.text_epoch_done(now)
-        return True
+        if explicit and fields and (not state["bar"] or state["at"] is not None):
+            self.text_epoch_done(time.time())
+        return bool(fields)
 
     def text_epoch_done(self, now: float) -> None:
         state = self.text

@@ -157,6 +157,26 @@ for epoch in range(1, 4):
     assert machine.trainer_status()["epochs_done"] == 3
 
 
+def test_a_keras_like_script_has_its_epochs_and_validation_recognised(machine: Machine) -> None:
+    script = """
+for epoch in range(1, 3):
+    print(f"Epoch {epoch}/2")
+    print(f"20/50 [====>.....] - ETA: 1s - loss: 0.9{epoch}")
+    print(f"50/50 [==========] - 2s 40ms/step - loss: 0.{epoch}1 - accuracy: 0.7 - "
+          f"val_loss: 0.{epoch}5 - val_accuracy: 0.8{epoch}")
+"""
+    cwd = project(machine, script)
+    machine.configure(job=job(cwd, f"{PY} train.py"))
+    run_to_end(machine)
+    ends = epoch_ends(machine)
+    assert [(e["epoch"], e["train_loss"], e["val_loss"]) for e in ends] == [
+        (1, 0.11, 0.15),
+        (2, 0.21, 0.25),
+    ]
+    assert [e["val_metric"] for e in ends] == [0.81, 0.82]  # validation, not training
+    assert machine.trainer_status()["steps_per_epoch"] == 50
+
+
 def test_epoch_headers_alone_count_each_epoch_once_the_next_begins(machine: Machine) -> None:
     """`Epoch N/M` at each epoch's start: N-1 is done when N begins, the last at a clean exit."""
     script = """
