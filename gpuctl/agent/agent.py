@@ -14,6 +14,10 @@ trainer gracefully first (it checkpoints), then run the shutdown action the run'
 policy allows (none, poweroff, destroy; the budget has its own, `budget_shutdown`).
 Secrets (API token, presigned URL) reach the supervisor on a pipe, never in its
 environment, so the trainer (same user) cannot read them from /proc.
+
+With a `job` in agent.json it runs the user's own command instead (job.py): data first
+(fetch.py), then the setup once per machine, then `sh -c` the command with its output in
+train.log, which progress.py turns into the trainer's events, status and history.
 """
 
 from __future__ import annotations
@@ -297,6 +301,8 @@ class Supervisor:
         out.close()
         if self.adapter is not None:
             self.adapter.status["pid"] = self.proc.pid
+        if self.job is not None:
+            self.status["job_step"] = "command"
         self.save(
             state=AgentState.RUNNING,
             trainer_pid=self.proc.pid,
@@ -657,7 +663,9 @@ class Supervisor:
                 raise job.JobError("the job has no command")
             if not Path(spec.cwd).is_dir():
                 raise job.JobError(f"the project directory {spec.cwd} is not on the machine")
+            self.save(job_step="data")
             self.fetch_data(spec, log_path)
+            self.save(job_step="setup")
             env = self.job_env(spec)
             failure = job.run_setup(
                 spec, log_path, env, stop_asked, lambda pid: self.save(trainer_pid=pid)

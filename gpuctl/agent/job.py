@@ -61,22 +61,23 @@ class Job:
         if not isinstance(raw, dict):
             return None
         epochs = raw.get("epochs")
+        env = raw.get("env") if isinstance(raw.get("env"), dict) else {}
         return cls(
             kind=str(raw.get("kind") or KIND_COMMAND),
             command=str(raw.get("command") or ""),
             cwd=str(raw.get("cwd") or ""),
             checkpoint=str(raw.get("checkpoint") or ""),
             resume_args=str(raw.get("resume_args") or ""),
-            setup=tuple(str(c) for c in raw.get("setup") or ()),
+            setup=tuple(str(c) for c in listed(raw.get("setup"))),
             setup_key=str(raw.get("setup_key") or ""),
             setup_dir=str(raw.get("setup_dir") or ""),
             epochs=int(epochs) if isinstance(epochs, int) and epochs > 0 else None,
-            env=tuple((str(k), str(v)) for k, v in (raw.get("env") or {}).items()),
-            secret_env=tuple(str(n) for n in raw.get("secret_env") or ()),
+            env=tuple((str(k), str(v)) for k, v in env.items()),
+            secret_env=tuple(str(n) for n in listed(raw.get("secret_env")) if n),
             data=tuple(
                 DataSet(str(d.get("name") or ""), str(d.get("dir") or ""), str(d.get("urls_env")))
-                for d in raw.get("data") or ()
-                if isinstance(d, dict) and d.get("urls_env")
+                for d in listed(raw.get("data"))
+                if isinstance(d, dict) and d.get("urls_env") and d.get("dir")
             ),
         )
 
@@ -93,8 +94,13 @@ class Job:
         line = self.command
         ckpt = self.checkpoint_path()
         if resuming and self.resume_args and ckpt is not None and ckpt.exists():
-            line += " " + self.resume_args.format(checkpoint=shlex.quote(str(ckpt)))
+            # replace, not str.format: other braces in the arguments are the user's own
+            line += " " + self.resume_args.replace("{checkpoint}", shlex.quote(str(ckpt)))
         return ["sh", "-c", line]
+
+
+def listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 # -- checkpoint mirror ---------------------------------------------------------------------

@@ -327,14 +327,15 @@ report(2, epochs=2, loss=0.2)
         cwd,
         f"{PY} train.py",
         checkpoint="ckpt/model.pt",
-        resume_args="--resume {checkpoint}",
+        resume_args="--resume {checkpoint} --note {other}",  # braces of its own: kept
     )
     machine.configure(job=spec, resume=True)
     status = run_to_end(machine)
     restored = cwd / "ckpt" / "model.pt"
     assert restored.read_text() == "weights of epoch 1"
     log = train_log(machine)
-    assert f"args {json.dumps(['--resume', str(restored)])} resume 1" in log
+    args = ["--resume", str(restored), "--note", "{other}"]
+    assert f"args {json.dumps(args)} resume 1" in log
     assert "ckpt weights of epoch 1 True" in log
     assert status["checkpoint"]["kind"] == "file"
     assert [r["epoch"] for r in history(machine)] == [1, 2]
