@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,7 +148,7 @@ class Adapter:
         reports.touch()
         self.log = LineReader(run_dir / protocol.TRAIN_LOG_FILE, log_offset)
         self.reports = LineReader(reports, report_offset)
-        done = max((int(r["epoch"]) for r in self.history), default=0)
+        done = self._done = max((int(r["epoch"]) for r in self.history), default=0)
         self.text: dict[str, Any] = {"epoch": done, "fields": {}, "at": None}
         self.text.update(seen=False, bar=False)
         self.status: dict[str, Any] = {
@@ -193,7 +192,7 @@ class Adapter:
         return max(metrics) if metrics else None
 
     def epochs_done(self) -> int:
-        return max((int(r["epoch"]) for r in self.history), default=0)
+        return self._done
 
     # -- input --------------------------------------------------------------------------
 
@@ -352,6 +351,7 @@ class Adapter:
         row.update(fields)
         row["epoch_seconds"] = round(seconds, 3)
         self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [row]
+        self._done = epoch
         write_json(self.dir / protocol.HISTORY_FILE, self.history)
         # epochs 0 for "not known": gpuctl reads a missing count as a malformed line
         self.event(TrainerEvent.EPOCH_END, **row, epochs=self.epochs or 0, warmup=warmup)
@@ -419,8 +419,3 @@ def read_list(path: Path) -> list[Any]:
     except (OSError, ValueError):
         return []
     return data if isinstance(data, list) else []
-
-
-if __name__ == "__main__":  # pragma: no cover - a debugging aid: replay a run dir's log
-    adapter = Adapter(Path(sys.argv[1]), epochs=None, resume=False, log_offset=0)
-    adapter.finish(0, None)
