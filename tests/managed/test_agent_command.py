@@ -236,6 +236,15 @@ sys.exit(3)
     assert [e["epoch"] for e in epoch_ends(machine)] == [1]
 
 
+def test_a_project_missing_on_the_machine_fails_the_run_with_a_reason(machine: Machine) -> None:
+    machine.configure(job=job(machine.root / "nowhere", f"{PY} train.py"))
+    status = run_to_end(machine)
+    trainer = machine.trainer_status()
+    assert trainer["phase"] == protocol.Phase.FAILED
+    assert "nowhere is not on the machine" in trainer["reason"]
+    assert status["exit_code"] == 1
+
+
 CHECKPOINTING_SCRIPT = """
 import json, os, signal, sys, time
 from pathlib import Path
