@@ -314,12 +314,26 @@ class Supervisor:
         )
 
     def running(self) -> bool:
-        """The trainer runs; a job runs while any process of its group lives."""
+        """The trainer runs; a job runs while any process of its group lives.
+
+        `sh -c` dies at once at a stop's SIGTERM while the script still checkpoints: then
+        the job runs on until its whole group is gone. A shell that ended by itself ran its
+        command line to the end: what is left of the group (a `tensorboard &`) would keep
+        the run, and the machine's bill, going for ever, so it is ended.
+        """
         if self.proc is None:
             return False
         if self.proc.poll() is None:
             return True
-        return self.job is not None and job.group_alive(self.proc.pid)
+        if self.job is None or not job.group_alive(self.proc.pid):
+            return False
+        stop_asked = self.stop_reason or (self.dir / protocol.STOP_FILE).exists()
+        if self.proc.returncode >= 0 and not stop_asked:
+            self.log("the command line ended; stopping what it left running in the background")
+            job.stop_group(self.proc, 10.0)
+            self.save(leftovers_stopped=True)
+            return False
+        return True
 
     def signal_trainer(self, sig: int) -> None:
         if self.proc is None:

@@ -284,6 +284,19 @@ def test_a_stop_waits_for_the_script_after_its_shell_died(machine: Machine) -> N
     assert trainer["reason"] == protocol.StopReason.USER
 
 
+def test_what_a_finished_command_left_in_the_background_does_not_hold_the_run(
+    machine: Machine,
+) -> None:
+    script = "print('Epoch 1/1 loss 0.5')"
+    cwd = project(machine, script)
+    command = f"sleep 300 & echo $! > leftover.pid; {PY} train.py"
+    machine.configure(job=job(cwd, command))
+    status = run_to_end(machine)
+    assert status["exit_code"] == 0 and status["leftovers_stopped"] is True
+    assert not pid_running(int((cwd / "leftover.pid").read_text()))
+    assert machine.trainer_status()["phase"] == protocol.Phase.FINISHED
+
+
 def test_a_limit_kills_a_command_that_ignores_sigterm_group_and_all(machine: Machine) -> None:
     script = """
 import signal, subprocess, sys, time
