@@ -127,8 +127,10 @@ def mirror(src: Path, dst: Path) -> str:
                 marker = tarfile.TarInfo(DIR_MARKER)
                 tar.addfile(marker)
                 for child in sorted(src.rglob("*")):
-                    if child.is_file() and not child.is_symlink():
-                        tar.add(child, arcname=child.relative_to(src).as_posix())
+                    if child.is_symlink() or not (child.is_file() or child.is_dir()):
+                        continue  # only files and folders travel (as restore makes them)
+                    arcname = child.relative_to(src).as_posix()
+                    tar.add(child, arcname=arcname, recursive=False)
         else:
             kind = KIND_FILE
             shutil.copyfile(src, tmp)

@@ -378,6 +378,7 @@ else:
     Path("ckpt/sub").mkdir(parents=True)
     Path("ckpt/model.bin").write_bytes(bytes(range(256)))
     Path("ckpt/sub/opt.txt").write_text("adam state")
+    Path("ckpt/empty").mkdir()
     checkpoint()
     report(1, epochs=1, loss=0.1)
 """
@@ -397,6 +398,7 @@ else:
     machine.configure(job=spec, resume=True)
     run_to_end(machine)
     assert (cwd / "ckpt" / "model.bin").read_bytes() == bytes(range(256))
+    assert (cwd / "ckpt" / "empty").is_dir()
     assert f"resumed from ckpt {bytes(range(256)).hex()} adam state" in train_log(machine)
 
 
