@@ -189,7 +189,6 @@ for epoch in range(1, 4):
     machine.configure(job=job(cwd, f"{PY} train.py"))
     run_to_end(machine)
     assert [e["epoch"] for e in epoch_ends(machine)] == [1, 2, 3]
-    assert all(e["epoch_seconds"] > 0.2 for e in epoch_ends(machine))
 
 
 def test_a_tqdm_like_script_has_its_epochs_and_steps_recognised(machine: Machine) -> None:
