@@ -10,6 +10,7 @@ left as a bare literal where the protocol is written or read.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import subprocess
@@ -213,6 +214,9 @@ def test_the_agent_runs_from_a_code_bundle_with_the_standard_library_alone(
     root, files, _hash = code_bundle(tmp_path / "cache")
     shipped = {f.rel for f in files}
     assert {"agent/agent.py", "agent/cloud.py", "trainer/protocol.py"} <= shipped
+    # a user's command: the agent's modules for it, and the helper its script imports
+    assert {"agent/job.py", "agent/progress.py", "agent/fetch.py"} <= shipped
+    assert "agent/helper/gpuctl_report.py" in shipped
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -235,3 +239,25 @@ def test_the_agent_runs_from_a_code_bundle_with_the_standard_library_alone(
     assert status["state"] == "lost"
     assert status["trainer"] == {"phase": "training", "epoch": 2}
     assert status["trainer_alive"] is False
+
+
+def test_the_report_helper_spells_the_protocols_words() -> None:
+    """gpuctl_report.py runs inside the user's script, where protocol.py is not importable:
+    its copies of the report words must be the protocol's, or no report is ever read."""
+    helper_path = REPO / "gpuctl" / "agent" / "helper" / "gpuctl_report.py"
+    spec = importlib.util.spec_from_file_location("gpuctl_report_under_test", helper_path)
+    assert spec is not None and spec.loader is not None
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    assert helper.REPORT_KEY == protocol.REPORT_KEY
+    assert helper.REPORTS_ENV == protocol.REPORTS_ENV
+    kinds = (helper.START, helper.STEP, helper.EPOCH, helper.CHECKPOINT)
+    assert set(kinds) == {k.value for k in protocol.ReportKind}
+    tree = ast.parse(helper_path.read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

@@ -94,3 +94,26 @@ HISTORY_FILE: Final = "history.json"  # one row per finished epoch
 LAST_CHECKPOINT_FILE: Final = "last.pt"  # what --resume continues from
 BEST_CHECKPOINT_FILE: Final = "best.pt"
 STOP_FILE: Final = "STOP"  # its text is the stop reason; the trainer stops when it appears
+
+
+# A user's own training command reports its progress as JSON lines, one object each, in
+# REPORTS_FILE (its path in the REPORTS_ENV variable) or on its stdout; the agent turns
+# them into the files above. gpuctl/agent/helper/gpuctl_report.py writes them (it runs
+# inside the user's script, where this module is not importable: it spells the same
+# words, and a test keeps the two equal).
+REPORTS_FILE: Final = "reports.jsonl"
+REPORT_KEY: Final = "gpuctl"  # {"gpuctl": <ReportKind>, ...}: a line is a report
+REPORTS_ENV: Final = "GPUCTL_EVENTS"  # where the helper appends its reports
+RUN_ID_ENV: Final = "GPUCTL_RUN_ID"
+RUN_DIR_ENV: Final = "GPUCTL_RUN_DIR"
+CHECKPOINT_ENV: Final = "GPUCTL_CHECKPOINT"  # the project's checkpoint, absolute
+RESUME_ENV: Final = "GPUCTL_RESUME"  # "1" when the command should continue a checkpoint
+
+
+class ReportKind(StrEnum):
+    """The value of REPORT_KEY in one report line of a user's command."""
+
+    START = "start"  # {"epochs": 100}
+    STEP = "step"  # {"step": 40, "steps": 100, "epoch": 3}
+    EPOCH = "epoch"  # {"epoch": 3, "epochs": 100, "loss": .., "val_loss": .., "metric": ..}
+    CHECKPOINT = "checkpoint"  # {"path": "checkpoints/last.pt"}: written, mirror it now

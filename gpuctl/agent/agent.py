@@ -14,6 +14,10 @@ trainer gracefully first (it checkpoints), then run the shutdown action the run'
 policy allows (none, poweroff, destroy; the budget has its own, `budget_shutdown`).
 Secrets (API token, presigned URL) reach the supervisor on a pipe, never in its
 environment, so the trainer (same user) cannot read them from /proc.
+
+With a `job` in agent.json it runs the user's own command instead (job.py): data first
+(fetch.py), then the setup once per machine, then `sh -c` the command with its output in
+train.log, which progress.py turns into the trainer's events, status and history.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from typing import Any
 
 try:  # imported as gpuctl.agent.agent (tests, the local provider)
     from ..trainer import protocol
-    from . import cloud
+    from . import cloud, fetch, job, progress
 except ImportError:  # run as a script on the machine: agent/ is sys.path[0]
     # The names it shares with the trainer and gpuctl are in trainer/protocol.py, which
     # every code bundle ships next to agent/ (stdlib only, like this file).
     sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
     import cloud  # type: ignore[no-redef]
+    import fetch  # type: ignore[no-redef]
+    import job  # type: ignore[no-redef]
+    import progress  # type: ignore[no-redef]
 
     from trainer import protocol  # type: ignore[no-redef]
 
@@ -84,6 +91,11 @@ def pid_alive(pid: int | None) -> bool:
             return fh.read().split(") ", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def trainer_alive(pid: int | None) -> bool:
+    """The trainer, or anything of its process group (a job's script after `sh` died)."""
+    return pid_alive(pid) or job.group_alive(pid)
 
 
 def gpu_utilisation(timeout: float = 10.0) -> float | None:
@@ -175,6 +187,9 @@ class Supervisor:
         self.last_busy = now()
         self.stop_reason: str | None = None
         self.spot = cloud.SpotWatch.from_config(self.cfg)  # AWS spot (or a test's emulator)
+        self.job = job.Job.from_config(self.cfg)  # a user's own command, else the trainer
+        self.adapter: progress.Adapter | None = None
+        self.limit_reason: str | None = None
         stall = self.cfg.get("stall_seconds")
         self.progress = (
             Progress(
@@ -202,6 +217,8 @@ class Supervisor:
     # -- trainer -----------------------------------------------------------------------
 
     def trainer_command(self) -> list[str]:
+        if self.job is not None:
+            return self.job.argv(resuming=bool(self.cfg.get("resume")))
         python = self.cfg.get("python") or sys.executable
         config = str(self.dir / protocol.RUN_CONFIG_FILE)
         nproc = int(self.cfg.get("nproc") or 1)
@@ -214,26 +231,67 @@ class Supervisor:
             cmd.append("--resume")
         return cmd
 
-    def start_trainer(self) -> None:
+    def code_dir(self) -> str:
+        return self.cfg.get("code_dir") or str(Path(__file__).resolve().parent.parent)
+
+    def base_env(self) -> dict[str, str]:
         env = dict(os.environ)
         for name in cloud.secret_env_names(self.cfg):  # the trainer never sees them
             env.pop(name, None)
         env.update({k: str(v) for k, v in (self.cfg.get("env") or {}).items()})
-        code_dir = self.cfg.get("code_dir") or str(Path(__file__).resolve().parent.parent)
-        paths = [code_dir]
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def trainer_env(self) -> dict[str, str]:
+        env = self.base_env()
+        paths = [self.code_dir()]
         if self.cfg.get("workdir"):
             paths.append(str(self.cfg["workdir"]))
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def job_env(self, spec: job.Job) -> dict[str, str]:
+        """The command's environment: its own secrets (from the pipe), the report file,
+        and the helper on the path; not code_dir (the user's `trainer` would be shadowed)."""
+        env = self.base_env()
+        env.update(dict(spec.env))
+        for name in spec.secret_env:
+            value = cloud.env_value(name)
+            if value:
+                env[name] = value
+        env[protocol.REPORTS_ENV] = str(self.dir / protocol.REPORTS_FILE)
+        env[protocol.RUN_ID_ENV] = str(self.cfg.get("run_id") or self.dir.name)
+        env[protocol.RUN_DIR_ENV] = str(self.dir)
+        ckpt = spec.checkpoint_path()
+        if ckpt is not None:
+            env[protocol.CHECKPOINT_ENV] = str(ckpt)
+        if self.cfg.get("resume"):
+            env[protocol.RESUME_ENV] = "1"
+        paths = [str(Path(self.code_dir()) / "agent" / "helper"), spec.cwd]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
+
+    def start_trainer(self) -> None:
         (self.dir / protocol.STOP_FILE).unlink(missing_ok=True)
         cmd = self.trainer_command()
-        self.log("starting trainer: " + shlex.join(cmd))
-        out = open(self.dir / protocol.TRAINER_OUT_FILE, "ab")  # noqa: SIM115 - handed to the child
+        if self.job is not None:
+            env, cwd = self.job_env(self.job), self.job.cwd
+            output = self.dir / protocol.TRAIN_LOG_FILE  # a file: it outlives the agent
+            self.log("starting command: " + shlex.join(cmd))
+        else:
+            env, cwd = self.trainer_env(), self.code_dir()
+            output = self.dir / protocol.TRAINER_OUT_FILE
+            self.log("starting trainer: " + shlex.join(cmd))
+        if self.adapter is not None:
+            self.adapter.command_started(output.stat().st_size if output.exists() else 0)
+        out = open(output, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             cmd,
-            cwd=code_dir,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -241,6 +299,10 @@ class Supervisor:
             process_group=0,
         )
         out.close()
+        if self.adapter is not None:
+            self.adapter.status["pid"] = self.proc.pid
+        if self.job is not None:
+            self.status["job_step"] = "command"
         self.save(
             state=AgentState.RUNNING,
             trainer_pid=self.proc.pid,
@@ -250,6 +312,28 @@ class Supervisor:
             reason="",
             command=cmd,
         )
+
+    def running(self) -> bool:
+        """The trainer runs; a job runs while any process of its group lives.
+
+        `sh -c` dies at once at a stop's SIGTERM while the script still checkpoints: then
+        the job runs on until its whole group is gone. A shell that ended by itself ran its
+        command line to the end: what is left of the group (a `tensorboard &`) would keep
+        the run, and the machine's bill, going for ever, so it is ended.
+        """
+        if self.proc is None:
+            return False
+        if self.proc.poll() is None:
+            return True
+        if self.job is None or not job.group_alive(self.proc.pid):
+            return False
+        stop_asked = self.stop_reason or (self.dir / protocol.STOP_FILE).exists()
+        if self.proc.returncode >= 0 and not stop_asked:
+            self.log("the command line ended; stopping what it left running in the background")
+            job.stop_group(self.proc, 10.0)
+            self.save(leftovers_stopped=True)
+            return False
+        return True
 
     def signal_trainer(self, sig: int) -> None:
         if self.proc is None:
@@ -272,16 +356,18 @@ class Supervisor:
         if reason.startswith(StopReason.STALL) and self.progress is not None:
             grace = min(grace, self.progress.stall_seconds)  # it was stuck that long already
         deadline = now() + grace
-        while self.proc is not None and self.proc.poll() is None and now() < deadline:
+        while self.running() and now() < deadline:
+            self.follow()
             time.sleep(0.2)
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running():
             # A repeat means "now" to the trainer: it leaves its last checkpoint and exits.
             self.log(f"trainer still running {grace:.0f}s after SIGTERM; asking again")
             self.signal_trainer(signal.SIGTERM)
             deadline = now() + min(grace, 10.0)
-            while self.proc.poll() is None and now() < deadline:
+            while self.running() and now() < deadline:
+                self.follow()
                 time.sleep(0.2)
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running():
             self.log("trainer ignored SIGTERM, killing it")
             self.signal_trainer(signal.SIGKILL)
 
@@ -443,17 +529,25 @@ class Supervisor:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.arm_guard()
+        if self.job is not None:
+            ended = self.prepare_job(self.job, stop_requested)
+            if ended is not None:
+                return ended
         try:
             self.start_trainer()
         except OSError as exc:
-            self.save(state=AgentState.EXITED, exit_code=127, reason=f"cannot start trainer: {exc}")
+            reason = f"cannot start trainer: {exc}"
+            if self.adapter is not None:
+                self.adapter.finish(None, None, failure=reason)
+            self.save(state=AgentState.EXITED, exit_code=127, reason=reason)
             return 1
         poll = float(self.cfg.get("poll_seconds", 2.0))
         limit_reason: str | None = None
         while True:
             assert self.proc is not None
-            code = self.proc.poll()
-            if code is not None:
+            self.follow()
+            if not self.running():
+                code = self.proc.returncode
                 break
             if stop_requested["reason"]:
                 self.graceful_stop(stop_requested["reason"])
@@ -471,17 +565,28 @@ class Supervisor:
                 continue
             nap = min(poll, 0.5) if now() - self.started < 5 else poll
             time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
-        stop_file = self.dir / protocol.STOP_FILE
-        if not self.stop_reason and stop_file.exists():
-            self.stop_reason = stop_file.read_text().strip() or "stopped"
+        self.read_stop_file()
+        if self.job is not None:
+            self.mirror_checkpoint(None)  # before note/push: the spot path sends last.pt
         if self.stop_reason == StopReason.SPOT:
             self.note_checkpoint()
+        if self.adapter is not None:
+            try:
+                phase = self.adapter.finish(code, self.stop_reason)
+            except Exception as exc:  # never lose the exit record over a progress file
+                phase = f"unknown ({type(exc).__name__}: {exc})"
+            self.log(f"command ended: {phase}")
+            self.save(reports_ignored=self.adapter.ignored)
         self.save(
             state=AgentState.EXITED, exit_code=code, ended_at=now(), reason=self.stop_reason or ""
         )
         self.log(f"trainer exited with code {code}")
         if self.stop_reason == StopReason.SPOT:
             self.push_checkpoint()
+        return self.after_exit(limit_reason)
+
+    def after_exit(self, limit_reason: str | None) -> int:
+        """The trainer is gone: the limit's shutdown, the idle watch or the stall's."""
         if limit_reason:
             self.shutdown(limit_reason)
             return 0
@@ -492,6 +597,149 @@ class Supervisor:
         elif (self.stop_reason or "").startswith(StopReason.STALL):
             self.shutdown(self.stop_reason or StopReason.STALL)  # no idle rule: act now
         return 0
+
+    def read_stop_file(self) -> None:
+        stop_file = self.dir / protocol.STOP_FILE
+        if not self.stop_reason and stop_file.exists():
+            self.stop_reason = stop_file.read_text().strip() or "stopped"
+
+    # -- a user's command ---------------------------------------------------------------
+
+    def follow(self) -> None:
+        """The command's new output and reports into the trainer's files."""
+        if self.adapter is None:
+            return
+        try:
+            self.adapter.poll()
+        except Exception as exc:  # a disk full, a file removed: keep supervising
+            self.log(f"progress: {type(exc).__name__}: {exc}")
+        if self.adapter.ignored != self.status.get("reports_ignored", 0):
+            self.save(reports_ignored=self.adapter.ignored)
+
+    def mirror_checkpoint(self, path: str | None) -> str | None:
+        """The project's checkpoint (or a reported path under it) copied to last.pt."""
+        if self.job is None:
+            return None
+        src = Path(self.job.cwd) / path if path else self.job.checkpoint_path()
+        if src is None or not src.exists():
+            return None
+        last = self.dir / protocol.LAST_CHECKPOINT_FILE
+        known = self.status.get("checkpoint") or {}
+        try:
+            signature = job.signature(src)
+            same = known.get("signature") == signature and known.get("path") == str(src)
+            if same and last.exists() and "mirrored_at" in known:
+                return str(last)  # unchanged since the last copy: gigabytes not copied again
+            kind = job.mirror(src, last)
+        except OSError as exc:
+            self.log(f"checkpoint mirror of {src} failed: {exc}")
+            self.save(checkpoint={"path": str(src), "error": str(exc)[:200]})
+            return None
+        self.log(f"checkpoint {src} mirrored to last.pt ({kind})")
+        mirrored = {"path": str(src), "kind": kind, "mirrored_at": now(), "signature": signature}
+        self.save(checkpoint=mirrored)
+        return str(last)
+
+    def prepare_job(self, spec: job.Job, stop_requested: dict[str, str]) -> int | None:
+        """Data, setup and the checkpoint restore before the command; the exit code of
+        the supervisor when the command must not start (failed, or stopped meanwhile)."""
+        log_path = self.dir / protocol.TRAIN_LOG_FILE
+        try:
+            log_path.touch()
+            (self.dir / protocol.STOP_FILE).unlink(missing_ok=True)  # an earlier run's
+            self.adapter = progress.Adapter(
+                self.dir,
+                epochs=spec.epochs,
+                resume=bool(self.cfg.get("resume")),
+                log_offset=log_path.stat().st_size,
+                on_checkpoint=self.mirror_checkpoint,
+            )
+        except OSError as exc:  # a full disk, a read-only run dir: say so, start nothing
+            reason = f"cannot write the run's progress files: {exc}"
+            self.save(state=AgentState.EXITED, exit_code=1, ended_at=now(), reason=reason)
+            return 1
+        adapter = self.adapter
+
+        def stop_asked() -> str | None:
+            self.read_stop_file()
+            if not self.stop_reason and stop_requested["reason"]:
+                self.stop_reason = stop_requested["reason"]
+            if not self.stop_reason:
+                self.limit_reason = self.check_limits()
+                self.stop_reason = self.limit_reason
+            return self.stop_reason
+
+        failure = None
+        try:
+            if spec.kind != job.KIND_COMMAND:
+                raise job.JobError(f"this agent cannot run a job of kind {spec.kind!r}")
+            if not spec.command:
+                raise job.JobError("the job has no command")
+            if not Path(spec.cwd).is_dir():
+                raise job.JobError(f"the project directory {spec.cwd} is not on the machine")
+            self.save(job_step="data")
+            self.fetch_data(spec, log_path)
+            self.save(job_step="setup")
+            env = self.job_env(spec)
+            failure = job.run_setup(
+                spec, log_path, env, stop_asked, lambda pid: self.save(trainer_pid=pid)
+            )
+            if failure is None and stop_asked() is None:
+                self.restore_checkpoint(spec)
+        except (job.JobError, fetch.FetchError) as exc:
+            failure = str(exc)
+        except OSError as exc:
+            failure = f"cannot prepare the command: {exc}"
+        if failure is None and not self.stop_reason:
+            return None
+        stopped = bool(self.stop_reason) and failure in (None, self.stop_reason)
+        try:
+            adapter.finish(None, self.stop_reason, failure=None if stopped else failure)
+        except OSError as exc:
+            self.log(f"could not write the end to status.json: {exc}")
+        if stopped:
+            self.log(f"stopped before the command started: {self.stop_reason}")
+        else:
+            self.log(f"the command did not start: {failure}")
+        self.save(
+            state=AgentState.EXITED,
+            exit_code=None if stopped else 1,
+            ended_at=now(),
+            reason=self.stop_reason or "",
+            trainer_pid=None,
+        )
+        return self.after_exit(self.limit_reason)
+
+    def fetch_data(self, spec: job.Job, log_path: Path) -> None:
+        for data in spec.data:
+            urls = cloud.env_value(data.urls_env)
+            if not urls:
+                continue
+            try:
+                objects = json.loads(urls)
+            except ValueError:
+                raise fetch.FetchError(f"data {data.name}: the URL list is not JSON") from None
+            fetched, size, fresh = fetch.fetch_set(
+                data.name,
+                Path(data.dir),
+                objects,
+                lambda line: job.log_line(log_path, line),
+            )
+            summary = f"data {data.name}: {fetched} downloaded ({size} bytes), {fresh} up to date"
+            job.log_line(log_path, summary)
+            data_status = dict(self.status.get("data") or {})
+            data_status[data.name] = {"fetched": fetched, "bytes": size, "fresh": fresh}
+            self.save(data=data_status)
+
+    def restore_checkpoint(self, spec: job.Job) -> None:
+        """A resume on a fresh machine: last.pt (carried here) back into the project."""
+        target = spec.checkpoint_path()
+        last = self.dir / protocol.LAST_CHECKPOINT_FILE
+        if not self.cfg.get("resume") or target is None or target.exists() or not last.exists():
+            return
+        kind = job.restore(last, target)
+        self.log(f"checkpoint restored from last.pt to {target} ({kind})")
+        self.save(checkpoint={"path": str(target), "kind": kind, "restored_at": now()})
 
     def idle_watch(self, idle_seconds: float) -> None:
         """No trainer and no new run for idle_seconds: the machine is only burning money."""
@@ -513,7 +761,7 @@ class Supervisor:
 def cmd_start(run_dir: Path) -> int:
     status = read_json(run_dir / STATUS)
     if status.get("state") in protocol.AGENT_ACTIVE and (
-        pid_alive(status.get("agent_pid")) or pid_alive(status.get("trainer_pid"))
+        pid_alive(status.get("agent_pid")) or trainer_alive(status.get("trainer_pid"))
     ):  # a trainer whose agent died still trains: a second one would share its files
         print(json.dumps({"error": "already running", "agent_pid": status.get("agent_pid")}))
         return 3
@@ -561,16 +809,16 @@ def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
     (run_dir / protocol.STOP_FILE).write_text(reason + "\n")
     pid = status.get("trainer_pid")
     agent_pid = status.get("agent_pid")
-    if pid and pid_alive(pid):
+    if pid and trainer_alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = now() + timeout
-    while now() < deadline and pid_alive(pid):
+    while now() < deadline and trainer_alive(pid):
         time.sleep(0.1)
     killed = False
-    if pid_alive(pid):
+    if trainer_alive(pid):
         try:
             os.killpg(pid, signal.SIGKILL)
             killed = True
@@ -581,7 +829,7 @@ def cmd_stop(run_dir: Path, reason: str, timeout: float) -> int:
         if status.get("state") == AgentState.EXITED:
             break
         time.sleep(0.1)
-    if not pid_alive(agent_pid) and not pid_alive(pid):
+    if not pid_alive(agent_pid) and not trainer_alive(pid):
         # No supervisor to record the end (it died): this stop does, so that every
         # later reader sees the run stopped, not an agent lost.
         status = read_json(run_dir / STATUS)
@@ -605,7 +853,7 @@ def full_status(run_dir: Path) -> dict[str, Any]:
     """
     status = read_json(run_dir / STATUS)
     status["trainer"] = read_json(run_dir / protocol.STATUS_FILE)
-    status["trainer_alive"] = pid_alive(status.get("trainer_pid"))
+    status["trainer_alive"] = trainer_alive(status.get("trainer_pid"))
     active = status.get("state") in protocol.AGENT_ACTIVE
     status["agent_alive"] = active and pid_alive(status.get("agent_pid"))
     if active and not status["agent_alive"] and not status["trainer_alive"]:

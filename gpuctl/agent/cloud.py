@@ -181,11 +181,18 @@ def destroy_droplet(
 
 
 def secret_env_names(cfg: dict[str, Any]) -> set[str]:
-    """Environment variables holding secrets: the trainer never inherits them."""
+    """Environment variables holding secrets: they travel on the supervisor's pipe, and
+    the trainer never inherits them (a job's command gets its own `secret_env` only)."""
     names = {CHECKPOINT_URL_ENV}
     token_env = (cfg.get("shutdown") or {}).get("token_env")
     if token_env:
         names.add(str(token_env))
+    job = cfg.get("job")
+    if isinstance(job, dict):  # a user's command: its own secrets, its data's URLs
+        names.update(str(n) for n in job.get("secret_env") or () if n)
+        for data in job.get("data") or ():
+            if isinstance(data, dict) and data.get("urls_env"):
+                names.add(str(data["urls_env"]))
     return names
 
 

@@ -72,10 +72,11 @@ class Machine:
     """A run dir laid out as on a machine: code/agent (the real agent), code/trainer."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.code = root / "code"
-        (self.code / "agent").mkdir(parents=True)
-        for src in (REPO / "gpuctl" / "agent").glob("*.py"):
-            shutil.copy2(src, self.code / "agent" / src.name)
+        # agent/ as the code bundle ships it: its modules and helper/ (for a job's command)
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(REPO / "gpuctl" / "agent", self.code / "agent", ignore=skip)
         (self.code / "trainer").mkdir()
         (self.code / "trainer" / "__main__.py").write_text(FAKE_TRAINER)
         # The agent reads the names it shares with the trainer from trainer/protocol.py.

@@ -4,6 +4,7 @@ S3 URL (moto), DigitalOcean self-destroy (fake DO API). Secrets live in env only
 from __future__ import annotations
 
 import os
+import sys
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -83,6 +84,55 @@ def test_notice_checkpoints_pushes_to_the_bucket_and_keeps_secrets_off_disk(
     for path in machine.run_dir.rglob("*"):
         if path.is_file():
             assert signature not in path.read_bytes(), path.name
+
+
+JOB_SCRIPT = """
+import signal, time
+from pathlib import Path
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+Path("started").write_text("")
+while not stop:
+    time.sleep(0.05)
+time.sleep(0.5)
+Path("ckpt").mkdir(exist_ok=True)
+Path("ckpt/model.pt").write_bytes(b"weights at the notice")
+"""
+
+
+def test_a_notice_mirrors_a_commands_checkpoint_and_pushes_it(
+    imds: FakeImds, machine: Machine, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's command: its own checkpoint becomes last.pt before the push, so the spot
+    path sends the project's checkpoint off the machine as it does the trainer's."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST", data=b"")
+    ).read()
+    s3 = _s3(moto_server)
+    s3.create_bucket(Bucket=BUCKET)
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": BUCKET, "Key": "gpuctl/r1/last.pt"}, ExpiresIn=600
+    )
+    cwd = machine.root / "project"
+    cwd.mkdir()
+    (cwd / "train.py").write_text(JOB_SCRIPT)
+    job = {"kind": "command", "command": f"{sys.executable} train.py; true", "cwd": str(cwd)}
+    job["checkpoint"] = "ckpt/model.pt"
+    machine.configure(metadata_url=imds.url, spot_poll_seconds=0.1, job=job)
+    machine.agent("start", env={**os.environ, CHECKPOINT_URL_ENV: url})
+    wait_for(lambda: (cwd / "started").exists(), what="the command to start")
+    imds.notice()
+    status = wait_for(
+        lambda: (s := machine.status()).get("spot", {}).get("uploaded_at") and s,
+        what="checkpoint pushed",
+    )
+    assert status["reason"] == "spot interruption"
+    pushed = s3.get_object(Bucket=BUCKET, Key="gpuctl/r1/last.pt")["Body"].read()
+    assert pushed == b"weights at the notice"
+    assert status["checkpoint"]["kind"] == "file"
+    assert machine.trainer_status()["phase"] == "interrupted"
 
 
 def _droplet_agent(machine: Machine, fake: FakeDigitalOcean, marker: Path) -> tuple[int, Any]:
