@@ -273,7 +273,32 @@ class Supervisor:
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
+        shims = self.python_shims()
+        if shims:
+            env["PATH"] = os.pathsep.join([shims, env.get("PATH") or os.defpath])
         return env
+
+    def python_shims(self) -> str | None:
+        """`python` and `python3` in the command (and its setup) are the interpreter gpuctl
+        matched to the machine's GPU stack: many images have no `python` at all, and the
+        first python3 on PATH may lack torch. Shell shims, not links: a link to a venv's
+        python would lose the venv."""
+        python = str(self.cfg.get("python") or "")
+        if not python or not os.path.isabs(python):
+            return None
+        shims = self.dir / ".bin"
+        try:
+            shims.mkdir(exist_ok=True)
+            for name in ("python", "python3"):
+                path = shims / name
+                tmp = shims / f".{name}.tmp"
+                tmp.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
+                tmp.chmod(0o755)
+                os.replace(tmp, path)
+        except OSError as exc:
+            self.log(f"cannot put gpuctl's python first on PATH: {exc}")
+            return None
+        return str(shims)
 
     def start_trainer(self) -> None:
         (self.dir / protocol.STOP_FILE).unlink(missing_ok=True)

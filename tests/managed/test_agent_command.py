@@ -641,3 +641,24 @@ def test_the_helper_writes_numbers_only_from_rank_0_and_never_raises(tmp_path: P
     first = {k: v for k, v in lines[0].items() if k != "time"}
     assert first == {"gpuctl": "epoch", "epoch": 1, "epochs": 2, "loss": 0.5, "count": 7}
     assert lines[2]["path"] == "ckpt/model.pt"
+
+
+def test_python_in_the_command_and_its_setup_is_the_interpreter_gpuctl_chose(
+    machine: Machine,
+) -> None:
+    """An image with no `python` on PATH (only python3, or a python3 without torch):
+    `python train.py` still runs with the interpreter gpuctl matched to the machine."""
+    cwd = project(machine, "import sys\nprint('command runs', sys.executable)")
+    spec = job(
+        cwd,
+        "python train.py",
+        setup=["python -c 'import sys; print(\"setup runs\", sys.executable)'"],
+        setup_key="py",
+    )
+    machine.configure(job=spec)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # the venv's bin is not on it
+    status = run_to_end(machine, env=env)
+    assert status["exit_code"] == 0, train_log(machine)
+    log = train_log(machine)
+    assert f"setup runs {sys.executable}" in log
+    assert f"command runs {sys.executable}" in log
