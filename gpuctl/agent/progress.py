@@ -391,7 +391,10 @@ class Adapter:
             if not self.json_mode and (state["at"] is not None or (clean and state["seen"])):
                 self.text_epoch_done(time.time())  # its bar was full, or the script is done
         seconds = round(time.time() - self.started, 3)
-        if failure is None and ((code == 0 and not stop_reason) or self.all_reported()):
+        # Every epoch reported only counts when a stop raced the end: a script that
+        # reported its last epoch and then exited non-zero (saving its model) failed.
+        raced = bool(stop_reason) and self.all_reported()
+        if failure is None and ((code == 0 and not stop_reason) or raced):
             done = self.epochs_done()
             self.event(
                 TrainerEvent.FINISHED,

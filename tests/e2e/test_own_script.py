@@ -173,10 +173,14 @@ def test_a_failing_script_fails_the_run_with_its_exit_code_and_last_line(
 ) -> None:
     proc = gpuctl("run", "broken", "--json")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    final = json_lines(proc.stdout)[-1]
-    assert final["status"] == "failed"
-    assert "exit code 3" in final["reason"] and "the end of a bad run" in final["reason"]
+    events = json_lines(proc.stdout)
+    final = events[-1]
+    assert final["event"] == "failed", final
+    assert "exit code 3: the end of a bad run" in final["error"]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1]  # it did train
     assert "Traceback" not in proc.stderr
+    with Store(Path(os.environ["GPUCTL_HOME"]) / "state.db") as store:
+        assert store.get_run(final["run_id"]).status.value == "failed"
 
 
 def test_secrets_reach_the_script_and_no_disk_and_setup_runs_once_per_machine(
