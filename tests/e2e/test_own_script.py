@@ -205,3 +205,36 @@ def test_secrets_reach_the_script_and_no_disk_and_setup_runs_once_per_machine(
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
     assert os.environ["TINY_TOKEN"] == SECRET
+
+
+def test_the_reporting_example_runs_as_shipped_with_its_directory_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/with-reporting as a user copies it: epochs and accuracy from its reports
+    (not from its log), and its checkpoint directory kept beside the run as one archive."""
+    import tarfile
+
+    root = tmp_path / "reporting"
+    shutil.copytree(EXAMPLES / "with-reporting", root)
+    toml = (root / "gpuctl.toml").read_text()
+    # Its setup installs requirements.txt with pip: this venv already has torch, and a
+    # test must not depend on the package index.
+    (root / "gpuctl.toml").write_text(
+        toml.replace('commands = ["python -m pip install -q -r requirements.txt"]', "")
+    )
+    monkeypatch.chdir(root)
+    proc = gpuctl("run", "validate", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = json_lines(proc.stdout)
+    (epoch,) = [e for e in events if e["event"] == "epoch"]
+    assert epoch["epoch"] == 1 and epoch["epochs"] == 1
+    assert 0.0 <= epoch["metric"] <= 1.0 and epoch["train_loss"] > 0
+    final = events[-1]
+    assert final["status"] == "finished", final
+    results = Path(final["results_dir"])
+    assert tarfile.is_tarfile(results / "last.pt")  # checkpoints/last/, as one file
+    with tarfile.open(results / "last.pt") as archive:
+        assert any(name.endswith("model.pt") for name in archive.getnames())
+    assert (results / "checkpoints" / "best.pt").is_file()
+    log = (results / "train.log").read_text()
+    assert '"gpuctl"' not in log  # the reports went to their own file, not the log
