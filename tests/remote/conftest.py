@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,3 +32,15 @@ def host(sshd: SshdServer, settings: Settings, remote_base: Path) -> Iterator[Ss
     h = SshHost(sshd.target(), settings, remote_base=str(remote_base))
     yield h
     h.close()
+
+
+@pytest.fixture
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For runs through the real CLI: the "machine" is this one, its gpuctl dir a temp
+    dir (GPUCTL_REMOTE_BASE) and its python this venv (torch CPU)."""
+    base = tmp_path / "remote-gpuctl"
+    monkeypatch.setenv("GPUCTL_REMOTE_BASE", str(base))
+    monkeypatch.setenv("GPUCTL_REMOTE_PYTHON", sys.executable)
+    monkeypatch.setenv("GPUCTL_SSH_CONFIG", "/dev/null")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return base

@@ -29,16 +29,6 @@ RUN = ["--set", "epochs=8", "--set", "train_samples=1024", "--set", "val_samples
 LONG = ["--set", "train_samples=256", "--set", "val_samples=64"]
 
 
-@pytest.fixture
-def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "remote-gpuctl"
-    monkeypatch.setenv("GPUCTL_REMOTE_BASE", str(base))
-    monkeypatch.setenv("GPUCTL_REMOTE_PYTHON", sys.executable)
-    monkeypatch.setenv("GPUCTL_SSH_CONFIG", "/dev/null")
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return base
-
-
 def gpuctl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [GPUCTL, *args],

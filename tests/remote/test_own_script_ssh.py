@@ -20,17 +20,6 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture
-def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The "machine" is this one: its gpuctl dir a temp dir, its python this venv."""
-    base = tmp_path / "remote-gpuctl"
-    monkeypatch.setenv("GPUCTL_REMOTE_BASE", str(base))
-    monkeypatch.setenv("GPUCTL_REMOTE_PYTHON", sys.executable)
-    monkeypatch.setenv("GPUCTL_SSH_CONFIG", "/dev/null")
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return base
-
-
 def run_mode(project: Path, sshd: SshdServer) -> list[dict]:
     proc = subprocess.run(
         [GPUCTL, "run", "validate", *on(sshd), "--json", "--workdir", str(project)],
