@@ -90,6 +90,14 @@ def resolve(
     mode = pick_mode(found, preset, command, overrides, base)
     if mode is not None:  # the mode's defaults, where no flag was given
         given = mode.launch
+        if provider is None and found is not None and "provider" in given:
+            provider = given["provider"]
+            try:  # a typo in the file is reported where it is
+                settings.profile(provider)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{found.file}:{mode.line}: mode '{mode.name}': {exc.message}", hint=exc.hint
+                ) from None
         provider = provider or given.get("provider")
         # A machine default the chosen provider has no use for (spot on `local`) is for
         # another provider: dropped, where the same flag typed by the user is refused.

@@ -129,6 +129,17 @@ MISTAKES = [
     ('[data.d]\nsrc = "s3://"\n[modes.v]\ncommand = "a"\n', 2, "names no bucket", ""),
     ("[modes]\n", 1, "declares no modes", ""),
     ('[trainer]\nx = 1\n[modes.v]\ncommand = "a"\n', 1, "unknown section 'trainer'", ""),
+    # Huge or zero limits: once failed mid-launch with a recorded run (1e308 h is inf s).
+    ('[modes.v]\ncommand = "a"\nmax_hours = 1e308\n', 3, "at most 8,760 h", ""),
+    ('[modes.v]\ncommand = "a"\nmax_hours = 0\n', 3, "more than 0", ""),
+    ('[modes.v]\ncommand = "a"\nbudget = 0\n', 3, "more than 0", ""),
+    ('[modes.v]\ncommand = "a"\ndisk_gb = 100000000000\n', 3, "at most", ""),
+    ('[project]\ngrace_seconds = 1e300\n[modes.v]\ncommand = "a"\n', 2, "at most", ""),
+    ('[modes.v]\ncommand = "   "\n', 2, "is blank", ""),
+    # A NUL once killed the agent on the machine (the run was lost, not failed).
+    ('[env]\nE = "a\\u0000b"\n[modes.v]\ncommand = "a"\n', 2, "NUL", ""),
+    ('[modes.v]\ncommand = "python t.py \\u0000"\n', 2, "NUL", ""),
+    ('[setup]\ncommands = ["a\\u0000"]\n[modes.v]\ncommand = "a"\n', 2, "NUL", ""),
 ]
 
 
@@ -147,6 +158,18 @@ def test_every_mistake_names_the_file_and_line_and_nothing_is_recorded(
     assert code == 2
     assert len(output.strip().splitlines()) <= 2  # the error and its hint
     assert "Traceback" not in output
+    assert Engine().store.list_runs() == []
+
+
+def test_a_mode_naming_an_unknown_provider_says_where_and_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project_dir(tmp_path, '[modes.v]\ncommand = "a"\nprovider = "nope"\n')
+    monkeypatch.chdir(root)
+    code, output = invoke("launch", "v")
+    assert code == 2
+    assert output.startswith(f"error: {root.resolve() / 'gpuctl.toml'}:1: mode 'v': ")
+    assert "unknown provider 'nope'" in output
     assert Engine().store.list_runs() == []
 
 
