@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -177,6 +178,12 @@ def find(start: Path) -> Path | None:
         candidate = directory / FILE_NAME
         if candidate.is_file():
             return candidate
+        if os.path.lexists(candidate):  # a directory, a dangling link or a link loop
+            # Passing it by would run the bundled preset of that name instead of the script.
+            raise ConfigError(
+                f"{candidate} is not a readable file",
+                hint=f"make {FILE_NAME} a file (or remove it to run the bundled presets)",
+            )
         if (directory / ".git").exists():
             return None
     return None

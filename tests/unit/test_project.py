@@ -173,6 +173,30 @@ def test_a_mode_naming_an_unknown_provider_says_where_and_records_nothing(
     assert Engine().store.list_runs() == []
 
 
+@pytest.mark.parametrize("kind", ["directory", "link-loop", "dangling-link"])
+def test_a_project_file_that_is_not_a_file_is_refused_not_passed_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Passed by, `gpuctl run validate` ran the bundled validate preset instead of the script.
+    root = tmp_path / "proj"
+    root.mkdir()
+    path = root / "gpuctl.toml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "link-loop":
+        (root / "a").symlink_to(root / "b")
+        (root / "b").symlink_to(root / "a")
+        path.symlink_to(root / "a")
+    else:
+        path.symlink_to(root / "gone.toml")
+    monkeypatch.chdir(root)
+    code, output = invoke("launch", "validate", "--provider", "local")
+    assert code == 2
+    assert output.startswith(f"error: {path} is not a readable file")
+    assert "Traceback" not in output
+    assert Engine().store.list_runs() == []
+
+
 def test_a_name_that_is_neither_mode_nor_preset_lists_both(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
