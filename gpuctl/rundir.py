@@ -158,14 +158,17 @@ class RunDir:
         return (yield from self.host.get_tree(self.run_id, self.work, local_dir, names))
 
     def outputs(self, patterns: Sequence[str]) -> list[str]:
-        """What the patterns match in the project's copy now (globs expanded by sh; the
-        patterns were checked to hold no shell syntax when gpuctl.toml was read)."""
+        """The files the patterns match in the project's copy now, directories walked (globs
+        expanded by sh; the patterns were checked to hold no shell syntax when gpuctl.toml
+        was read)."""
         if not patterns:
             return []
         script = (
             f"cd {shlex.quote(self.work)} 2>/dev/null || exit 0; for p in "
             + " ".join(patterns)
-            + '; do [ -e "$p" ] && printf "%s\\n" "$p"; done; exit 0'
+            # A directory comes as the files in it (a copy of the name alone fails).
+            + '; do if [ -d "$p" ]; then find "$p" -type f; '
+            + 'elif [ -e "$p" ]; then printf "%s\\n" "$p"; fi; done; exit 0'
         )
         result = self.host.exec(script, timeout=60)
         result.check("list the outputs")
