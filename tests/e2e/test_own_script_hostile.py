@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from gpuctl.state import Store
 from tests.cli import GPUCTL, json_lines
 
 
@@ -53,3 +54,20 @@ def test_an_output_that_is_a_directory_comes_home_with_its_files(
     assert (results / "plots" / "a.txt").read_text() == "a"
     assert (results / "plots" / "deep" / "b.txt").read_text() == "b"
     assert not (results / "none").exists()  # a glob that matches nothing is no error
+
+
+def test_a_command_typed_in_the_root_or_a_huge_directory_is_refused_before_any_run(
+    tmp_path: Path, gpuctl_home: Path
+) -> None:
+    # In `/` it once tried to copy the whole disk and ended in an internal error.
+    huge = tmp_path / "downloads"
+    huge.mkdir()
+    for i in range(20_001):
+        (huge / f"f{i}").touch()
+    for where, says in ((Path("/"), "is /: gpuctl would upload all of it"), (huge, "20,000")):
+        proc = gpuctl("run", "--command", "echo hi", "--provider", "local", cwd=where)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 2 and says in lines[0] and "--workdir" in lines[1], lines
+    with Store(gpuctl_home / "state.db") as store:
+        assert store.list_runs() == []
