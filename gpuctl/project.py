@@ -60,7 +60,7 @@ TOP_KEYS = {"project", "setup", "env", "data", "modes"}
 # The most a number may say: beyond these it is a typo, and a limit too big to print or
 # to add to a clock (1e308 hours) would fail the launch after the run was recorded.
 LIMITS: dict[str, tuple[bool, float, str]] = {  # key: (zero allowed, most, unit)
-    "grace_seconds": (True, 3600, "s"),
+    "grace_seconds": (True, 600, "s"),
     "budget": (False, 1_000_000, "USD"),
     "max_hours": (False, 8760, "h"),
     "idle_minutes": (True, 525_600, "min"),

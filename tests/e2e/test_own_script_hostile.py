@@ -7,11 +7,14 @@ and exit 2 for a mistake, never a traceback or a machine kept by accident.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
 from gpuctl.state import Store
 from tests.cli import GPUCTL, json_lines
+from tests.e2e.test_local_cli import wait_for
 
 
 def gpuctl(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -71,3 +74,52 @@ def test_a_command_typed_in_the_root_or_a_huge_directory_is_refused_before_any_r
         assert len(lines) == 2 and says in lines[0] and "--workdir" in lines[1], lines
     with Store(gpuctl_home / "state.db") as store:
         assert store.list_runs() == []
+
+
+IGNORES_SIGTERM = """\
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+open(os.path.join(os.environ["GPUCTL_RUN_DIR"], "script.pid"), "w").write(str(os.getpid()))
+print("Epoch 1/5 loss 1.0", flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_script_that_ignores_sigterm_is_killed_after_its_grace(
+    tmp_path: Path, gpuctl_home: Path
+) -> None:
+    # It once sat in "stopping" with its script alive: the stop waited 90 s whatever the
+    # grace, and nothing killed the script once the `gpuctl stop` that asked went away.
+    root = project(
+        tmp_path,
+        '[project]\ngrace_seconds = 2\n[modes.v]\ncommand = "python ignore.py"\nepochs = 5\n',
+        **{"ignore.py": IGNORES_SIGTERM},
+    )
+    launched = gpuctl("launch", "v", cwd=root)
+    assert launched.returncode == 0, launched.stderr
+    run_id = launched.stdout.strip()
+    pid_file = gpuctl_home / "local" / "runs" / run_id / "script.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the script's pid")
+    pid = int(pid_file.read_text())
+    # A client that gives up half-way (a closed terminal) must not leave it stopping.
+    asked = subprocess.Popen([GPUCTL, "stop", run_id], cwd=root, stdin=subprocess.DEVNULL)
+    wait_for(lambda: "stopping" in gpuctl("status", run_id, cwd=root).stdout, what="stopping")
+    asked.kill()
+    asked.wait()
+    wait_for(lambda: not alive(pid), timeout=60, what="the script killed")
+    wait_for(
+        lambda: "stopped" in gpuctl("status", run_id, cwd=root).stdout.splitlines()[1],
+        what="the run stopped",
+    )
+    stopped = gpuctl("stop", run_id, cwd=root, timeout=60)  # a second stop: quick, no error
+    assert "Traceback" not in stopped.stderr
+    status = gpuctl("status", run_id, "--json", cwd=root)
+    assert json.loads(status.stdout)["status"] == "stopped"
