@@ -404,8 +404,9 @@ def command_job(found: Project | None, mode: Mode) -> dict[str, Any]:
         source.check_present()
     missing = [name for name in found.secrets if not os.environ.get(name)]
     if missing:
+        state = "is empty" if missing[0] in os.environ else "is not set"
         raise ConfigError(
-            f"secret {missing[0]} named in {found.file} is not set in your environment",
+            f"secret {missing[0]} named in {found.file} {state} in your environment",
             hint=f"export {missing[0]}=... here (it travels to the machine on a pipe, "
             "never to its disk), or drop it from secrets",
         )

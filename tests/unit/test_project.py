@@ -218,6 +218,10 @@ def test_a_secret_that_is_not_set_here_stops_the_launch_before_anything(
     assert code == 2
     assert "secret TINY_TOKEN" in output and "not set in your environment" in output
     assert Engine().store.list_runs() == []
+    monkeypatch.setenv("TINY_TOKEN", "")  # set, but to nothing: said so, not "not set"
+    code, output = invoke("launch", "validate", "--provider", "local")
+    assert code == 2 and "secret TINY_TOKEN" in output and "is empty in your environment" in output
+    assert Engine().store.list_runs() == []
 
 
 def test_set_is_refused_for_a_command_mode_and_with_command(
