@@ -141,7 +141,10 @@ def is_secret(rel: str, include: Sequence[str] = ()) -> bool:
 
 def _link_problem(real_root: str, path: str, include: Sequence[str]) -> str | None:
     """Why a symlink in the tree must not travel (None: it may, as the file it names)."""
-    real = os.path.realpath(path)
+    try:
+        real = os.path.realpath(path)
+    except OSError:  # /proc/1/cwd: a link that cannot even be read
+        return "cannot be followed"
     if real != real_root and os.path.commonpath([real_root, real]) != real_root:
         return "points outside the work dir"
     if is_secret(os.path.relpath(real, real_root).replace(os.sep, "/"), include):
@@ -154,12 +157,14 @@ def walk_tree(
     excludes: Sequence[str] = (),
     include_secrets: Sequence[str] = (),
     skipped: list[str] | None = None,
+    most: int | None = None,
 ) -> list[FileEntry]:
     """Files to ship from root, sorted; symlinks to files are followed, to dirs skipped.
 
     A symlink that resolves outside root or to a secret never travels (a link named
     data.txt may point at ~/.aws/credentials); `skipped` collects "name (why)" for it.
-    Only regular files travel: a FIFO or socket would hang the upload.
+    Only regular files travel: a FIFO or socket would hang the upload. With `most`, the
+    walk stops (unsorted) once it has found more files than that.
     """
     root = Path(root)
     real_root = os.path.realpath(root)
@@ -210,4 +215,6 @@ def walk_tree(
             if not stat.S_ISREG(st.st_mode):
                 continue
             out.append(FileEntry(rel, st.st_size, st.st_mtime, st.st_mode & 0o777))
+            if most is not None and len(out) > most:
+                return out
     return sorted(out, key=lambda e: e.rel)

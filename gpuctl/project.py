@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -56,6 +57,17 @@ MODE_KEYS = {
     **MODE_LAUNCH_KEYS,
 }
 TOP_KEYS = {"project", "setup", "env", "data", "modes"}
+# The most a number may say: beyond these it is a typo, and a limit too big to print or
+# to add to a clock (1e308 hours) would fail the launch after the run was recorded.
+LIMITS: dict[str, tuple[bool, float, str]] = {  # key: (zero allowed, most, unit)
+    "grace_seconds": (True, 600, "s"),
+    "budget": (False, 1_000_000, "USD"),
+    "max_hours": (False, 8760, "h"),
+    "idle_minutes": (True, 525_600, "min"),
+    "stall_minutes": (True, 525_600, "min"),
+    "disk_gb": (False, 65_536, "GB"),
+    "epochs": (False, 1_000_000, "epochs"),
+}
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?/\[\]-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -166,6 +178,12 @@ def find(start: Path) -> Path | None:
         candidate = directory / FILE_NAME
         if candidate.is_file():
             return candidate
+        if os.path.lexists(candidate):  # a directory, a dangling link or a link loop
+            # Passing it by would run the bundled preset of that name instead of the script.
+            raise ConfigError(
+                f"{candidate} is not a readable file",
+                hint=f"make {FILE_NAME} a file (or remove it to run the bundled presets)",
+            )
         if (directory / ".git").exists():
             return None
     return None
@@ -284,6 +302,18 @@ class _Reader:
             ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
         else:
             ok = isinstance(value, kind)
+        if ok and kind in (float, int) and key in LIMITS:
+            zero_ok, most, unit = LIMITS[key]
+            if value == 0 and not zero_ok:
+                raise self.error(where, key, f"{label} must be more than 0, got {value}")
+            if value > most:
+                message = f"{label} must be at most {most:,} {unit}, got {value:g}"
+                raise self.error(where, key, message)
+        if ok and kind is str and not value.strip() and key in ("command", "preset", "resume"):
+            raise self.error(where, key, f"{label} is blank")
+        strings = value if kind is list else [value]
+        if ok and any(isinstance(v, str) and "\0" in v for v in strings):
+            raise self.error(where, key, f"{label} holds a NUL character")
         if not ok:
             want = {float: "a number", int: "a whole number", list: "a list of strings"}.get(
                 kind, {str: "a string", bool: "true or false", dict: "a table"}.get(kind, "?")
@@ -410,6 +440,10 @@ class _Reader:
                 raise self.error(("env",), key, f"[env] '{key}' is not an environment name")
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise self.error(("env",), key, f"[env] {key} must be a string or a number")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.error(("env",), key, f"[env] {key} must be a finite number")
+            if isinstance(value, str) and "\0" in value:
+                raise self.error(("env",), key, f"[env] {key} holds a NUL character")
             if key in secrets:
                 raise self.error(
                     ("env",),

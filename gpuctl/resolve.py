@@ -90,6 +90,14 @@ def resolve(
     mode = pick_mode(found, preset, command, overrides, base)
     if mode is not None:  # the mode's defaults, where no flag was given
         given = mode.launch
+        if provider is None and found is not None and "provider" in given:
+            provider = given["provider"]
+            try:  # a typo in the file is reported where it is
+                settings.profile(provider)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{found.file}:{mode.line}: mode '{mode.name}': {exc.message}", hint=exc.hint
+                ) from None
         provider = provider or given.get("provider")
         # A machine default the chosen provider has no use for (spot on `local`) is for
         # another provider: dropped, where the same flag typed by the user is refused.
@@ -178,6 +186,8 @@ def resolve(
                 f"work directory {workdir} does not exist", hint="pass an existing directory"
             )
         workdir_path = str(wd.resolve())
+        if mode is not None and mode.command:
+            check_upload(Path(workdir_path), excludes, include_secrets, found is None)
     if host:  # a typo in --host fails here, before any run is recorded
         from gpuctl.remote.endpoint import parse_host_spec
 
@@ -262,6 +272,35 @@ def check_key_file(path: str, what: str) -> None:
 
 
 # -- the user's project ------------------------------------------------------------------------
+
+
+UPLOAD_MOST_FILES = 20_000
+UPLOAD_MOST_BYTES = 10 * 1024**3
+
+
+def check_upload(
+    root: Path, excludes: Sequence[str], include_secrets: Sequence[str], ad_hoc: bool
+) -> None:
+    """A command's code upload, sized before any run is recorded: `--command` typed in `/`
+    or a home directory would copy the whole disk to a machine billed by the hour."""
+    from .files import walk_tree
+
+    where = "the current directory" if ad_hoc else str(root)
+    hint = (
+        "run it from your project's directory (or pass --workdir DIR); a .gitignore or "
+        "--exclude leaves files out, [data] in gpuctl.toml uploads a dataset once"
+    )
+    if root == Path(root.anchor) or root == Path.home().resolve():
+        raise ConfigError(f"{where} is {root}: gpuctl would upload all of it", hint=hint)
+    files = walk_tree(root, excludes, include_secrets, most=UPLOAD_MOST_FILES)
+    size = sum(f.size for f in files)
+    if len(files) > UPLOAD_MOST_FILES or size > UPLOAD_MOST_BYTES:
+        amount = (
+            f"more than {UPLOAD_MOST_FILES:,} files"
+            if len(files) > UPLOAD_MOST_FILES
+            else f"{size / 1024**3:.1f} GB"
+        )
+        raise ConfigError(f"{where} ({root}) holds {amount} to upload", hint=hint)
 
 
 def machine_defaults(settings: Settings, provider: str | None, given: Any) -> dict[str, Any]:
@@ -365,8 +404,9 @@ def command_job(found: Project | None, mode: Mode) -> dict[str, Any]:
         source.check_present()
     missing = [name for name in found.secrets if not os.environ.get(name)]
     if missing:
+        state = "is empty" if missing[0] in os.environ else "is not set"
         raise ConfigError(
-            f"secret {missing[0]} named in {found.file} is not set in your environment",
+            f"secret {missing[0]} named in {found.file} {state} in your environment",
             hint=f"export {missing[0]}=... here (it travels to the machine on a pipe, "
             "never to its disk), or drop it from secrets",
         )

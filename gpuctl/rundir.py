@@ -158,14 +158,17 @@ class RunDir:
         return (yield from self.host.get_tree(self.run_id, self.work, local_dir, names))
 
     def outputs(self, patterns: Sequence[str]) -> list[str]:
-        """What the patterns match in the project's copy now (globs expanded by sh; the
-        patterns were checked to hold no shell syntax when gpuctl.toml was read)."""
+        """The files the patterns match in the project's copy now, directories walked (globs
+        expanded by sh; the patterns were checked to hold no shell syntax when gpuctl.toml
+        was read)."""
         if not patterns:
             return []
         script = (
             f"cd {shlex.quote(self.work)} 2>/dev/null || exit 0; for p in "
             + " ".join(patterns)
-            + '; do [ -e "$p" ] && printf "%s\\n" "$p"; done; exit 0'
+            # A directory comes as the files in it (a copy of the name alone fails).
+            + '; do if [ -d "$p" ]; then find "$p" -type f; '
+            + 'elif [ -e "$p" ]; then printf "%s\\n" "$p"; fi; done; exit 0'
         )
         result = self.host.exec(script, timeout=60)
         result.check("list the outputs")
@@ -200,10 +203,11 @@ class RunDir:
         command: str,
         *extra: str,
         env: Mapping[str, str] | None = None,
+        wait: float = 180.0,
     ) -> dict[str, Any]:
         agent = f"{code_dir}/agent/agent.py"
         argv = [python, agent, command, "--run-dir", self.path, *extra]
-        result = self.host.exec(shlex.join(argv), timeout=180, env=env)
+        result = self.host.exec(shlex.join(argv), timeout=max(wait, 180.0), env=env)
         result.check(f"agent {command}")
         for line in reversed([ln for ln in result.stdout.splitlines() if ln.startswith("{")]):
             try:
@@ -249,8 +253,18 @@ class RunDir:
                 f"run {self.run_id} was never started on {self.host.label}",
                 hint="nothing to stop",
             )
+        grace = cfg.get("grace_seconds")
+        if isinstance(grace, int | float):  # the script's own grace, and its second ask
+            timeout = max(timeout, float(grace) + min(float(grace), 10.0) + 5.0)
         return self._agent(
-            cfg["code_dir"], cfg["python"], "stop", "--reason", reason, "--timeout", str(timeout)
+            cfg["code_dir"],
+            cfg["python"],
+            "stop",
+            "--reason",
+            reason,
+            "--timeout",
+            str(timeout),
+            wait=timeout + 60.0,
         )
 
     def status(self) -> dict[str, Any]:

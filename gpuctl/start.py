@@ -130,7 +130,9 @@ def job_secrets(spec: LaunchSpec) -> dict[str, str]:
         value = os.environ.get(str(name), "")
         if not value:
             raise ConfigError(
-                f"secret {name} is not set in your environment", hint=f"export {name}=..."
+                f"secret {name} {'is empty' if name in os.environ else 'is not set'} in your "
+                "environment",
+                hint=f"export {name}=...",
             )
         env[str(name)] = value
     seconds = (spec.max_hours or 12.0) * 3600

@@ -368,15 +368,21 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def graceful_stop(self, reason: str) -> None:
-        """STOP file + SIGTERM: the trainer finishes its step and writes last.pt."""
+    def graceful_stop(self, reason: str, signalled: bool = False) -> None:
+        """STOP file + SIGTERM: the trainer finishes its step and writes last.pt.
+
+        `signalled`: `agent.py stop` wrote the file and sent the SIGTERM (a second one now
+        would mean "exit at once"); the grace is enforced here all the same, so a trainer
+        that ignores SIGTERM is killed even when the client that asked went away.
+        """
         if self.stop_reason:
             return
         self.stop_reason = reason
         self.log(f"stopping trainer: {reason}")
         self.save(state=AgentState.STOPPING, reason=reason)
-        (self.dir / protocol.STOP_FILE).write_text(reason + "\n")
-        self.signal_trainer(signal.SIGTERM)
+        if not signalled:
+            (self.dir / protocol.STOP_FILE).write_text(reason + "\n")
+            self.signal_trainer(signal.SIGTERM)
         grace = float(self.cfg.get("grace_seconds", 90))
         if reason.startswith(StopReason.STALL) and self.progress is not None:
             grace = min(grace, self.progress.stall_seconds)  # it was stuck that long already
@@ -576,6 +582,11 @@ class Supervisor:
                 break
             if stop_requested["reason"]:
                 self.graceful_stop(stop_requested["reason"])
+                continue
+            if (self.dir / protocol.STOP_FILE).exists():  # `agent.py stop` asked
+                self.read_stop_file()
+                reason, self.stop_reason = self.stop_reason or StopReason.USER, None
+                self.graceful_stop(reason, signalled=True)
                 continue
             if self.spot is not None and self.spot.due(now()):
                 self.check_spot()

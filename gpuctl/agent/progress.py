@@ -40,7 +40,8 @@ MAX_LINE = 64 * 1024  # a line longer than this without a newline is dropped, no
 
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _SEP = r"\s*[:= ]\s*"
-EPOCH_RE = re.compile(r"\bepoch\b\s*[:=#]?\s*\[?\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
+# At most 9 digits: a longer number is no epoch (and int() of 5,000 digits raises).
+EPOCH_RE = re.compile(r"\bepoch\b\s*[:=#]?\s*\[?\s*(\d{1,9})\s*/\s*(\d{1,9})\b", re.IGNORECASE)
 BAR_RE = re.compile(r"(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
 STEP_RE = re.compile(r"\b(?:step|batch|iter|iteration)\b\s*[:=]?\s*(\d+)\s*/\s*(\d+)", re.I)
 KERAS_BAR_RE = re.compile(r"^\s*(\d+)/(\d+)\s*(?:\[[=>.]*\]|-)")  # "50/50 [===] - 2s"
@@ -83,10 +84,14 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+MOST_COUNT = 10**9  # more epochs or steps than this is a script's garbage, not progress
+
+
 def count(value: Any) -> int | None:
-    """A whole positive number (3 or 3.0); None for anything else."""
+    """A whole positive number (3 or 3.0) up to MOST_COUNT; None for anything else (an
+    epoch of 1e308 once made every later `gpuctl ls --runs` fail on the state DB)."""
     n = number(value)
-    return int(n) if n is not None and n == int(n) and n >= 0 else None
+    return int(n) if n is not None and n == int(n) and 0 <= n <= MOST_COUNT else None
 
 
 class LineReader:
@@ -322,7 +327,7 @@ class Adapter:
         state = self.text
         state["fields"].update(fields)
         bar = BAR_RE.search(line) or KERAS_BAR_RE.search(line) or STEP_RE.search(line)
-        if bar is not None:
+        if bar is not None and all(len(g) <= 9 for g in bar.groups()[-2:]):  # else no int()
             step, steps = int(bar.groups()[-2]), int(bar.groups()[-1])
             state["bar"] = True
             if steps > 0:

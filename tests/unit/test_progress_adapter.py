@@ -95,3 +95,29 @@ def test_every_epoch_reported_is_finished_whatever_the_exit(tmp_path: Path) -> N
     adapter = Adapter(tmp_path, epochs=1, resume=False, log_offset=0)
     write(tmp_path, json.dumps({"gpuctl": "epoch", "epoch": 1}) + "\n", protocol.REPORTS_FILE)
     assert adapter.finish(1, protocol.StopReason.USER) == protocol.Phase.FINISHED
+
+
+def test_absurd_epoch_numbers_are_no_progress_and_break_nothing(tmp_path: Path) -> None:
+    # An epoch of 1e308 once reached the state DB and failed every `gpuctl ls --runs`;
+    # a 5,000-digit one would make int() raise in the agent.
+    reports, text = tmp_path / "reports", tmp_path / "text"
+    reports.mkdir()
+    text.mkdir()
+    adapter = Adapter(reports, epochs=None, resume=False, log_offset=0)
+    garbage = [
+        {"gpuctl": "epoch", "epoch": 1e308, "epochs": -5, "loss": 0.1},
+        {"gpuctl": "epoch", "epoch": 10**30, "loss": 0.1},
+        {"gpuctl": "epoch", "epoch": 1, "epochs": 10**30, "loss": 0.2},
+    ]
+    write(reports, "".join(json.dumps(g) + "\n" for g in garbage), protocol.REPORTS_FILE)
+    adapter.poll()
+    from_text = Adapter(text, epochs=None, resume=False, log_offset=0)
+    write(text, f"Epoch {'9' * 5000}/3 loss 1\nEpoch 2/{'7' * 5000} loss 1\n")
+    write(text, f"Epoch 1/3 step {'9' * 5000}/{'9' * 5000}\nEpoch 1/3 loss 0.5\n")
+    from_text.poll()
+    for run_dir in (reports, text):
+        assert [e["epoch"] for e in epoch_ends(run_dir)] == [1]
+        now = status(run_dir)
+        assert now["epoch"] == 1
+        assert all(abs(v) < 2**63 for v in now.values() if isinstance(v, int))
+    assert status(reports)["epochs"] is None and status(text)["epochs"] == 3

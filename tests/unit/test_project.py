@@ -129,6 +129,17 @@ MISTAKES = [
     ('[data.d]\nsrc = "s3://"\n[modes.v]\ncommand = "a"\n', 2, "names no bucket", ""),
     ("[modes]\n", 1, "declares no modes", ""),
     ('[trainer]\nx = 1\n[modes.v]\ncommand = "a"\n', 1, "unknown section 'trainer'", ""),
+    # Huge or zero limits: once failed mid-launch with a recorded run (1e308 h is inf s).
+    ('[modes.v]\ncommand = "a"\nmax_hours = 1e308\n', 3, "at most 8,760 h", ""),
+    ('[modes.v]\ncommand = "a"\nmax_hours = 0\n', 3, "more than 0", ""),
+    ('[modes.v]\ncommand = "a"\nbudget = 0\n', 3, "more than 0", ""),
+    ('[modes.v]\ncommand = "a"\ndisk_gb = 100000000000\n', 3, "at most", ""),
+    ('[project]\ngrace_seconds = 1e300\n[modes.v]\ncommand = "a"\n', 2, "at most", ""),
+    ('[modes.v]\ncommand = "   "\n', 2, "is blank", ""),
+    # A NUL once killed the agent on the machine (the run was lost, not failed).
+    ('[env]\nE = "a\\u0000b"\n[modes.v]\ncommand = "a"\n', 2, "NUL", ""),
+    ('[modes.v]\ncommand = "python t.py \\u0000"\n', 2, "NUL", ""),
+    ('[setup]\ncommands = ["a\\u0000"]\n[modes.v]\ncommand = "a"\n', 2, "NUL", ""),
 ]
 
 
@@ -146,6 +157,42 @@ def test_every_mistake_names_the_file_and_line_and_nothing_is_recorded(
     code, output = invoke("launch", "v", "--provider", "local")
     assert code == 2
     assert len(output.strip().splitlines()) <= 2  # the error and its hint
+    assert "Traceback" not in output
+    assert Engine().store.list_runs() == []
+
+
+def test_a_mode_naming_an_unknown_provider_says_where_and_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project_dir(tmp_path, '[modes.v]\ncommand = "a"\nprovider = "nope"\n')
+    monkeypatch.chdir(root)
+    code, output = invoke("launch", "v")
+    assert code == 2
+    assert output.startswith(f"error: {root.resolve() / 'gpuctl.toml'}:1: mode 'v': ")
+    assert "unknown provider 'nope'" in output
+    assert Engine().store.list_runs() == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "link-loop", "dangling-link"])
+def test_a_project_file_that_is_not_a_file_is_refused_not_passed_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Passed by, `gpuctl run validate` ran the bundled validate preset instead of the script.
+    root = tmp_path / "proj"
+    root.mkdir()
+    path = root / "gpuctl.toml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "link-loop":
+        (root / "a").symlink_to(root / "b")
+        (root / "b").symlink_to(root / "a")
+        path.symlink_to(root / "a")
+    else:
+        path.symlink_to(root / "gone.toml")
+    monkeypatch.chdir(root)
+    code, output = invoke("launch", "validate", "--provider", "local")
+    assert code == 2
+    assert output.startswith(f"error: {path} is not a readable file")
     assert "Traceback" not in output
     assert Engine().store.list_runs() == []
 
@@ -170,6 +217,10 @@ def test_a_secret_that_is_not_set_here_stops_the_launch_before_anything(
     code, output = invoke("launch", "validate", "--provider", "local")
     assert code == 2
     assert "secret TINY_TOKEN" in output and "not set in your environment" in output
+    assert Engine().store.list_runs() == []
+    monkeypatch.setenv("TINY_TOKEN", "")  # set, but to nothing: said so, not "not set"
+    code, output = invoke("launch", "validate", "--provider", "local")
+    assert code == 2 and "secret TINY_TOKEN" in output and "is empty in your environment" in output
     assert Engine().store.list_runs() == []
 
 
