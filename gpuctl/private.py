@@ -41,10 +41,21 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create path 0600 if missing (before sqlite or logging open it with 0644)."""
+    """Create path 0600 if missing (before sqlite or logging open it with 0644).
+
+    An existing file is never opened here: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, and sqlite's locks on state.db (held by another
+    handle in this process) would silently vanish, letting another process write under
+    them.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError:
+        return path
+    try:
         if os.stat(path).st_mode & 0o077:
             os.chmod(path, 0o600)
     except OSError:

@@ -200,3 +200,31 @@ def test_damaged_pages_behind_a_good_header_are_one_line_not_an_internal_error(
     # Refused, not overwritten (past the 100-byte header, whose change counter SQLite
     # itself bumps on open).
     assert path.read_bytes()[100:] == bytes(data)[100:]
+
+
+def test_opening_a_second_handle_keeps_the_first_handles_lock(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it:
+    a second Store opened in this process must not touch state.db's descriptors, or the
+    first one's write lock vanishes and another process writes under it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.db"
+    first = Store(path)
+    first._db.execute("BEGIN IMMEDIATE")  # the write lock a transition or a migration holds
+    try:
+        # What a provider or a worker thread does in the same process: open a handle (it
+        # waits for the write lock to migrate, and gives up here; its files were touched).
+        with pytest.raises(StateError):
+            Store(path, timeout=0.2)
+        probe = (
+            "import sqlite3, sys\n"
+            f"db = sqlite3.connect({str(path)!r}, timeout=0, isolation_level=None)\n"
+            "try:\n    db.execute('BEGIN IMMEDIATE')\nexcept sqlite3.OperationalError:\n"
+            "    sys.exit(0)\nsys.exit(1)\n"
+        )
+        other = subprocess.run([sys.executable, "-c", probe], timeout=60)
+        assert other.returncode == 0, "another process got the write lock the first handle holds"
+    finally:
+        first._db.execute("ROLLBACK")
+        first.close()
