@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import cost, filelock, listing, recovery, start, teardown
+from . import billed_price, cost, filelock, listing, recovery, start, teardown
 from .errors import GpuctlError, NotFoundError
 from .events import Failed, InstanceUp, Notice, Resolved
 from .models import Instance, LaunchSpec, Run, RunStatus
@@ -92,6 +92,14 @@ def launch(engine: EngineOps, spec: LaunchSpec) -> Events:
         engine.store.put_instance(instance)
         engine.store.update_run(spec.run_id, instance_id=instance.id)
         cost.record_launch(engine.store, engine.settings, instance, spec.run_id)
+        if created:  # what it really bills, against the quote (a reused machine: as known)
+            instance = yield from billed_price.at_boot(
+                engine,
+                spec,
+                instance,
+                est.price_per_hour if est else None,
+                est.instance_type if est else "",
+            )
         yield InstanceUp.of(spec.run_id, instance)
         started = yield from start.start_on(engine, instance, spec, resume=False)
         return started
