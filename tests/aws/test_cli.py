@@ -48,9 +48,8 @@ def test_offers_say_where_each_price_came_from_and_how_old_it_is(
     header, first = proc.stdout.splitlines()[:2]
     assert header.rstrip().endswith("SOURCE/AGE")
     assert "catalog 2025-01-15, " in first and "days ago; spot live API, just now" in first
-    rows = json_lines(
-        gpuctl("offers", "-p", "aws-test", "--gpu", "A10G", "--region", "us-east-1", "--json").stdout
-    )
+    argv = ["offers", "-p", "aws-test", "--gpu", "A10G", "--region", "us-east-1", "--json"]
+    rows = json_lines(gpuctl(*argv).stdout)
     g5 = next(r for r in rows if r["instance_type"] == "g5.xlarge")
     assert g5["price_source"] == "catalog 2025-01-15"
     assert g5["price_age_seconds"] > 300 * 86400  # the bundled file's date, not "now"
