@@ -80,6 +80,17 @@ def reprice(engine: EngineOps, instance: Instance, billed: BilledPrice) -> Insta
     return real
 
 
+def quote_of(engine: EngineOps, run_id: str) -> tuple[float | None, str]:
+    """The price and type the run's launch estimate quoted (its "estimate" event)."""
+    found = engine.store.events(run_id, kinds=["estimate"])
+    if not found:
+        return None, ""
+    last = found[-1]
+    value = last.get("price_per_hour")
+    price = float(value) if isinstance(value, int | float) else None
+    return price, str(last.get("instance_type") or "")
+
+
 def at_boot(
     engine: EngineOps,
     spec: LaunchSpec,

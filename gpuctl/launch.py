@@ -10,10 +10,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import billed_price, cost, filelock, listing, recovery, start, teardown
-from .errors import GpuctlError, NotFoundError
+from .errors import BudgetExceeded, GpuctlError, NotFoundError
 from .events import Failed, InstanceUp, Notice, Resolved
 from .models import Instance, LaunchSpec, Run, RunStatus
 from .runs.status import transition
+from .trainer.protocol import StopReason
 
 if TYPE_CHECKING:
     from .ports import EngineOps, Events
@@ -188,6 +189,14 @@ def fail_launch(
                 f"run `gpuctl down {spec.run_id}`",
                 "error",
             )
-    transition(engine.store, spec.run_id, RunStatus.FAILED, reason=exc.message)
+    if isinstance(exc, BudgetExceeded):  # a spot price above the max price: a budget end
+        transition(
+            engine.store,
+            spec.run_id,
+            RunStatus.BUDGET,
+            reason=f"{StopReason.BUDGET}: {exc.message}",
+        )
+    else:
+        transition(engine.store, spec.run_id, RunStatus.FAILED, reason=exc.message)
     engine.record_event(spec.run_id, "failed", {"error": exc.message, "hint": exc.hint})
     yield Failed(spec.run_id, exc.message, exc.hint, exc.exit_code)

@@ -11,12 +11,14 @@ import pytest
 
 from gpuctl import billed_price, cost
 from gpuctl.errors import EXIT_BUDGET, BudgetExceeded
-from gpuctl.events import Notice
+from gpuctl.events import Failed, Notice, Provisioning
+from gpuctl.launch import launch as run_launch
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, LaunchSpec, Market, Run, RunStatus
 from gpuctl.settings import Profile, Settings
 from gpuctl.state import Store
 
+from .helpers import boto
 from .test_launch import drive, spec
 
 OPTIONS: dict[str, Any] = {
@@ -177,3 +179,27 @@ def test_offers_say_where_their_prices_came_from_and_how_old_they_are(
     origin = g5.price_origin(time.time())
     assert origin.startswith(f"catalog {day}, ") and "days ago" in origin
     assert origin.endswith("spot live API, just now")
+
+
+def test_a_launch_whose_zone_price_rose_above_max_price_while_booting_ends_as_a_budget(
+    engine: Engine, spot_prices: Any
+) -> None:
+    key = ("us-east-1", "g5.xlarge", "us-east-1a")
+    spot_prices[key] = 0.35
+    launch = spec(spot=True, run_id="r-rose01", max_price=0.40)
+    events = []
+    for event in run_launch(engine, launch):
+        events.append(event)
+        if isinstance(event, Provisioning) and "booting" in event.detail:
+            spot_prices[key] = 0.55  # the market moved between the create and the boot
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.exit_code == EXIT_BUDGET, events[-3:]
+    assert "above the max price $0.400/h" in failed.error
+    run = engine.store.get_run(launch.run_id)
+    assert run.status == RunStatus.BUDGET
+    (exceeded,) = kinds(engine, launch.run_id, billed_price.MAX_PRICE_EXCEEDED)
+    assert exceeded["price"] == pytest.approx(0.55)
+    (instance_id,) = {e.instance_id for e in events if getattr(e, "instance_id", None)}
+    state = boto("us-east-1").describe_instances(InstanceIds=[instance_id])
+    assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
+    assert engine.store.segments(run_id=launch.run_id, open_only=True) == []  # not billed on
