@@ -64,6 +64,8 @@ def test_a_spot_price_above_max_price_per_hour_stops_the_run_like_a_budget(
     tail = stderr[-3000:] + json.dumps(events[-6:])
     assert rc == EXIT_BUDGET, tail
     notices = [e["message"] for e in events if e["event"] == "notice"]
+    (quote,) = [m for m in notices if m.startswith("rough estimate")]
+    assert "$0.210/h: spot live API, " in quote, quote  # the estimate names its price's source
     assert any("$0.230/h" in m and "$0.210/h quoted" in m for m in notices), notices
     assert any("above the max price $0.250/h" in m for m in notices), notices
     final = events[-1]
