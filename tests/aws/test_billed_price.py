@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gpuctl import billed_price, cost
+from gpuctl import billed_price, cost, recovery
 from gpuctl.errors import EXIT_BUDGET, BudgetExceeded
 from gpuctl.events import Failed, Notice, Provisioning
 from gpuctl.launch import launch as run_launch
@@ -203,3 +203,42 @@ def test_a_launch_whose_zone_price_rose_above_max_price_while_booting_ends_as_a_
     state = boto("us-east-1").describe_instances(InstanceIds=[instance_id])
     assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
     assert engine.store.segments(run_id=launch.run_id, open_only=True) == []  # not billed on
+
+
+def test_a_recoverys_new_machine_above_the_max_price_is_ended_and_the_run_is_a_budget(
+    engine: Engine, spot_prices: Any
+) -> None:
+    key = ("us-east-1", "g5.xlarge", "us-east-1a")
+    spot_prices[key] = 0.35
+    launch = spec(spot=True, run_id="r-recov1", max_price=0.40, managed=True)
+    now = time.time()
+    engine.store.add_run(
+        Run(
+            id=launch.run_id,
+            preset=launch.preset,
+            provider=launch.provider,
+            status=RunStatus.RECOVERING,
+            created_at=now,
+            updated_at=now,
+            spec=launch.to_dict(),
+        )
+    )
+    engine.record_event(launch.run_id, "estimate", {"price_per_hour": 0.35})
+    events = []
+    gen = recovery.relaunch(engine, engine.store.get_run(launch.run_id), None, 2)
+    for event in gen:
+        events.append(event)
+        if isinstance(event, Provisioning) and "booting" in event.detail:
+            spot_prices[key] = 0.55
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.exit_code == EXIT_BUDGET, events[-3:]
+    assert engine.store.get_run(launch.run_id).status == RunStatus.BUDGET
+    (differs,) = kinds(engine, launch.run_id, billed_price.PRICE_DIFFERS)
+    assert (differs["quoted"], differs["billed"]) == (pytest.approx(0.35), pytest.approx(0.55))
+    instance_id = engine.store.get_run(launch.run_id).instance_id
+    state = boto("us-east-1").describe_instances(InstanceIds=[instance_id])
+    assert state["Reservations"][0]["Instances"][0]["State"]["Name"] in (
+        "shutting-down",
+        "terminated",
+    )
+    assert engine.store.segments(run_id=launch.run_id, open_only=True) == []
