@@ -405,9 +405,16 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
             problems.append((name, exc))  # one failing provider never hides the others
     found.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0.0))
     out = Out(as_json)
+    now = time.time()
     if as_json:
         for o in found:
-            out.obj({**o.to_dict(), "spot_saving": o.spot_saving})
+            ages = {
+                "price_age_seconds": None if o.priced_at is None else round(now - o.priced_at),
+                "spot_price_age_seconds": None
+                if o.spot_priced_at is None
+                else round(now - o.spot_priced_at),
+            }
+            out.obj({**o.to_dict(), "spot_saving": o.spot_saving, **ages})
         for name, exc in problems:
             out.obj({"event": "provider_error", "provider": name, "error": exc.one_line()})
         if len(problems) == len(names):
@@ -432,6 +439,7 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
                 money(o.spot_price_per_hour, digits=3, unknown=BLANK),
                 saving,
                 o.region or ",".join(o.regions[:3]),
+                o.price_origin(now) or BLANK,
             ]
         )
     headers = [
@@ -445,6 +453,7 @@ def offers(provider: str | None, gpu: str | None, region: str | None, as_json: b
         "SPOT",
         "SAVE",
         "REGION",
+        "SOURCE/AGE",
     ]
     click.echo(table(rows, headers) if rows else "no offers match")
 

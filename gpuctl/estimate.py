@@ -12,16 +12,18 @@ asks the provider for the offer's price (the CLI's launch, the TUI's launch moda
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .format import money, rate, rough_duration
+from .format import money, price_origin, rate, rough_duration
 from .models import LaunchSpec, Offer, Run
 from .state import Store
 from .trainer.protocol import HISTORY_FILE
@@ -276,6 +278,9 @@ class Estimate:
     runs_used: int = 0
     max_hours: float | None = None
     minimum_seconds: float = 0.0  # the provider's minimum charge per start
+    # Where the price came from and when it was read (see Offer.price_origin).
+    price_source: str = ""
+    priced_at: float | None = None
 
     @property
     def capped(self) -> bool:
@@ -307,6 +312,8 @@ class Estimate:
     def text(self) -> str:
         where = self.instance_type or self.gpu_class
         price = "" if self.price_per_hour is None else f", {rate(self.price_per_hour)}"
+        if price and self.price_source:
+            price += f": {price_origin(self.price_source, self.priced_at, time.time())}"
         cost = "price unknown" if self.cost is None else f"~{money(self.cost)}"
         if self.minimum_note:
             cost += f" ({self.minimum_note})"
@@ -467,6 +474,29 @@ def estimate_spec(
             price = offer.spot_price_per_hour
     elif itype:
         gpu = gpu_class("", itype, None, provider.gpu_hints)
+    source, priced_at = "", None
+    if offer is not None and price is not None:
+        spot = spec.spot and offer.spot_price_per_hour is not None
+        source = "spot live API" if spot else offer.price_source
+        priced_at = offer.spot_priced_at if spot else offer.priced_at
+    found = _estimate_spec(store, spec, provider, kind, billing, itype, gpu, count, vcpus, price)
+    return dataclasses.replace(found, price_source=source, priced_at=priced_at)
+
+
+def _estimate_spec(
+    store: Store,
+    spec: LaunchSpec,
+    provider: Any,
+    kind: str,
+    billing: Any,
+    itype: str,
+    gpu: str,
+    count: int,
+    vcpus: int,
+    price: float | None,
+) -> Estimate:
+    from . import cost
+
     if spec.job:
         return command_estimate(
             store,

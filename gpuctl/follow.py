@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import cost, recovery, runstate
+from . import billed_price, cost, recovery, runstate
 from .errors import EXIT_BUDGET, EXIT_RUN_FAILED, GpuctlError, RemoteError
 from .events import CostTick, EpochDone, Event, Failed, GpuSampled, LogLines, Notice
 from .host import Host
@@ -207,6 +207,7 @@ def cost_tick(engine: EngineOps, run_id: str, warned: set[str]) -> Iterator[Even
     for alert in cost.fire_alerts(engine.store, states):
         engine.record_event(run_id, "budget", {"level": alert.level, **alert.state.to_dict()})
         yield Notice(run_id, alert.message, "error" if alert.level == "stop" else "warning")
+    yield from billed_price.watch(engine, run, warned)  # spot price now; above the max: stop
     over = cost.exceeded(states)
     if over is not None and "stop" not in warned and run.status.active:
         warned.add("stop")

@@ -105,6 +105,11 @@ def age(seconds: float) -> str:
     return f"{int(s // 86400)} days ago"
 
 
+def price_origin(source: str, at: float | None, now: float) -> str:
+    """A price's source and age: 'live API, just now', 'catalog 2025-01-15, 322 days ago'."""
+    return source if at is None else f"{source}, {age(now - at)}"
+
+
 def percent(fraction: float) -> str:
     """A share, say of a budget: '42%'. '100%' only once it is all used, '0%' only at zero."""
     f = _finite(fraction, "a fraction")

@@ -9,11 +9,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import cost, filelock, listing, recovery, start, teardown
-from .errors import GpuctlError, NotFoundError
+from . import billed_price, cost, filelock, listing, recovery, start, teardown
+from .errors import BudgetExceeded, GpuctlError, NotFoundError
 from .events import Failed, InstanceUp, Notice, Resolved
 from .models import Instance, LaunchSpec, Run, RunStatus
 from .runs.status import transition
+from .trainer.protocol import StopReason
 
 if TYPE_CHECKING:
     from .ports import EngineOps, Events
@@ -92,6 +93,14 @@ def launch(engine: EngineOps, spec: LaunchSpec) -> Events:
         engine.store.put_instance(instance)
         engine.store.update_run(spec.run_id, instance_id=instance.id)
         cost.record_launch(engine.store, engine.settings, instance, spec.run_id)
+        if created:  # what it really bills, against the quote (a reused machine: as known)
+            instance = yield from billed_price.at_boot(
+                engine,
+                spec,
+                instance,
+                est.price_per_hour if est else None,
+                est.instance_type if est else "",
+            )
         yield InstanceUp.of(spec.run_id, instance)
         started = yield from start.start_on(engine, instance, spec, resume=False)
         return started
@@ -180,6 +189,14 @@ def fail_launch(
                 f"run `gpuctl down {spec.run_id}`",
                 "error",
             )
-    transition(engine.store, spec.run_id, RunStatus.FAILED, reason=exc.message)
+    if isinstance(exc, BudgetExceeded):  # a spot price above the max price: a budget end
+        transition(
+            engine.store,
+            spec.run_id,
+            RunStatus.BUDGET,
+            reason=f"{StopReason.BUDGET}: {exc.message}",
+        )
+    else:
+        transition(engine.store, spec.run_id, RunStatus.FAILED, reason=exc.message)
     engine.record_event(spec.run_id, "failed", {"error": exc.message, "hint": exc.hint})
     yield Failed(spec.run_id, exc.message, exc.hint, exc.exit_code)

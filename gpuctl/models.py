@@ -15,7 +15,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Self
 
-from .format import rate
+from .format import price_origin, rate
 
 
 class InstanceState(StrEnum):
@@ -138,6 +138,12 @@ class Offer(_Value):
     regions: tuple[str, ...] = ()
     available: bool = True
     note: str = ""
+    # Where the prices came from and when they were read (unix time; None: unknown):
+    # "live API" (asked now or a few minutes ago), "AWS Pricing API 2026-11-28",
+    # "catalog 2025-01-15" (the bundled file). The spot figures are always the live API's.
+    price_source: str = ""
+    priced_at: float | None = None
+    spot_priced_at: float | None = None
 
     @property
     def spot_saving(self) -> float | None:
@@ -145,6 +151,16 @@ class Offer(_Value):
         if not self.price_per_hour or self.spot_price_per_hour is None:
             return None
         return max(0.0, 1.0 - self.spot_price_per_hour / self.price_per_hour)
+
+    def price_origin(self, now: float) -> str:
+        """Where the prices came from and how old they are: "catalog 2025-01-15, 322 days
+        ago; spot live API, just now" ("" when the driver does not say)."""
+        parts = []
+        if self.price_per_hour is not None and self.price_source:
+            parts.append(price_origin(self.price_source, self.priced_at, now))
+        if self.spot_price_per_hour is not None:
+            parts.append("spot " + price_origin("live API", self.spot_priced_at, now))
+        return "; ".join(parts)
 
     @property
     def gpu_label(self) -> str:
@@ -196,6 +212,19 @@ class LaunchSpec(_Value):
         self._set("job", frozen_map(self.job))
         for name in ("regions", "excludes", "include_secrets"):
             self._set(name, tuple(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class BilledPrice(_Value):
+    """What a machine really got, read back from its cloud after it came up: the figure
+    the ledger bills and a quote is compared with (the offer shown may be minutes old)."""
+
+    instance_type: str
+    market: str  # Market value: "spot" | "on-demand"
+    zone: str | None
+    price_per_hour: float
+    source: str  # where the figure came from, in words ("spot price history of us-east-1a")
+    at: float  # unix time it was read
 
 
 @dataclass(frozen=True)

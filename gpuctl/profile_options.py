@@ -119,6 +119,14 @@ SSH = _table(
 
 # Options of profiles that reach a cloud machine over SSH (aws, digitalocean).
 _MACHINE_SSH = (
+    Option(
+        "max_price_per_hour",
+        checks.number(above=0.0),
+        "number > 0",
+        None,
+        "the most a machine may bill per hour; a spot price read back above it stops the "
+        "run like a budget (one run: --max-price)",
+    ),
     _str("ssh_cidr", None, "the address SSH is allowed from (default: your public IP /32)"),
     _str("checkip_url", None, "where gpuctl asks for your public IP"),
     _bool("allow_open_ssh", False, "launch even when SSH cannot be limited to your address"),

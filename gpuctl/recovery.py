@@ -31,11 +31,12 @@ from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cost, deadline
+from . import billed_price, cost, deadline
 from .errors import (
     EXIT_BUDGET,
     EXIT_PROVIDER,
     EXIT_USAGE,
+    BudgetExceeded,
     ConfigError,
     GpuctlError,
 )
@@ -57,6 +58,7 @@ from .trainer.protocol import (
     TRAIN_LOG_FILE,
     Phase,
     ShutdownAction,
+    StopReason,
 )
 
 if TYPE_CHECKING:
@@ -699,6 +701,24 @@ def relaunch(engine: EngineOps, run: Run, old: Instance | None, attempt: int) ->
     store.put_instance(instance)
     store.update_run(run.id, instance_id=instance.id)
     cost.record_launch(store, engine.settings, instance, run.id)
+    try:  # the new machine's real price against the run's quote; above the max: no resume
+        quoted, quoted_type = billed_price.quote_of(engine, run.id)
+        instance = yield from billed_price.at_boot(engine, new_spec, instance, quoted, quoted_type)
+    except BudgetExceeded as exc:
+        try:
+            engine.provider(instance.provider).terminate(instance, wait=False)
+            cost.close_instance(store, instance)
+            store.mark_instance_gone(instance.provider, instance.id)
+        except GpuctlError as down_exc:
+            yield Notice(
+                run.id,
+                f"could not remove {instance.id}: {down_exc.one_line()}; "
+                f"run `gpuctl down {run.id}`",
+                "error",
+            )
+        transition(store, run.id, RunStatus.BUDGET, reason=f"{StopReason.BUDGET}: {exc.message}")
+        yield Failed(run.id, exc.message, exc.hint, exc.exit_code)
+        return None
     yield InstanceUp.of(run.id, instance)
     return instance
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cost, ownership, project, results
+from . import cost, ownership, profile_options, project, results
 from .errors import ConfigError
 from .models import LaunchSpec
 from .numbers import finite_nonnegative, finite_positive
@@ -149,6 +149,8 @@ def resolve(
         identity=identity,
         **{k: v for k, v in (options or {}).items() if k != "force"},
     )
+    if max_price is None and profile_options.option(profile.provider, "max_price_per_hour"):
+        max_price = profile.get("max_price_per_hour")  # the profile's cap; the flag wins
     if stall_minutes is not None:
         finite_nonnegative(stall_minutes, "--stall-minutes", hint="0 turns it off")
     if stall_minutes is None:

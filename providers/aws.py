@@ -36,7 +36,15 @@ from gpuctl.errors import (
 )
 from gpuctl.events import Event, Notice, Provisioning
 from gpuctl.format import rate
-from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
+from gpuctl.models import (
+    BilledPrice,
+    Instance,
+    InstanceState,
+    LaunchSpec,
+    Market,
+    Offer,
+    SshTarget,
+)
 from gpuctl.ownership import TAG as TAG_INSTALLATION
 from gpuctl.provision import (
     PRICE,
@@ -154,6 +162,7 @@ class AwsProvider:
             Capability.SPOT_NOTICE,
             Capability.CHECKPOINT_STORAGE,
             Capability.BOOT_GUARD,
+            Capability.BILLED_PRICE,
         }
     )
     default_type: ClassVar[str | None] = DEFAULT_TYPE
@@ -411,7 +420,7 @@ class AwsProvider:
     def _region_offers(self, region: str) -> list[Offer]:
         types = self._gpu_types(region)
         spot_types = [t.instance_type for t in types if t.spot_supported]
-        spot = self._spot_prices(region, spot_types) if spot_types else {}
+        spot, spot_at = self._spot_quotes(region, spot_types) if spot_types else ({}, None)
         fetched = self._fetched_prices(region)
         offers = []
         for facts in types:
@@ -436,6 +445,9 @@ class AwsProvider:
                     spot_zone=zone,
                     regions=(region,),
                     note="; ".join(notes),
+                    price_source=price.source if price else "",
+                    priced_at=price.at if price else None,
+                    spot_priced_at=spot_at if zone else None,
                 )
             )
         return offers
@@ -478,12 +490,19 @@ class AwsProvider:
         self, region: str, types: list[str], max_age: float = SPOT_MAX_AGE
     ) -> dict[str, dict[str, float]]:
         """type -> {zone: current Linux spot $/h}, latest record per zone (cached briefly)."""
+        return self._spot_quotes(region, types, max_age)[0]
+
+    def _spot_quotes(
+        self, region: str, types: list[str], max_age: float = SPOT_MAX_AGE
+    ) -> tuple[dict[str, dict[str, float]], float]:
+        """The spot prices and when they were asked of the API (a cached answer's time)."""
         wanted = sorted(set(types))
         digest = hashlib.sha256(",".join(wanted).encode()).hexdigest()[:12]
         key = f"spot:{region}:{digest}"
         cached = self._cache_get(key, max_age)
-        if cached is not None:
-            return {t: dict(z) for t, z in cached.items()}
+        if isinstance(cached, dict) and isinstance(cached.get("prices"), dict):
+            at = float(cached.get("fetched_at") or time.time())
+            return {t: dict(z) for t, z in cached["prices"].items()}, at
         ec2 = self._ec2(region)
         latest: dict[tuple[str, str], tuple[dt.datetime, float]] = {}
         paginator = ec2.get_paginator("describe_spot_price_history")
@@ -510,8 +529,9 @@ class AwsProvider:
         out: dict[str, dict[str, float]] = {}
         for (itype, zone), (_, price) in sorted(latest.items()):
             out.setdefault(itype, {})[zone] = price
-        self._cache_put(key, out)
-        return out
+        asked = time.time()
+        self._cache_put(key, {"fetched_at": asked, "prices": out})
+        return out, asked
 
     def spot_price_history(self, instance: Instance, since: float) -> list[tuple[float, float]]:
         """(unix time, $/h) changes of the Linux spot price of the instance's type in its
@@ -544,6 +564,52 @@ class AwsProvider:
             raise
         self._cache_put(key, {"since": since, "points": points})
         return _in_effect_since(points, since)
+
+    def billed_price(self, instance: Instance, max_age: float | None = 0.0) -> BilledPrice | None:
+        """What the instance really got (type, lifecycle, zone, as EC2 describes it now) and
+        its price: a spot instance's is its zone's spot price now, asked afresh unless an
+        answer at most `max_age` seconds old is at hand; on-demand, the on-demand rate."""
+        region, aws_profile = self._target_of(instance)
+        ctx = self._ctx(region, aws_profile=aws_profile, action=f"reading back {instance.id}")
+        with aws_errors(**ctx):
+            response = self._ec2(region, aws_profile).describe_instances(InstanceIds=[instance.id])
+        items = [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
+        if not items:
+            return None
+        item = items[0]
+        itype = str(item.get("InstanceType") or instance.instance_type)
+        zone = item.get("Placement", {}).get("AvailabilityZone") or instance.zone
+        spot = item.get("InstanceLifecycle") == "spot"
+        now = time.time()
+        if not spot:
+            known = on_demand_price(region, itype, self._cache_get(f"pricing:{region}"))
+            if known is None:
+                return None
+            return BilledPrice(
+                itype,
+                Market.ON_DEMAND.value,
+                zone,
+                known.per_hour,
+                f"on-demand, {known.source}",
+                now,
+            )
+        if not zone:
+            return None
+        key = f"billed:{region}:{aws_profile or ''}:{itype}:{zone}"
+        if max_age is None:
+            max_age = float(self.profile.value("spot_history_seconds"))
+        cached = self._cache_get(key, max_age) if max_age > 0 else None
+        if isinstance(cached, dict) and cached.get("price") is not None:
+            price, asked = float(cached["price"]), float(cached.get("at") or now)
+        else:
+            points = self._fetch_spot_history(region, aws_profile, itype, zone, now - 1.0)
+            if not points:
+                return None
+            price, asked = points[-1][1], now
+            self._cache_put(key, {"price": price, "at": asked})
+        return BilledPrice(
+            itype, Market.SPOT.value, zone, price, f"spot price history of {zone}", asked
+        )
 
     def _fetch_spot_history(
         self, region: str, aws_profile: str | None, itype: str, zone: str, since: float

@@ -8,6 +8,7 @@ them. The catalog's GPU facts let `list_instances` name the GPU without an extra
 
 from __future__ import annotations
 
+import calendar
 import functools
 import json
 import time
@@ -122,6 +123,7 @@ class Price:
 
     per_hour: float
     source: str
+    at: float | None = None  # when the figure was true: the API's fetch, the catalog's date
 
 
 def on_demand_price(
@@ -135,12 +137,21 @@ def on_demand_price(
         value = fetched.get("prices", {}).get(instance_type)
         if value:
             day = time.strftime("%Y-%m-%d", time.gmtime(fetched.get("fetched_at", 0)))
-            return Price(float(value), f"AWS Pricing API {day}")
+            at = float(fetched.get("fetched_at", 0)) or None
+            return Price(float(value), f"AWS Pricing API {day}", at)
     catalog = bundled()
     value = catalog["on_demand"].get(region, {}).get(instance_type)
     if value is None:
         return None
-    return Price(float(value), f"catalog {catalog['as_of']}")
+    return Price(float(value), f"catalog {catalog['as_of']}", _day(str(catalog["as_of"])))
+
+
+def _day(text: str) -> float | None:
+    """A catalog's "YYYY-MM-DD" as the unix time of that day's start (UTC)."""
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%d"))
+    except ValueError:
+        return None
 
 
 PRICING_FILTERS = (

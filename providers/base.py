@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from gpuctl.driver_registry import kinds, provider_class
 from gpuctl.errors import ConfigError
 from gpuctl.events import Event
-from gpuctl.models import Instance, LaunchSpec, Offer, SshTarget
+from gpuctl.models import BilledPrice, Instance, LaunchSpec, Offer, SshTarget
 from gpuctl.trainer.protocol import ShutdownAction
 
 if TYPE_CHECKING:
@@ -117,6 +117,10 @@ class Capability(enum.Enum):
     # The machines are the user's own (an ssh box): the driver creates and ends nothing,
     # so `terminate` only lets go of the connection and needs no typed confirmation.
     USER_MACHINES = "user_machines"
+    # billed_price(instance, max_age): what the machine really bills, read back from the
+    # cloud (AWS: its type, lifecycle, zone and that zone's spot price now; DigitalOcean:
+    # the droplet's size and price).
+    BILLED_PRICE = "billed_price"
 
 
 # The attributes each capability promises (tests/unit/test_capabilities.py checks that
@@ -130,6 +134,7 @@ VERBS: dict[Capability, tuple[str, ...]] = {
     Capability.BILLING_END_TIME: ("billing_ended_at",),
     Capability.BOOT_GUARD: (),
     Capability.USER_MACHINES: (),
+    Capability.BILLED_PRICE: ("billed_price",),
 }
 
 
@@ -204,6 +209,14 @@ class SpotPriceHistory(Protocol):
     def spot_price_history(self, instance: Instance, since: float) -> list[tuple[float, float]]:
         """(unix time, $/h) changes of the spot price of the instance's type and zone since
         `since`, oldest first, including the change in effect at `since`."""
+        ...
+
+
+class BilledPriceReadBack(Protocol):
+    def billed_price(self, instance: Instance, max_age: float | None = 0.0) -> BilledPrice | None:
+        """What the machine bills now, asked of the cloud (an answer up to `max_age`
+        seconds old may be reused; None: the driver's own reuse, e.g. AWS's
+        spot_history_seconds); None when the cloud does not say."""
         ...
 
 

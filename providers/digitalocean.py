@@ -45,7 +45,15 @@ from gpuctl.errors import (
 )
 from gpuctl.events import Event, Notice, Provisioning
 from gpuctl.format import rate
-from gpuctl.models import Instance, InstanceState, LaunchSpec, Market, Offer, SshTarget
+from gpuctl.models import (
+    BilledPrice,
+    Instance,
+    InstanceState,
+    LaunchSpec,
+    Market,
+    Offer,
+    SshTarget,
+)
 from gpuctl.ownership import TAG_PREFIX as TAG_INSTALLATION_PREFIX
 from gpuctl.ownership import from_tags as installation_from_tags
 from gpuctl.provision import CAPACITY, Ambiguous, Failure, Look, Pacing, Placement, Unplaced
@@ -142,7 +150,7 @@ class DigitalOceanProvider:
         {"spot", "fallback", "instance_type", "region", "regions", "max_price", "image"}
     )
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SELF_DESTROY, Capability.BOOT_GUARD}
+        {Capability.SELF_DESTROY, Capability.BOOT_GUARD, Capability.BILLED_PRICE}
     )
     default_type: ClassVar[str | None] = None  # the cheapest size that fits
     setup_seconds: ClassVar[float] = 360.0
@@ -403,17 +411,23 @@ class DigitalOceanProvider:
         try:
             if store is not None and not fresh:
                 cached = store.cache_get(cache_key, max_age=self.offers_ttl)
-                if isinstance(cached, list):
-                    self._sizes_mem = (now, cached)
-                    return cached
+                if isinstance(cached, dict) and isinstance(cached.get("sizes"), list):
+                    asked = float(cached.get("fetched_at") or now)
+                    self._sizes_mem = (asked, cached["sizes"])
+                    return cached["sizes"]
             sizes = self._paged("list sizes", self._client().sizes.list, "sizes")
             if store is not None:
-                store.cache_put(cache_key, sizes)
+                store.cache_put(cache_key, {"fetched_at": now, "sizes": sizes})
         finally:
             if store is not None:
                 store.close()
         self._sizes_mem = (now, sizes)
         return sizes
+
+    @property
+    def _sizes_at(self) -> float | None:
+        """When the sizes (and their prices) in hand were asked of the API."""
+        return self._sizes_mem[0] if self._sizes_mem else None
 
     def _offer(self, size: Mapping[str, Any]) -> Offer:
         regions = tuple(size.get("regions") or ())
@@ -441,6 +455,8 @@ class DigitalOceanProvider:
             regions=regions,
             available=bool(size.get("available", True)) and bool(allowed),
             note=note,
+            price_source="live API",
+            priced_at=self._sizes_at,
         )
 
     def offers(self, *, gpu: str | None = None, region: str | None = None) -> list[Offer]:
@@ -557,6 +573,28 @@ class DigitalOceanProvider:
             return None
         droplet = self._get_droplet(droplet_id)
         return None if droplet is None else self._instance(droplet)
+
+    def billed_price(self, instance: Instance, max_age: float | None = 0.0) -> BilledPrice | None:
+        """The droplet's size and its hourly price as the API describes the droplet now
+        (DigitalOcean has no spot market: the figure moves only with its price list)."""
+        droplet_id = self._droplet_id(instance.id)
+        droplet = None if droplet_id is None else self._get_droplet(droplet_id)
+        if droplet is None:
+            return None
+        size = droplet.get("size") or {}
+        price = size.get("price_hourly")
+        if price is None:
+            return None
+        slug = str(droplet.get("size_slug") or size.get("slug") or instance.instance_type)
+        region = str((droplet.get("region") or {}).get("slug") or instance.region) or None
+        return BilledPrice(
+            slug,
+            Market.ON_DEMAND.value,
+            region,
+            float(price),
+            "droplet size, live API",
+            time.time(),
+        )
 
     # -- checks -------------------------------------------------------------------------
 

@@ -38,6 +38,24 @@ def test_offers_sorted_with_spot_saving(aws: str, spot_prices: Any, gpuctl_home:
     assert prices == sorted(prices) and {r["gpu_name"] for r in rows} == {"A10G"}
 
 
+def test_offers_say_where_each_price_came_from_and_how_old_it_is(
+    aws: str, spot_prices: Any, gpuctl_home: Path
+) -> None:
+    spot_prices[("us-east-1", "g5.xlarge", "us-east-1b")] = 0.35
+    write_profile(gpuctl_home, aws)
+    proc = gpuctl("offers", "--provider", "aws-test", "--gpu", "A10G", "--region", "us-east-1")
+    assert proc.returncode == 0, proc.stderr
+    header, first = proc.stdout.splitlines()[:2]
+    assert header.rstrip().endswith("SOURCE/AGE")
+    assert "catalog 2025-01-15, " in first and "days ago; spot live API, just now" in first
+    argv = ["offers", "-p", "aws-test", "--gpu", "A10G", "--region", "us-east-1", "--json"]
+    rows = json_lines(gpuctl(*argv).stdout)
+    g5 = next(r for r in rows if r["instance_type"] == "g5.xlarge")
+    assert g5["price_source"] == "catalog 2025-01-15"
+    assert g5["price_age_seconds"] > 300 * 86400  # the bundled file's date, not "now"
+    assert 0 <= g5["spot_price_age_seconds"] < 60
+
+
 def test_ls_shows_managed_instances(
     aws: str, make_provider: Any, gpuctl_home: Path, spot_prices: Any
 ) -> None:

@@ -24,6 +24,7 @@ PROTOCOLS: dict[Capability, type] = {
     Capability.CHECKPOINT_STORAGE: base.CheckpointStorage,
     Capability.SELF_DESTROY: base.SelfDestroy,
     Capability.BILLING_END_TIME: base.BillingEndTime,
+    Capability.BILLED_PRICE: base.BilledPriceReadBack,
 }
 
 

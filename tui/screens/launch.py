@@ -25,7 +25,7 @@ from textual.worker import get_current_worker
 from gpuctl import project, resolve
 from gpuctl.console import plural
 from gpuctl.errors import GpuctlError
-from gpuctl.format import BLANK, money, percent, rate, rough_duration
+from gpuctl.format import BLANK, money, percent, price_origin, rate, rough_duration
 from gpuctl.models import LaunchSpec, Offer
 from gpuctl.presets import loader
 
@@ -577,6 +577,9 @@ class LaunchScreen(ModalScreen[LaunchSpec | None]):
             out.append("$ N/A" if est.cost is None else f"~{money(est.cost)}", style="bold")
             if est.price_per_hour is not None:
                 out.append(f" at {rate(est.price_per_hour)}", style="dim")
+                if est.price_source:  # where the price came from, and how old it is
+                    origin = price_origin(est.price_source, est.priced_at, self.gpuctl.now())
+                    out.append(f" ({origin})", style="dim")
             runs = plural(est.runs_used, "past run")
             source = {
                 "history": f"{runs} here",
