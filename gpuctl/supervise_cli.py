@@ -6,6 +6,7 @@ Registered on the main group by cli.py; imports nothing from cli.py.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -68,6 +69,10 @@ def _foreground(interval: float, as_json: bool) -> None:
             echo(prefix + text)
 
     sup = Supervisor(eng.settings, emit, interval=interval)
+    # SIGTERM, SIGINT, SIGHUP: a clean stop between two steps, never an exception in the
+    # middle of a store write or a recovery; the runs go on.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sup.stop())
     try:
         sup.run()
     except supervisor_state.AlreadyRunning as exc:
@@ -77,8 +82,6 @@ def _foreground(interval: float, as_json: bool) -> None:
             f"a supervisor already runs for {eng.settings.home}{who}",
             hint="`gpuctl supervise --status` says what it does",
         ) from None
-    except KeyboardInterrupt:  # SIGTERM, SIGINT: a clean stop; the runs go on
-        sup.stop()
     sys.exit(0)
 
 
