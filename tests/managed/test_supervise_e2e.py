@@ -107,5 +107,5 @@ def test_only_the_supervisor_recovers_a_detached_spot_run_once(
         assert owners[-1]["what"] in ("supervise", "watch")  # the supervisor drove it
         acts = [e["action"] for e in store.events(run_id, kinds=["supervisor"])]
         assert acts[0] == "following" and acts[-1] == "left"
-        if kill:
-            assert "recovering" in acts  # the restarted one took up the cut recovery
+        if kill:  # the restarted one took up the cut recovery and kept its new machine
+            assert "recovering" in acts and "adopted" in acts, acts
