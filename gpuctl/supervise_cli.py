@@ -68,7 +68,7 @@ def _foreground(interval: float, as_json: bool) -> None:
             prefix = "" if ev.kind == "supervisor" or not ev.run_id else f"[{ev.run_id}] "
             echo(prefix + text)
 
-    sup = Supervisor(eng.settings, emit, interval=interval)
+    sup = Supervisor(eng.settings, emit, interval=interval, engine=eng)
     # SIGTERM, SIGINT, SIGHUP: a clean stop between two steps, never an exception in the
     # middle of a store write or a recovery; the runs go on.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,7 +32,7 @@ log = logging.getLogger("gpuctl.supervisor")
 
 KIND = "supervisor"  # the kind of the events it records: {"action": ...}
 DEFAULT_INTERVAL = 30.0
-JOIN_SECONDS = 5.0  # how long a stop waits for workers to let go of their runs
+JOIN_SECONDS = 60.0  # how long a stop waits for workers to let go of their runs
 _TAKEN = (RunStatus.INTERRUPTED, RunStatus.LOST)
 
 
@@ -66,9 +67,10 @@ class Supervisor:
         emit: Callable[[Event], None],
         *,
         interval: float = DEFAULT_INTERVAL,
+        engine: Engine | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = Engine(settings)
+        self.engine = engine or Engine(settings)
         self.interval = interval
         self._emit = emit
         self._emit_lock = threading.Lock()
@@ -97,8 +99,9 @@ class Supervisor:
         finally:
             self.stopping.set()
             followed = sorted(r for r, t in self.workers.items() if t.is_alive())
+            until = time.monotonic() + JOIN_SECONDS
             for thread in list(self.workers.values()):
-                thread.join(JOIN_SECONDS)
+                thread.join(max(0.0, until - time.monotonic()))
             record(self.engine, None, "stopped", runs=followed)
             self.emit(Supervised("", "stopped", "the runs go on on their machines"))
             held.release()
@@ -163,13 +166,15 @@ class Supervisor:
     # -- one run -------------------------------------------------------------------------
 
     def _work(self, run_id: str) -> None:
-        engine = Engine(self.settings)  # its own store connection, SSH links and meter
+        # Its own drivers, SSH links and meter; the one store handle (thread-safe): a second
+        # connection opened in this process could drop the others' sqlite file locks.
+        engine = Engine(self.settings, self.engine.store)
         events = drive(engine, run_id)
         try:
             for ev in events:
                 self.emit(ev)
-                if self.stopping.is_set():
-                    break
+                if self.stopping.is_set() and _only_following(engine, run_id):
+                    break  # a recovery or an ending under way is let finish first
         except Exception as exc:  # the next tick takes the run up again
             log.exception("supervising %s failed", run_id)
             record(engine, run_id, "error", error=f"{type(exc).__name__}: {exc}")
@@ -179,6 +184,12 @@ class Supervisor:
         run = engine.store.get_run(run_id)
         record(engine, run_id, "left", status=run.status.value)
         self.emit(Supervised(run_id, "left", run.status.value))
+        engine.release_hosts(run.provider, run.instance_id)
+
+
+def _only_following(engine: Engine, run_id: str) -> bool:
+    """The run trains and is only being followed: a stop may let go of it right now."""
+    return engine.store.get_run(run_id).status == RunStatus.RUNNING
 
 
 def drive(engine: Engine, run_id: str) -> Generator[Event, None, Any]:

@@ -50,8 +50,7 @@ def test_one_supervisor_per_data_dir_status_ls_and_a_clean_stop(gpuctl_home: Pat
         listed = gpuctl("ls", "--runs", "--cached")
         assert "supervisor: running since " in listed.stdout, listed.stdout
         # The TUI's chip reads the same lock, without waiting on it.
-        with Store(gpuctl_home / "state.db") as store:
-            snap = build_snapshot(store, load(), 0.0)
+        snap = build_snapshot(Store(gpuctl_home / "state.db"), load(), 0.0)
         assert snap.supervisor.startswith("supervisor: running since ")
 
         proc.send_signal(signal.SIGTERM)
