@@ -579,6 +579,16 @@ def ls(
         click.echo("no instances (gpuctl run validate starts one on this machine)")
     for name, message in errors:
         click.echo(f"{name}: {message}", err=True)
+    _supervisor_line(eng)
+
+
+def _supervisor_line(eng: Any) -> None:
+    """ "supervisor: running since ..." while `gpuctl supervise` drives this data dir's runs."""
+    from .supervisor_state import current
+
+    info = current(eng.settings.home)
+    if info is not None:
+        click.echo(info.line())
 
 
 def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
@@ -608,6 +618,7 @@ def _print_runs(eng: Any, out: Out, cached: bool = False) -> None:
         if rows
         else "no runs yet"
     )
+    _supervisor_line(eng)
 
 
 def estimate_text(estimate: dict[str, Any] | None) -> str:
@@ -698,6 +709,7 @@ def status(run_id: str, as_json: bool) -> None:
     if run.attempt > 1:
         lines.append(f"attempts  {run.attempt} (recovered {run.attempt - 1} time(s))")
     click.echo("\n".join(lines))
+    _supervisor_line(eng)
 
 
 @main.command()
@@ -978,3 +990,7 @@ def ssh(run_id: str) -> None:
 from .cost_cli import cost_group  # noqa: E402 - registered last: it imports nothing from here
 
 main.add_command(cost_group)
+
+from .supervise_cli import supervise  # noqa: E402 - registered last, like cost
+
+main.add_command(supervise)

@@ -103,6 +103,15 @@ def claim(store: Store, run_id: str, what: str) -> None:
         log.exception("could not record the owner of %s", run_id)
 
 
+SUPERVISE = "supervise"  # the claim of `gpuctl supervise` (gpuctl/supervisor.py)
+
+
+def supervised(store: Store, run_id: str) -> bool:
+    """The run's owner is a live supervisor: other gpuctl processes leave recovery to it."""
+    claims = store.events(run_id, kinds=["owner"])
+    return bool(claims) and claims[-1].get("what") == SUPERVISE and bool(owner_alive(store, run_id))
+
+
 # A run that may be resumed: it ended, but not by finishing.
 RESUMABLE = frozenset(
     {RunStatus.STOPPED, RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.LOST, RunStatus.BUDGET}
@@ -125,6 +134,12 @@ def busy_error(store: Store, run_id: str, doing: str = "resumed") -> ConfigError
     run = store.get_run(run_id)
     claims = store.events(run.id, kinds=["owner"])
     last = claims[-1] if claims else {}
+    if last.get("what") == SUPERVISE and owner_alive(store, run.id):
+        return ConfigError(
+            f"run {run.id} is driven by the supervisor (pid {last.get('pid')}), which "
+            "recovers it when the cloud interrupts it",
+            hint=f"`gpuctl logs {run.id} -f` follows it; `gpuctl supervise --status`",
+        )
     if last.get("what") in ("resume", "watch") and owner_alive(store, run.id):
         return ConfigError(
             f"run {run.id} is being {doing} by another gpuctl (pid {last.get('pid')})",
@@ -477,7 +492,10 @@ def recover(engine: EngineOps, run_id: str, *, manual: bool = False) -> Events:
         yield Failed(run_id, error.message, error.hint, error.exit_code)
         return None
     engine.record_event(
-        run_id, "recovering", {"attempt": attempt, "reason": reason, "manual": manual}
+        run_id,
+        "recovering",
+        # the machine it replaces: a recovery cut short tells a relaunch from the original
+        {"attempt": attempt, "reason": reason, "manual": manual, "instance": run.instance_id},
     )
     yield Recovering(run_id, attempt, "notice", reason, _describe(reason))
     old = engine.instance_of(run)
@@ -519,11 +537,22 @@ def recover(engine: EngineOps, run_id: str, *, manual: bool = False) -> Events:
         instance = old
     else:
         if old is not None:
-            _forget(engine, old)
+            forget(engine, old)
         instance = yield from relaunch(engine, store.get_run(run_id), old, attempt)
         if instance is None:
             return None
     assert instance is not None
+    return (yield from resume_on(engine, run, instance, same, attempt, began))
+
+
+def resume_on(
+    engine: EngineOps, run: Run, instance: Instance, same: bool, attempt: int, began: float
+) -> Events:
+    """The last steps of a recovery: checkpoint back, trainer restarted with --resume, the
+    "recovered" record; a failure terminates a machine launched for nothing. Returns the
+    log offset the resumed trainer continues at (None: not recovered)."""
+    store = engine.store
+    run_id = run.id
     store.update_run(run_id, attempt=attempt)
     try:
         offset, resumed = yield from start_resumed(engine, store.get_run(run_id), instance, same)
@@ -532,8 +561,8 @@ def recover(engine: EngineOps, run_id: str, *, manual: bool = False) -> Events:
         if not isinstance(exc, GpuctlError):
             log.exception("recovery of %s failed", run_id)
         if not same:  # a machine launched for nothing bills for nothing
-            yield from _terminate(engine, run, instance)
-            _forget(engine, instance)
+            yield from terminate_machine(engine, run, instance)
+            forget(engine, instance)
         message = f"recovery failed: {error.message}"
         transition(store, run_id, RunStatus.INTERRUPTED, reason=message)
         engine.record_event(run_id, "recovery_failed", {"attempt": attempt, "error": error.message})
@@ -607,7 +636,7 @@ def await_fate(engine: EngineOps, run: Run, old: Instance | None, attempt: int) 
                 if not engine.created_for(run.launch_spec, old):
                     return "unreachable"  # not gpuctl's to terminate
                 yield Notice(run.id, f"{old.id} does not answer: terminating it")
-                yield from _terminate(engine, run, current)
+                yield from terminate_machine(engine, run, current)
                 return "gone"
         if not said:
             said = True
@@ -617,7 +646,7 @@ def await_fate(engine: EngineOps, run: Run, old: Instance | None, attempt: int) 
         time.sleep(poll)
 
 
-def _terminate(engine: EngineOps, run: Run, instance: Instance) -> Iterator[Event]:
+def terminate_machine(engine: EngineOps, run: Run, instance: Instance) -> Iterator[Event]:
     try:
         engine.provider(run.provider).terminate(instance, wait=True)
     except GpuctlError as exc:
@@ -635,7 +664,7 @@ def _reachable(engine: EngineOps, run: Run, instance: Instance) -> bool:
         return False
 
 
-def _forget(engine: EngineOps, old: Instance) -> None:
+def forget(engine: EngineOps, old: Instance) -> None:
     """The old machine is gone: its billing ends now (it stays on the run's bill)."""
     cost.close_instance(engine.store, old, time.time())
     engine.store.mark_instance_gone(old.provider, old.id)

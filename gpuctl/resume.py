@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 def resume(engine: EngineOps, run_id: str) -> Events:
     """Continue a stopped/interrupted/failed run from its last checkpoint, attached."""
     run = runstate.sync_run(engine, engine.store.get_run(run_id))  # the machine's word
+    if recovery.supervised(engine.store, run.id):  # `gpuctl supervise` recovers it
+        raise recovery.busy_error(engine.store, run.id)
     if run.status.active:
         if recovery.owner_alive(engine.store, run.id):
             raise recovery.busy_error(engine.store, run.id)  # another gpuctl has it now

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from gpuctl import cost
+from gpuctl import cost, supervisor_state
 from gpuctl.format import BLANK, duration, money
 from gpuctl.models import Instance, InstanceState, Run, RunStatus
 from gpuctl.ownership import is_foreign
@@ -327,6 +327,7 @@ class Snapshot:
     taken_at: float = 0.0
     active_runs: tuple[str, ...] = ()  # runs whose trainer may be going: followed live
     runs: Mapping[str, RunSummary] = field(default_factory=dict)  # by run id, the ledger's
+    supervisor: str = ""  # "supervisor: running since ..." while `gpuctl supervise` runs
 
     @cached_property
     def _index(self) -> dict[str, Row]:
@@ -387,4 +388,11 @@ def build_snapshot(store: Store, settings: Settings, now: float) -> Snapshot:
         taken_at=now,
         active_runs=active,
         runs=view.runs,
+        supervisor=supervisor_chip(settings),
     )
+
+
+def supervisor_chip(settings: Settings) -> str:
+    """The supervisor's chip text, "" when none runs (a lock probe that never waits)."""
+    info = supervisor_state.current(settings.home)
+    return "" if info is None else f"supervisor: running since {info.since_text()}"

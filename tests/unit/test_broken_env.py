@@ -46,6 +46,8 @@ def commands(group: click.Group = main, path: tuple[str, ...] = ()) -> Iterator[
                 args.append("validate" if param.name == "preset" else "nosuch-run")
         if name in ("launch", "run"):
             args += ["--workdir", "/nonexistent/gpuctl-test-workdir"]
+        if name == "supervise":  # in the foreground it runs until stopped
+            args += ["--status"]
         yield args
 
 

@@ -92,6 +92,7 @@ class MainScreen(RowActions, Screen[None]):
             return
         self.query_one(CostMeter).meter = snapshot.meter
         self.query_one(ProviderChips).chips = snapshot.chips
+        self.query_one(ProviderChips).supervisor = snapshot.supervisor
         self.table.show_rows(snapshot.rows, snapshot.taken_at or self.gpuctl.now())
         self._status()
 

@@ -71,9 +71,12 @@ class ProviderChips(Widget):
 
     chips: reactive[tuple[Chip, ...]] = reactive(tuple, layout=False)
     refreshing: reactive[bool] = reactive(False)
+    supervisor: reactive[str] = reactive("", layout=False)  # "" while none runs
 
     def render(self) -> Text:
         out = Text(no_wrap=True, overflow="ellipsis")
+        if self.supervisor:
+            out.append(f" ● {self.supervisor} ", style="green")
         out.append(" providers ", style="dim")
         for i, chip in enumerate(self.chips):
             if i:
