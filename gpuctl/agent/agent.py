@@ -647,14 +647,15 @@ class Supervisor:
         hours = (now() - self.started) / 3600
         spent = float(cfg.get("spent_before") or 0.0) + hours * float(cfg.get("price") or 0.0)
         words = {"budget_100": "stopped: budget reached", "interrupted": "interrupted (spot)"}
-        parts = [f"run {run_id} {words.get(kind, kind)}"]
+        status = {"budget_100": "budget"}.get(kind, kind)
+        parts = [f"run {run_id} {words.get(kind, kind)}", f"status {status}"]
         metric = trainer.get("best_metric")
         if isinstance(metric, int | float):
             parts.append(f"metric {metric:.4g}")
         if trainer.get("epochs"):
             parts.append(f"epochs {trainer.get('epochs_done', '?')}/{trainer['epochs']}")
         parts.append(f"after {hours * 60:.1f} min")
-        parts.append(f"cost about ${spent:.2f} to date")
+        parts.append(f"cost ${spent:.2f} to date (as the machine counts it)")
         if kind != "finished" and (self.stop_reason or trainer.get("reason")):
             parts.append(f"reason: {self.stop_reason or trainer.get('reason')}")
         if kind == "failed":
