@@ -973,9 +973,25 @@ def ssh(run_id: str) -> None:
     sys.exit(host.shell(run.remote_dir or host.base_dir()))
 
 
-@main.group(name="notify")
-def notify_group() -> None:
-    """Notifications ([notify] urls and events in config.toml)."""
+@main.group(name="notify", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per notification.")
+@click.pass_context
+@handled
+def notify_group(ctx: click.Context, as_json: bool) -> None:
+    """Notifications sent so far, newest first ([notify] urls and events in config.toml)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    eng = engine()
+    rows = eng.store.notifications(limit=50)
+    if as_json:
+        for row in rows:
+            echo(json.dumps(row))
+        return
+    if not eng.settings.notify.urls:
+        echo("no [notify] urls in config.toml: nothing is sent")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["at"]))
+        echo(f"{when}  {row['event']:<18} {row['message']}  [{row['sent_by']}: {row['outcome']}]")
 
 
 @notify_group.command(name="test")
@@ -998,20 +1014,6 @@ def notify_test() -> None:
         echo(f"{notify.label(url)}: " + ("ok" if error is None else f"error: {error}"))
     if not worked:
         sys.exit(EXIT_PROVIDER)
-
-
-@notify_group.command(name="list")
-@click.option("--json", "as_json", is_flag=True)
-@handled
-def notify_list(as_json: bool) -> None:
-    """The notifications sent (or claimed) so far, newest first."""
-    rows = engine().store.notifications(limit=50)
-    if as_json:
-        echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["at"]))
-        echo(f"{when}  {row['event']:<18} {row['message']}  [{row['sent_by']}: {row['outcome']}]")
 
 
 from .cost_cli import cost_group  # noqa: E402 - registered last: it imports nothing from here
