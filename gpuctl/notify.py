@@ -76,12 +76,21 @@ class Webhook:
         return {"url": self.url, "headers": dict(self.headers)}
 
 
+_WEB = frozenset({"http", "https", "json", "jsons", "form", "forms", "xml", "xmls"})
+
+
 def label(url: str) -> str:
-    """A URL as it may be shown or logged: scheme and host only (the rest holds tokens)."""
+    """A URL as it may be shown or logged: a web target's scheme and host, else its scheme
+    only (Telegram, Slack and the like keep their token where a host would be)."""
     parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"
+    scheme = parts.scheme.lower()
+    if scheme not in _WEB:
+        return f"{scheme}://…"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{scheme}://{parts.hostname or ''}{port}"
 
 
 def webhook_of(url: str) -> Webhook | None:
@@ -96,7 +105,8 @@ def webhook_of(url: str) -> Webhook | None:
     if scheme not in ("json", "jsons"):
         return None
     headers: dict[str, str] = {}
-    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+    query = parts.query.replace("+", "%2B")  # apprise's "+Header=value", not a space
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
         if key.startswith("+"):
             headers[key[1:]] = value
         elif key == "method" and value.upper() != "POST":
@@ -242,8 +252,11 @@ def _run_facts(engine: EngineOps, run: Any, name: str, data: Mapping[str, Any]) 
     if name in ("finished", "failed", "budget_100", "stalled", "interrupted", "idle_shutdown"):
         facts.append(f"duration {duration(max(0.0, time.time() - run.created_at))}")
     try:
-        spent = cost.run_line(engine.store, engine.settings, run.id).spent
-        facts.append(f"cost {money(spent)} to date")
+        line = cost.run_line(engine.store, engine.settings, run.id)
+        facts.append(f"cost {money(line.spent)} to date")
+        lost = data.get("seconds")
+        if name == "recovered" and isinstance(lost, int | float):
+            facts.append(f"the recovery cost about {money(line.burn_per_hour * lost / 3600)}")
     except Exception:  # a message without its cost beats none
         log.debug("no cost for %s", run.id, exc_info=True)
     reason = str(data.get("reason") or data.get("error") or "")

@@ -15,11 +15,19 @@ KINDS: dict[str, str] = {
     "interrupted": "a run was interrupted (spot reclaim, machine gone)",
     "recovered": "a managed run recovered: time lost and what the recovery cost",
     "stalled": "the agent stopped a trainer that made no progress",
-    "idle_shutdown": "a run's machine was ended for being idle",
+    "idle_shutdown": "a machine idle with no trainer was shut down by its agent",
     "orphan": "a machine tagged by gpuctl with no run it knows of",
     "price_differs": "the price billed differs from the quote",
     "max_price_exceeded": "the spot price went above the run's max price",
 }
 
 # What the agent on the machine may send itself when nobody on the laptop listens.
-AGENT_KINDS: tuple[str, ...] = ("finished", "failed", "budget_100", "stalled", "interrupted")
+# idle_shutdown only the agent sees: the machine goes down with nobody told otherwise.
+AGENT_KINDS: tuple[str, ...] = (
+    "finished",
+    "failed",
+    "budget_100",
+    "stalled",
+    "interrupted",
+    "idle_shutdown",
+)

@@ -635,19 +635,26 @@ class Supervisor:
         """Send the run's end to its webhooks when nobody on the laptop may be listening,
         and record what was sent (agent_status.json `notified`) so the laptop does not
         send it again. Before the EXITED state: whoever sees the end sees this too."""
-        cfg = self.cfg.get("notify")
-        targets = webhook.hooks(cloud.env_value(webhook.WEBHOOKS_ENV))
-        if not isinstance(cfg, dict) or not targets:
-            return
         trainer = read_json(self.dir / protocol.STATUS_FILE)
         kind = webhook.end_kind(trainer.get("phase"), code, self.stop_reason or "", external)
-        if kind is None or kind not in (cfg.get("events") or ()):
+        if kind is not None:
+            self.notify_kind(kind, trainer, self.stop_reason or str(trainer.get("reason") or ""))
+
+    def notify_kind(self, kind: str, trainer: dict[str, Any], reason: str) -> None:
+        """POST one notification to the run's webhooks (if it is one the user wants)."""
+        cfg = self.cfg.get("notify")
+        targets = webhook.hooks(cloud.env_value(webhook.WEBHOOKS_ENV))
+        if not isinstance(cfg, dict) or not targets or kind not in (cfg.get("events") or ()):
             return
         run_id = str(cfg.get("run_id") or self.dir.name)
         hours = (now() - self.started) / 3600
         spent = float(cfg.get("spent_before") or 0.0) + hours * float(cfg.get("price") or 0.0)
-        words = {"budget_100": "stopped: budget reached", "interrupted": "interrupted (spot)"}
-        status = {"budget_100": "budget"}.get(kind, kind)
+        words = {
+            "budget_100": "stopped: budget reached",
+            "interrupted": "interrupted (spot)",
+            "idle_shutdown": "ended: its machine was idle",
+        }
+        status = {"budget_100": "budget", "idle_shutdown": "idle"}.get(kind, kind)
         parts = [f"run {run_id} {words.get(kind, kind)}", f"status {status}"]
         metric = trainer.get("best_metric")
         if isinstance(metric, int | float):
@@ -656,8 +663,8 @@ class Supervisor:
             parts.append(f"epochs {trainer.get('epochs_done', '?')}/{trainer['epochs']}")
         parts.append(f"after {hours * 60:.1f} min")
         parts.append(f"cost ${spent:.2f} to date (as the machine counts it)")
-        if kind != "finished" and (self.stop_reason or trainer.get("reason")):
-            parts.append(f"reason: {self.stop_reason or trainer.get('reason')}")
+        if kind != "finished" and reason:
+            parts.append(f"reason: {reason}")
         if kind == "failed":
             tail = self.last_log_lines(5)
             if tail:
@@ -846,7 +853,9 @@ class Supervisor:
                 and status.get("agent_pid") != os.getpid()
             ):
                 return  # a resumed run took over this machine
-        self.shutdown(f"idle for {idle_seconds / 60:.0f} min with no trainer")
+        reason = f"idle for {idle_seconds / 60:.0f} min with no trainer"
+        self.notify_kind("idle_shutdown", read_json(self.dir / protocol.STATUS_FILE), reason)
+        self.shutdown(reason)
 
 
 # -- commands ------------------------------------------------------------------------------
