@@ -146,12 +146,15 @@ def send_one(url: str, title: str, body: str) -> str | None:
         import apprise
     except ImportError:  # pragma: no cover - a dependency; say so instead of a traceback
         return "apprise is not installed (pip install apprise)"
-    target = apprise.Apprise()
     with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as logs:
-        if not target.add(_apprise_url(url)):
+        # The service itself, not an Apprise chain: a chain sends through a thread pool,
+        # which refuses work once the interpreter is exiting (`gpuctl status` that just
+        # recorded a run's end and returns at once).
+        service = apprise.Apprise.instantiate(_apprise_url(url))
+        if service is None:
             return "not a URL apprise knows"
         try:
-            ok = target.notify(title=title, body=body)
+            ok = service.notify(body=body, title=title)
         except Exception as exc:  # a plugin's own bug must not become ours
             return f"{type(exc).__name__}: {exc}"[:200]
         said = [ln.strip() for ln in logs.getvalue().splitlines() if ln.strip()]

@@ -13,8 +13,9 @@ from typing import Any
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, *, refuse_agent: bool = False) -> None:
         self.posts: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []  # the agent's, answered 500 (refuse_agent)
         self.lock = threading.Lock()
         receiver = self
 
@@ -26,15 +27,12 @@ class Receiver:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"raw": raw.decode(errors="replace")}
+                sender = self.headers.get("User-Agent", "")
+                post = {"path": self.path, "agent": sender, "body": body}
+                refuse = refuse_agent and post["agent"] == "gpuctl-agent"
                 with receiver.lock:
-                    receiver.posts.append(
-                        {
-                            "path": self.path,
-                            "agent": self.headers.get("User-Agent", ""),
-                            "body": body,
-                        }
-                    )
-                self.send_response(200)
+                    (receiver.refused if refuse else receiver.posts).append(post)
+                self.send_response(500 if refuse else 200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -66,8 +64,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver(*, refuse_agent: bool = False) -> Iterator[Receiver]:
+    r = Receiver(refuse_agent=refuse_agent)
     try:
         yield r
     finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from gpuctl.state import Store
-from tests.cli import gpuctl, json_lines
+from tests.cli import GPUCTL, gpuctl, json_lines
 from tests.notify.receiver import closed_port, hanging, receiver
 
 pytestmark = pytest.mark.slow
@@ -127,6 +128,43 @@ def test_a_detached_run_is_notified_by_its_agent_once(gpuctl_home: Path) -> None
     assert [(r["event"], r["sent_by"]) for r in rows] == [("finished", "agent")]
     agent_cfg = (gpuctl_home / "local" / "runs" / run_id / "agent.json").read_text()
     assert str(rx.port) not in agent_cfg  # the webhook travelled on the secret pipe only
+
+
+def test_an_end_the_agent_could_not_deliver_is_sent_once_by_whoever_looks_first(
+    gpuctl_home: Path,
+) -> None:
+    with receiver(refuse_agent=True) as rx:
+        configure(gpuctl_home, rx.url())
+        proc = gpuctl("launch", "validate", *SMALL)
+        assert proc.returncode == 0, proc.stderr
+        run_id = proc.stdout.strip().splitlines()[-1]
+        status_file = gpuctl_home / "local" / "runs" / run_id / "agent_status.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            status_file.exists() and json.loads(status_file.read_text()).get("state") == "exited"
+        ):
+            time.sleep(0.2)
+        assert len(rx.refused) == 1  # the agent tried, the receiver said no
+        assert "notified" not in json.loads(status_file.read_text())
+        # Two gpuctl processes look at the same ended run at once: one message.
+        looks = [
+            subprocess.Popen(
+                [GPUCTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for args in (["status", run_id], ["ls", "--runs"], ["status", run_id])
+        ]
+        for look in looks:
+            _out, err = look.communicate(timeout=120)
+            assert look.returncode == 0, err
+        time.sleep(1.0)
+        messages = rx.messages()
+    assert len(messages) == 1, messages
+    assert "finished" in messages[0]["title"] and run_id in messages[0]["message"]
+    assert rx.posts[0]["agent"] != "gpuctl-agent"  # apprise, from the laptop
+    rows = Store(gpuctl_home / "state.db").notifications()
+    assert [(r["event"], r["sent_by"], r["outcome"]) for r in rows] == [
+        ("finished", "gpuctl", "sent")
+    ]
 
 
 def test_budget_80_and_100_arrive_once_each(gpuctl_home: Path) -> None:
