@@ -43,6 +43,8 @@ SEND_TIMEOUT = 4.0  # seconds per receiver (connect, then read)
 EXIT_WAIT = 6.0  # at most this long at exit for messages still on their way
 LOG_LINES = 5  # last log lines a "failed" message quotes
 
+ORPHAN_ACTION = "orphan"  # gpuctl.reconcile's Finding.action for a machine with no run
+
 # An ended run's status -> the notification it is (a user's own stop is none).
 _ENDED: dict[str, str] = {
     RunStatus.FINISHED.value: "finished",
@@ -178,13 +180,11 @@ def kind_of(kind: str, data: Mapping[str, Any]) -> str | None:
     if kind == "vanished":
         return "interrupted"
     if kind == "run_reconciled":
-        return "orphan" if data.get("action") == "orphan" else None
+        return "orphan" if data.get("action") == ORPHAN_ACTION else None
     if kind == "failed":  # a launch that failed before its trainer ran
         return "failed"
     if kind in ("recovered", "price_differs", "max_price_exceeded"):
         return kind
-    if kind == "teardown" and str(data.get("reason") or "").startswith("idle"):
-        return "idle_shutdown"
     return None
 
 
@@ -265,9 +265,9 @@ def _run_facts(engine: EngineOps, run: Any, name: str, data: Mapping[str, Any]) 
     reason = str(data.get("reason") or data.get("error") or "")
     if reason and name != "finished":
         facts.append(f"reason: {reason[:500]}")
-    if name == "failed" and "last log:" not in reason:
+    if name == "failed":
         tail = _last_log(engine, run)
-        if tail:
+        if tail and tail[-1] not in reason:  # a reason may quote them already
             facts.append("last log: " + " | ".join(tail))
     at = data.get("checkpoint_at")
     if isinstance(at, int | float):

@@ -31,3 +31,6 @@ AGENT_KINDS: tuple[str, ...] = (
     "interrupted",
     "idle_shutdown",
 )
+
+# Shown as warnings, not information (the control center's toasts).
+URGENT: frozenset[str] = frozenset({"failed", "budget_100", "max_price_exceeded", "orphan"})

@@ -48,6 +48,7 @@ from gpuctl.format import rate
 from gpuctl.host import Host
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, LaunchSpec
+from gpuctl.notify_kinds import URGENT
 from gpuctl.results import pending as results_pending
 
 from .feed import RunFeed
@@ -530,7 +531,7 @@ class GpuctlApp(App[None]):
     def on_notifications_sent(self, message: NotificationsSent) -> None:
         """Each notification as a toast (whoever sent it: this app, the CLI, an agent)."""
         for row in sorted(message.rows, key=lambda r: r["at"]):
-            bad = row["event"] in ("failed", "budget_100", "max_price_exceeded", "orphan")
+            bad = row["event"] in URGENT
             self.notify(
                 row["message"],
                 title=f"notified: {row['event'].replace('_', ' ')}",

@@ -636,7 +636,7 @@ class Supervisor:
         and record what was sent (agent_status.json `notified`) so the laptop does not
         send it again. Before the EXITED state: whoever sees the end sees this too."""
         trainer = read_json(self.dir / protocol.STATUS_FILE)
-        kind = webhook.end_kind(trainer.get("phase"), code, self.stop_reason or "", external)
+        kind = end_kind(trainer.get("phase"), code, self.stop_reason or "", external)
         if kind is not None:
             self.notify_kind(kind, trainer, self.stop_reason or str(trainer.get("reason") or ""))
 
@@ -856,6 +856,29 @@ class Supervisor:
         reason = f"idle for {idle_seconds / 60:.0f} min with no trainer"
         self.notify_kind("idle_shutdown", read_json(self.dir / protocol.STATUS_FILE), reason)
         self.shutdown(reason)
+
+
+def end_kind(phase: str | None, code: int | None, stop_reason: str, external: bool) -> str | None:
+    """Which notification an ended agent sends itself (None: the laptop's, or none).
+
+    A stop asked from outside (`gpuctl stop`, a budget stop from an open gpuctl) means
+    someone listens there; a max-hours stop or a shutdown signal is no event of the list.
+    """
+    if external:
+        return None
+    reason = stop_reason or ""
+    for why, kind in (
+        (StopReason.BUDGET, "budget_100"),
+        (StopReason.STALL, "stalled"),
+        (StopReason.SPOT, "interrupted"),
+    ):
+        if reason.startswith(why):
+            return kind
+    if reason:
+        return None
+    if phase == protocol.Phase.FINISHED and code in (0, None):
+        return "finished"
+    return "failed"
 
 
 # -- commands ------------------------------------------------------------------------------

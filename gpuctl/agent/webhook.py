@@ -28,28 +28,6 @@ def hooks(text: str) -> list[dict[str, Any]]:
     return [h for h in data if isinstance(h, dict) and isinstance(h.get("url"), str)]
 
 
-def end_kind(phase: str | None, code: int | None, stop_reason: str, external: bool) -> str | None:
-    """Which notification an ended agent sends itself (None: the laptop's, or none).
-
-    A stop asked from outside (`gpuctl stop`, a budget stop from an open gpuctl) means
-    someone listens there; a max-hours stop or a shutdown signal is no event of the list.
-    """
-    if external:
-        return None
-    reason = (stop_reason or "").lower()
-    if reason.startswith("budget"):
-        return "budget_100"
-    if reason.startswith("stall"):
-        return "stalled"
-    if reason.startswith("spot"):
-        return "interrupted"
-    if reason:
-        return None
-    if phase == "finished" and code in (0, None):
-        return "finished"
-    return "failed"
-
-
 def post(webhooks: list[dict[str, Any]], title: str, message: str, timeout: float = TIMEOUT) -> int:
     """POST to each; how many answered 2xx. A receiver down or slow costs at most timeout
     seconds each and is never raised."""

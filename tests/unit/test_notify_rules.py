@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuctl.agent import webhook
+from gpuctl.agent.agent import end_kind
 from gpuctl.notify import kind_of, label, webhook_of
 from gpuctl.notify_kinds import AGENT_KINDS, KINDS
 
@@ -71,7 +71,7 @@ def test_a_url_is_shown_without_its_secret_parts() -> None:
         ("failed", 1, "", False, "failed"),
         ("running", 137, "", False, "failed"),
         ("interrupted", 0, "budget reached (time limit)", False, "budget_100"),
-        ("interrupted", 0, "stall: no progress for 20 min", False, "stalled"),
+        ("interrupted", 0, "stalled: no training progress for 20.0 min", False, "stalled"),
         ("interrupted", 0, "spot interruption", False, "interrupted"),
         ("interrupted", 0, "max hours (2.00 h)", False, None),
         ("interrupted", 0, "budget", True, None),  # a gpuctl on the laptop asked: it tells
@@ -81,7 +81,7 @@ def test_a_url_is_shown_without_its_secret_parts() -> None:
 def test_the_agent_sends_only_the_ends_nobody_on_the_laptop_asked_for(
     phase: str, code: int, reason: str, external: bool, expected: str | None
 ) -> None:
-    assert webhook.end_kind(phase, code, reason, external) == expected
+    assert end_kind(phase, code, reason, external) == expected
     assert expected is None or expected in AGENT_KINDS
 
 
