@@ -220,8 +220,11 @@ def _headline(name: str, who: str, data: Mapping[str, Any]) -> str:
             f"{money(float(data.get('budget', 0)))})"
         )
     if name == "budget_100":
-        spent = f" ({money(float(data['spent']))} of {money(float(data['budget']))})"
-        return f"{who} stopped: budget reached" + (spent if "budget" in data else "")
+        spent = data.get("spent")
+        budget = data.get("budget")
+        numbers = isinstance(spent, int | float) and isinstance(budget, int | float)
+        of = f" ({money(float(spent))} of {money(float(budget))})" if numbers else ""  # type: ignore[arg-type]
+        return f"{who} stopped: budget reached{of}"
     if name == "recovered":
         return (
             f"{who} recovered on {data.get('instance', '?')} (attempt {data.get('attempt', '?')}, "

@@ -90,3 +90,40 @@ def test_the_readme_lists_every_event() -> None:
     section = text.split("### Notifications", 1)[1].split("\n### ", 1)[0]
     listed = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", section, flags=re.M))
     assert listed == KINDS
+
+
+MINIMAL = [
+    ("ended", {"status": "finished"}),
+    ("ended", {"status": "failed"}),
+    ("ended", {"status": "budget", "reason": "budget reached (time limit = 60 s)"}),
+    ("ended", {"status": "stalled"}),
+    ("ended", {"status": "interrupted", "checkpoint_at": 1.0}),
+    ("budget", {"level": "warn"}),
+    ("budget", {"level": "stop"}),
+    ("vanished", {}),
+    ("recovered", {}),
+    ("run_reconciled", {"action": "orphan"}),
+    ("price_differs", {"billed": 1.2}),
+    ("max_price_exceeded", {}),
+    ("failed", {"error": "no capacity"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "data"), MINIMAL)
+def test_every_notification_is_written_even_from_an_event_with_few_fields(
+    gpuctl_home: Path, kind: str, data: dict
+) -> None:
+    import time
+
+    from gpuctl.lifecycle import Engine
+    from gpuctl.models import Run, RunStatus
+    from gpuctl.notify import message_for
+
+    (gpuctl_home / "config.toml").write_text('[notify]\nurls = ["json://127.0.0.1:9/x"]\n')
+    engine = Engine()
+    now = time.time()
+    engine.store.add_run(Run("r-min", "validate", "local", RunStatus.RUNNING, now, now))
+    message = message_for(engine, "r-min", kind, data)
+    assert message is not None
+    assert "r-min" in message.title and "r-min" in message.body
+    assert "cost $" in message.body and "status running" in message.body
