@@ -7,13 +7,16 @@ the list holds what any gpuctl process and the agents sent, not only this app.
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+
+if TYPE_CHECKING:
+    from ..ports import ControlCenter
 
 
 class NotificationsScreen(Screen[None]):
@@ -23,6 +26,10 @@ class NotificationsScreen(Screen[None]):
         Binding("R", "reload", "Reload"),
     ]
     AUTO_FOCUS = "#notifications"
+
+    @property
+    def gpuctl(self) -> ControlCenter:
+        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Static(Text(" esc  Notifications", style="bold"), id="run-title")
@@ -36,7 +43,7 @@ class NotificationsScreen(Screen[None]):
         self.action_reload()
 
     def action_reload(self) -> None:
-        rows = self.app.engine.store.notifications(limit=200)  # type: ignore[attr-defined]
+        rows = self.gpuctl.engine.store.notifications(limit=200)
         table = self.query_one(DataTable)
         table.clear()
         for row in rows:
@@ -48,7 +55,7 @@ class NotificationsScreen(Screen[None]):
                 row["sent_by"],
                 row["outcome"] or "sending",
             )
-        urls = self.app.engine.settings.notify.urls  # type: ignore[attr-defined]
+        urls = self.gpuctl.engine.settings.notify.urls
         note = (
             f"{len(rows)} shown; sent to {len(urls)} URL(s) from [notify] in config.toml"
             if urls
