@@ -8,7 +8,7 @@ and line. Shared by the top-level tables and the provider profile schemas.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ConfigError
@@ -111,3 +111,33 @@ def per_provider(value: Any, what: str) -> dict[str, float]:
         name: finite_number(amount, f"{what}.{name}", above=0.0)
         for name, amount in table(value, what).items()
     }
+
+
+def notify_urls(value: Any, what: str) -> list[str]:
+    """Apprise URLs (scheme://...). They hold tokens: an error names the entry, never
+    its text."""
+    if not isinstance(value, list):
+        raise ConfigError(f'{what} must be a list of URLs, e.g. ["json://host/hook"]')
+    for i, url in enumerate(value):
+        if not isinstance(url, str) or "://" not in url.strip() or url.strip().startswith("://"):
+            raise ConfigError(
+                f"{what}[{i}] is not a notification URL (scheme://...)",
+                hint="e.g. ntfy://topic, json://host:port/path, https://hooks.example/x",
+            )
+    return [u.strip() for u in value]
+
+
+def names_of(known: Iterable[str]) -> Check:
+    """A list drawn from `known` (e.g. [notify] events)."""
+    names = tuple(known)
+
+    def check(value: Any, what: str) -> list[str]:
+        strings(value, what)
+        for name in value:
+            if name not in names:
+                raise ConfigError(
+                    f"{what}: unknown event '{name}'", hint=f"known: {', '.join(names)}"
+                )
+        return value
+
+    return check

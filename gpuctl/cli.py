@@ -22,7 +22,14 @@ import click
 from . import __version__
 from .cli_engine import attached_here, cut_short, engine
 from .console import Number, echo, fail, guarded
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, GpuctlError, NotFoundError
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_PROVIDER,
+    EXIT_USAGE,
+    ConfigError,
+    GpuctlError,
+    NotFoundError,
+)
 from .events import Event, Failed
 from .format import BLANK, duration, money, percent, rate, rough_duration
 
@@ -985,6 +992,49 @@ def ssh(run_id: str) -> None:
     run = eng.store.get_run(run_id)
     _, host = eng.locate(run)
     sys.exit(host.shell(run.remote_dir or host.base_dir()))
+
+
+@main.group(name="notify", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per notification.")
+@click.pass_context
+@handled
+def notify_group(ctx: click.Context, as_json: bool) -> None:
+    """Notifications sent so far, newest first ([notify] urls and events in config.toml)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    eng = engine()
+    rows = eng.store.notifications(limit=50)
+    if as_json:
+        for row in rows:
+            echo(json.dumps(row))
+        return
+    if not eng.settings.notify.urls:
+        echo("no [notify] urls in config.toml: nothing is sent")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["at"]))
+        echo(f"{when}  {row['event']:<18} {row['message']}  [{row['sent_by']}: {row['outcome']}]")
+
+
+@notify_group.command(name="test")
+@handled
+def notify_test() -> None:
+    """Send one test message to every configured URL; one line per URL."""
+    from . import notify
+
+    eng = engine()
+    urls = eng.settings.notify.urls
+    if not urls:
+        raise ConfigError(
+            "no notification URLs configured",
+            hint='add [notify] urls = ["ntfy://my-topic"] to config.toml',
+        )
+    worked = 0
+    for url in urls:
+        error = notify.send_one(url, "gpuctl: test", "a test notification from gpuctl notify test")
+        worked += error is None
+        echo(f"{notify.label(url)}: " + ("ok" if error is None else f"error: {error}"))
+    if not worked:
+        sys.exit(EXIT_PROVIDER)
 
 
 from .cost_cli import cost_group  # noqa: E402 - registered last: it imports nothing from here

@@ -22,6 +22,7 @@ from . import (
     follow,
     launch,
     listing,
+    notify,
     ownership,
     recovery,
     resolve,
@@ -60,6 +61,10 @@ class Engine:
         self.cut_short: list[tuple[str, str]] = []  # (run id, what was undone) on Ctrl-C
         self.attached: list[str] = []  # runs this process launched or followed (Ctrl-C says so)
         self.findings: list[Any] = []  # what the last refresh's reconcile found
+        self.notifier: notify.Notifier | None = None
+        if self.settings.notify.urls:  # every recorded event passes here (gpuctl.notify)
+            self.notifier = notify.Notifier(self)
+            self.store.listeners.append(self.notifier)
 
     def provider(self, name: str) -> Any:
         if name not in self._providers:

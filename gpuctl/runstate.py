@@ -115,7 +115,11 @@ def record_end(
     }
     if isinstance(trainer.get("epochs"), int) and trainer["epochs"] > 0:
         changes["epochs"] = trainer["epochs"]
-    event = {"status": status.value, "reason": reason[:2000]}
+    event: dict[str, Any] = {"status": status.value, "reason": reason[:2000]}
+    if agent.get("notified"):  # the agent POSTed these itself (gpuctl.notify sends the rest)
+        event["agent_notified"] = list(agent["notified"])
+    if isinstance(agent.get("checkpoint_at"), int | float):
+        event["checkpoint_at"] = agent["checkpoint_at"]
     if store.end_run(run_id, status, event, **changes):
         return status, True
     return store.get_run(run_id).status, False  # someone else saw it first: theirs stands

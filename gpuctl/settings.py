@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import checks, profile_options
+from . import checks, notify_kinds, profile_options
 from .checks import Check
 from .driver_registry import kinds
 from .errors import ConfigError
@@ -62,6 +62,7 @@ TOP_LEVEL_KEYS: dict[str, Check] = {
     "tui": checks.table,
     "profiles": checks.table,
     "defaults": checks.table,
+    "notify": checks.table,
 }
 BUDGET_KEYS: dict[str, Check] = {
     "monthly": checks.monthly,
@@ -75,6 +76,10 @@ BUDGET_KEYS: dict[str, Check] = {
 TUI_KEYS: dict[str, Check] = {
     "refresh_seconds": checks.number(at_least=1.0),
     "theme": checks.string,
+}
+NOTIFY_KEYS: dict[str, Check] = {
+    "urls": checks.notify_urls,
+    "events": checks.names_of(notify_kinds.KINDS),
 }
 DEFAULTS_KEYS: dict[str, Check] = {
     "max_hours": checks.number(above=0.0),
@@ -131,6 +136,17 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """[notify]: where notifications go (apprise URLs) and which ones (default: all)."""
+
+    urls: tuple[str, ...] = ()
+    events: frozenset[str] = frozenset(notify_kinds.KINDS)
+
+    def wants(self, kind: str) -> bool:
+        return bool(self.urls) and kind in self.events
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path  # data: state.db, keys, local runs, caches
     config_path: Path
@@ -147,6 +163,7 @@ class Settings:
     # every preset's (the smaller wins); left out, each preset keeps its own.
     defaults_given: frozenset[str] = frozenset()
     stall_minutes: float = 20.0  # the agent stops a trainer without progress this long
+    notify: Notify = field(default_factory=Notify)
 
     @property
     def state_path(self) -> Path:
@@ -309,6 +326,7 @@ def load(config_path: Path | None = None) -> Settings:
     budget_raw = _check_table(top.get("budget", {}), BUDGET_KEYS, ("budget",), path, text)
     tui_raw = _check_table(top.get("tui", {}), TUI_KEYS, ("tui",), path, text)
     defaults_raw = _check_table(top.get("defaults", {}), DEFAULTS_KEYS, ("defaults",), path, text)
+    notify_raw = _check_table(top.get("notify", {}), NOTIFY_KEYS, ("notify",), path, text)
 
     profiles = _profiles(top.get("profiles", {}), path, text)
     default_provider = top.get("default_provider", "local")
@@ -356,6 +374,10 @@ def load(config_path: Path | None = None) -> Settings:
         teardown=str(defaults_raw.get("teardown", "terminate")),
         defaults_given=frozenset(defaults_raw),
         stall_minutes=float(defaults_raw.get("stall_minutes", 20.0)),
+        notify=Notify(
+            urls=tuple(notify_raw.get("urls", ())),
+            events=frozenset(notify_raw.get("events", notify_kinds.KINDS)),
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cost, datasets, recovery
+from . import cost, datasets, notify, recovery
 from .errors import RemoteError
 from .events import Event, Notice, SshReady, TrainerStarted
 from .host import Host
@@ -85,6 +85,9 @@ def start_on(engine: EngineOps, instance: Instance, spec: LaunchSpec, *, resume:
     yield from notices
     if spec.job:
         env.update(job_secrets(spec))
+    told, hooks = notify_share(engine, spec, instance)  # the agent's own end POST
+    agent.update(told)
+    env.update(hooks)
     answer = rd.start(
         code_dir=code_dir, python=python, train=train, agent=agent, resume=resume, env=env
     )
@@ -92,6 +95,19 @@ def start_on(engine: EngineOps, instance: Instance, spec: LaunchSpec, *, resume:
     engine.record_event(spec.run_id, "started", {"host": host.label, "resume": resume, **answer})
     yield TrainerStarted(spec.run_id, host.label, answer.get("trainer_pid"), rd.path, resume)
     return True
+
+
+def notify_share(
+    engine: EngineOps, spec: LaunchSpec, instance: Instance
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """What the agent needs to send the run's end itself (webhooks on its secret pipe)."""
+    if not engine.settings.notify.urls:
+        return {}, {}
+    try:
+        spent = cost.run_line(engine.store, engine.settings, spec.run_id).spent
+    except Exception:  # the agent's estimate of the cost, never a reason not to start
+        spent = 0.0
+    return notify.agent_share(engine.settings, spec.run_id, spent, instance.price_per_hour)
 
 
 def job_config(host: Host, rd: RunDir, spec: LaunchSpec, data: list[Any]) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from .private import private_dir, private_file
 from .runs.status import IllegalTransition, sources
 
 APPLICATION_ID = 0x67707563  # "gpuc"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -114,7 +115,25 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (scope, key, level)
     );
     """,
+    # 3: notifications, each claimed once (run + event) before it is sent, by whichever
+    # process sees it first, or marked as sent by the agent on the machine.
+    3: """
+    CREATE TABLE notifications (
+        key TEXT PRIMARY KEY,
+        run_id TEXT,
+        event TEXT NOT NULL,
+        title TEXT NOT NULL,
+        message TEXT NOT NULL,
+        sent_by TEXT NOT NULL,
+        at REAL NOT NULL,
+        outcome TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX notifications_at ON notifications(at);
+    """,
 }
+
+# Told of every event recorded through this handle, after its transaction commits.
+EventListener = Callable[[str | None, str, Mapping[str, Any]], None]
 
 _RUN_COLUMNS = (
     "id",
@@ -143,6 +162,7 @@ class Store:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self.listeners: list[EventListener] = []  # e.g. gpuctl.notify's Notifier
         try:
             private_dir(self.path.parent)
             if self.path.is_dir():
@@ -343,6 +363,8 @@ class Store:
                     "INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
                     [run_id, time.time(), kind, json.dumps(dict(data), default=str)],
                 )
+        if event is not None:
+            self._tell(run_id, *event)
         return True
 
     def get_run(self, run_id: str) -> Run:
@@ -601,7 +623,43 @@ class Store:
                 "INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
                 [run_id, time.time(), kind, json.dumps(dict(data), default=str)],
             )
-            return int(cur.lastrowid or 0)
+            event_id = int(cur.lastrowid or 0)
+        self._tell(run_id, kind, data)
+        return event_id
+
+    def _tell(self, run_id: str | None, kind: str, data: Mapping[str, Any]) -> None:
+        """Every listener hears the event; none can break the write that recorded it."""
+        for listener in list(self.listeners):
+            try:
+                listener(run_id, kind, data)
+            except Exception:
+                logging.getLogger("gpuctl.state").exception("event listener failed on %s", kind)
+
+    # -- notifications (each sent once) -------------------------------------------------
+
+    def claim_notification(
+        self, key: str, run_id: str | None, event: str, title: str, message: str, sent_by: str
+    ) -> bool:
+        """True only for the first claimant of `key`, in any process, ever."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO notifications "
+                "(key, run_id, event, title, message, sent_by, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [key, run_id, event, title, message, sent_by, time.time()],
+            )
+            return cur.rowcount == 1
+
+    def notification_outcome(self, key: str, outcome: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE notifications SET outcome = ? WHERE key = ?", [outcome, key])
+
+    def notifications(self, *, after: float = 0.0, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest notifications first (what the control center lists)."""
+        rows = self._query(
+            "SELECT * FROM notifications WHERE at > ? ORDER BY at DESC LIMIT ?",
+            [after, int(limit)],
+        )
+        return [dict(r) for r in rows]
 
     def events(
         self, run_id: str | None = None, *, after_id: int = 0, kinds: Iterable[str] | None = None

@@ -48,10 +48,18 @@ from gpuctl.format import rate
 from gpuctl.host import Host
 from gpuctl.lifecycle import Engine
 from gpuctl.models import Instance, InstanceState, LaunchSpec
+from gpuctl.notify_kinds import URGENT
 from gpuctl.results import pending as results_pending
 
 from .feed import RunFeed
-from .messages import ActionFailed, DriveEnded, HistoryLoaded, RunEvent, SnapshotReady
+from .messages import (
+    ActionFailed,
+    DriveEnded,
+    HistoryLoaded,
+    NotificationsSent,
+    RunEvent,
+    SnapshotReady,
+)
 from .model import Row, Snapshot, build_snapshot
 from .screens.actions import RowActions
 from .screens.confirm import ConfirmScreen
@@ -59,6 +67,7 @@ from .screens.cost import CostScreen
 from .screens.help import HelpScreen
 from .screens.launch import LaunchScreen
 from .screens.main import MainScreen
+from .screens.notifications import NotificationsScreen
 from .screens.run import GpuScreen, RunScreen, RunView
 
 log = logging.getLogger("gpuctl.tui")
@@ -141,6 +150,7 @@ class GpuctlApp(App[None]):
         self.driven: set[str] = set()  # ...of which launched/resumed here: finished here too
         self.pending: dict[str, Row] = {}  # launched here, not yet in a store snapshot
         self.offers_cache: dict[str, tuple[Any, ...]] = {}
+        self.notices_seen = time.time()  # notifications recorded after this are toasted
         self.listed_at: float | None = None
         self.refreshing = False
         self.busy = 0  # workers changing something (launch, stop...): quit asks first
@@ -279,6 +289,10 @@ class GpuctlApp(App[None]):
                 )
             self.engine.settle_ended_billing()  # a finished local run stops billing at once
             snapshot = build_snapshot(self.engine.store, self.engine.settings, self.now())
+            fresh = self.engine.store.notifications(after=self.notices_seen)
+            if fresh:
+                self.notices_seen = max(r["at"] for r in fresh)
+                self.post_message(NotificationsSent(fresh))
         except GpuctlError as exc:
             self.post_message(ActionFailed("refresh failed", exc.message, exc.hint))
             snapshot = None
@@ -510,6 +524,23 @@ class GpuctlApp(App[None]):
 
     def on_main_screen_open_cost(self, _message: MainScreen.OpenCost) -> None:
         self.open_cost()
+
+    def on_main_screen_open_notifications(self, _message: MainScreen.OpenNotifications) -> None:
+        self.push_screen(NotificationsScreen())
+
+    def on_notifications_sent(self, message: NotificationsSent) -> None:
+        """Each notification as a toast (whoever sent it: this app, the CLI, an agent)."""
+        for row in sorted(message.rows, key=lambda r: r["at"]):
+            bad = row["event"] in URGENT
+            self.notify(
+                row["message"],
+                title=f"notified: {row['event'].replace('_', ' ')}",
+                severity="warning" if bad else "information",
+                timeout=10,
+            )
+        for screen in self.screen_stack:
+            if isinstance(screen, NotificationsScreen):
+                screen.action_reload()
 
     def on_main_screen_refresh(self, _message: MainScreen.Refresh) -> None:
         self.refresh_now(network=True, announce=True)

@@ -44,6 +44,14 @@ class SnapshotReady(Message):
         self.network = network
 
 
+class NotificationsSent(Message):
+    """Notifications any gpuctl (or an agent) recorded since the last look: toasts."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+
 class ActionFailed(Message):
     """A GpuctlError (or a bug) from a worker: shown as a notification with its hint."""
 

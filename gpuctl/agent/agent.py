@@ -35,7 +35,7 @@ from typing import Any
 
 try:  # imported as gpuctl.agent.agent (tests, the local provider)
     from ..trainer import protocol
-    from . import cloud, fetch, job, progress
+    from . import cloud, fetch, job, progress, webhook
 except ImportError:  # run as a script on the machine: agent/ is sys.path[0]
     # The names it shares with the trainer and gpuctl are in trainer/protocol.py, which
     # every code bundle ships next to agent/ (stdlib only, like this file).
@@ -44,6 +44,7 @@ except ImportError:  # run as a script on the machine: agent/ is sys.path[0]
     import fetch  # type: ignore[no-redef]
     import job  # type: ignore[no-redef]
     import progress  # type: ignore[no-redef]
+    import webhook  # type: ignore[no-redef]
 
     from trainer import protocol  # type: ignore[no-redef]
 
@@ -601,6 +602,8 @@ class Supervisor:
                 continue
             nap = min(poll, 0.5) if now() - self.started < 5 else poll
             time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
+        external = self.stop_reason is None and (self.dir / protocol.STOP_FILE).exists()
+        external = external or bool(stop_requested["reason"])
         self.read_stop_file()
         if self.job is not None:
             self.mirror_checkpoint(None)  # before note/push: the spot path sends last.pt
@@ -613,8 +616,13 @@ class Supervisor:
                 phase = f"unknown ({type(exc).__name__}: {exc})"
             self.log(f"command ended: {phase}")
             self.save(reports_ignored=self.adapter.ignored)
+        self.notify_end(code, external)
         self.save(
-            state=AgentState.EXITED, exit_code=code, ended_at=now(), reason=self.stop_reason or ""
+            state=AgentState.EXITED,
+            exit_code=code,
+            ended_at=now(),
+            reason=self.stop_reason or "",
+            checkpoint_at=self.checkpoint_at(),
         )
         self.log(f"trainer exited with code {code}")
         if self.stop_reason == StopReason.SPOT:
@@ -633,6 +641,72 @@ class Supervisor:
         elif (self.stop_reason or "").startswith(StopReason.STALL):
             self.shutdown(self.stop_reason or StopReason.STALL)  # no idle rule: act now
         return 0
+
+    def notify_end(self, code: int | None, external: bool) -> None:
+        """Send the run's end to its webhooks when nobody on the laptop may be listening,
+        and record what was sent (agent_status.json `notified`) so the laptop does not
+        send it again. Before the EXITED state: whoever sees the end sees this too."""
+        trainer = read_json(self.dir / protocol.STATUS_FILE)
+        kind = end_kind(trainer.get("phase"), code, self.stop_reason or "", external)
+        if kind is not None:
+            self.notify_kind(kind, trainer, self.stop_reason or str(trainer.get("reason") or ""))
+
+    def notify_kind(self, kind: str, trainer: dict[str, Any], reason: str) -> None:
+        """POST one notification to the run's webhooks (if it is one the user wants)."""
+        cfg = self.cfg.get("notify")
+        targets = webhook.hooks(cloud.env_value(webhook.WEBHOOKS_ENV))
+        if not isinstance(cfg, dict) or not targets or kind not in (cfg.get("events") or ()):
+            return
+        run_id = str(cfg.get("run_id") or self.dir.name)
+        hours = (now() - self.started) / 3600
+        spent = float(cfg.get("spent_before") or 0.0) + hours * float(cfg.get("price") or 0.0)
+        words = {
+            "budget_100": "stopped: budget reached",
+            "interrupted": "interrupted (spot)",
+            "idle_shutdown": "ended: its machine was idle",
+        }
+        status = {"budget_100": "budget", "idle_shutdown": "idle"}.get(kind, kind)
+        parts = [f"run {run_id} {words.get(kind, kind)}", f"status {status}"]
+        metric = trainer.get("best_metric")
+        if isinstance(metric, int | float):
+            parts.append(f"metric {metric:.4g}")
+        if trainer.get("epochs"):
+            parts.append(f"epochs {trainer.get('epochs_done', '?')}/{trainer['epochs']}")
+        parts.append(f"after {hours * 60:.1f} min")
+        parts.append(f"cost ${spent:.2f} to date (as the machine counts it)")
+        if kind != "finished" and reason:
+            parts.append(f"reason: {reason}")
+        if kind == "failed":
+            tail = self.last_log_lines(5)
+            if tail:
+                parts.append("last log: " + " | ".join(tail))
+        at = self.checkpoint_at()
+        if at is not None:
+            parts.append(f"checkpoint {now() - at:.0f} s old")
+        title = f"gpuctl: run {run_id} {kind.replace('_', ' ')}"
+        if webhook.post(targets, title, "; ".join(parts)):
+            self.log(f"notification sent: {kind}")
+            self.save(notified=[*self.status.get("notified", []), kind])
+        else:
+            self.log(f"notification {kind} not delivered (gpuctl sends it when it looks)")
+
+    def checkpoint_at(self) -> float | None:
+        """When the last checkpoint was written (its age goes in the run's messages)."""
+        try:
+            return (self.dir / protocol.LAST_CHECKPOINT_FILE).stat().st_mtime
+        except OSError:
+            return None
+
+    def last_log_lines(self, count: int) -> list[str]:
+        for name in (protocol.TRAIN_LOG_FILE, protocol.TRAINER_OUT_FILE):
+            try:
+                lines = (self.dir / name).read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            lines = [ln.strip() for ln in lines if ln.strip()]
+            if lines:
+                return [ln[:300] for ln in lines[-count:]]
+        return []
 
     def read_stop_file(self) -> None:
         stop_file = self.dir / protocol.STOP_FILE
@@ -737,6 +811,8 @@ class Supervisor:
             self.log(f"stopped before the command started: {self.stop_reason}")
         else:
             self.log(f"the command did not start: {failure}")
+        if not stopped:
+            self.notify_end(1, False)
         self.save(
             state=AgentState.EXITED,
             exit_code=None if stopped else 1,
@@ -788,7 +864,32 @@ class Supervisor:
                 and status.get("agent_pid") != os.getpid()
             ):
                 return  # a resumed run took over this machine
-        self.shutdown(f"idle for {idle_seconds / 60:.0f} min with no trainer")
+        reason = f"idle for {idle_seconds / 60:.0f} min with no trainer"
+        self.notify_kind("idle_shutdown", read_json(self.dir / protocol.STATUS_FILE), reason)
+        self.shutdown(reason)
+
+
+def end_kind(phase: str | None, code: int | None, stop_reason: str, external: bool) -> str | None:
+    """Which notification an ended agent sends itself (None: the laptop's, or none).
+
+    A stop asked from outside (`gpuctl stop`, a budget stop from an open gpuctl) means
+    someone listens there; a max-hours stop or a shutdown signal is no event of the list.
+    """
+    if external:
+        return None
+    reason = stop_reason or ""
+    for why, kind in (
+        (StopReason.BUDGET, "budget_100"),
+        (StopReason.STALL, "stalled"),
+        (StopReason.SPOT, "interrupted"),
+    ):
+        if reason.startswith(why):
+            return kind
+    if reason:
+        return None
+    if phase == protocol.Phase.FINISHED and code in (0, None):
+        return "finished"
+    return "failed"
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -180,10 +180,13 @@ def destroy_droplet(
         return f"{type(exc).__name__}: {getattr(exc, 'reason', '')}"
 
 
+NOTIFY_WEBHOOKS_ENV = "GPUCTL_NOTIFY_WEBHOOKS"  # agent/webhook.py WEBHOOKS_ENV
+
+
 def secret_env_names(cfg: dict[str, Any]) -> set[str]:
     """Environment variables holding secrets: they travel on the supervisor's pipe, and
     the trainer never inherits them (a job's command gets its own `secret_env` only)."""
-    names = {CHECKPOINT_URL_ENV}
+    names = {CHECKPOINT_URL_ENV, NOTIFY_WEBHOOKS_ENV}
     token_env = (cfg.get("shutdown") or {}).get("token_env")
     if token_env:
         names.add(str(token_env))

@@ -116,6 +116,10 @@ def test_a_per_provider_budget_for_an_unknown_profile_is_refused(gpuctl_home: Pa
         ('\nproviders = "local"\n', 2, "providers must be a list"),
         ("results_dir = 3\n", 1, "results_dir must be a non-empty string"),
         ("[defaults]\nmax_hours = 2\n[tui]\nmax_hours = 2\n", 4, "unknown setting 'tui.max_hours'"),
+        ('[notify]\nurls = "json://h/x"\n', 2, "notify.urls must be a list of URLs"),
+        ('[notify]\nurls = ["json://h/x", "nohook"]\n', 2, "notify.urls[1] is not a notif"),
+        ('[notify]\nevents = ["finish"]\n', 2, "notify.events: unknown event 'finish'"),
+        ('[notify]\nurl = ["json://h/x"]\n', 2, "unknown setting 'notify.url'"),
     ],
 )
 def test_every_value_is_checked_with_file_and_line(
@@ -138,6 +142,23 @@ def test_valid_values_are_kept(gpuctl_home: Path) -> None:
     s = settings.load()
     assert (s.max_hours, s.idle_minutes, s.refresh_seconds) == (2.0, 0.0, 5.0)
     assert s.budget.monthly == 10.0
+
+
+def test_notify_defaults_to_every_event_and_keeps_what_is_set(gpuctl_home: Path) -> None:
+    assert settings.load().notify.urls == ()
+    write(gpuctl_home, '[notify]\nurls = ["ntfy://topic", "json://h:9/x"]\nevents = ["failed"]\n')
+    s = settings.load()
+    assert s.notify.urls == ("ntfy://topic", "json://h:9/x")
+    assert s.notify.wants("failed") and not s.notify.wants("finished")
+    write(gpuctl_home, '[notify]\nurls = ["ntfy://topic"]\n')
+    assert settings.load().notify.wants("budget_80")
+
+
+def test_a_bad_notify_url_is_named_by_its_place_never_by_its_text(gpuctl_home: Path) -> None:
+    write(gpuctl_home, '[notify]\nurls = ["tgram-bot-token-12345"]\n')
+    with pytest.raises(ConfigError) as info:
+        settings.load()
+    assert "notify.urls[0]" in str(info.value) and "12345" not in str(info.value)
 
 
 def test_config_path_that_is_a_directory_is_one_line(gpuctl_home: Path) -> None:

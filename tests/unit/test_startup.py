@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("boto3", "botocore", "pydo", "azure", "torch", "textual", "paramiko")
+HEAVY = ("boto3", "botocore", "pydo", "azure", "torch", "textual", "paramiko", "apprise")
 PROBE = """
 import sys
 sys.argv = ["gpuctl", *{args!r}]

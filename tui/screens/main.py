@@ -38,6 +38,7 @@ class MainScreen(RowActions, Screen[None]):
         Binding("o", "shell", "Shell"),
         Binding("g", "gpu", "GPU"),
         Binding("c", "cost", "Cost"),
+        Binding("n", "notifications", "Notifications", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("R", "refresh", "Refresh"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -63,6 +64,10 @@ class MainScreen(RowActions, Screen[None]):
     @dataclass
     class OpenCost(Message):
         """Open the cost report."""
+
+    @dataclass
+    class OpenNotifications(Message):
+        """Open the notifications list."""
 
     @dataclass
     class Refresh(Message):
@@ -185,6 +190,9 @@ class MainScreen(RowActions, Screen[None]):
 
     def action_cost(self) -> None:
         self.post_message(self.OpenCost())
+
+    def action_notifications(self) -> None:
+        self.post_message(self.OpenNotifications())
 
     def action_refresh(self) -> None:
         self.post_message(self.Refresh())
