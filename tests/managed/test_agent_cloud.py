@@ -122,7 +122,7 @@ def test_a_notice_mirrors_a_commands_checkpoint_and_pushes_it(
     job["checkpoint"] = "ckpt/model.pt"
     machine.configure(metadata_url=imds.url, spot_poll_seconds=0.1, job=job)
     machine.agent("start", env={**os.environ, CHECKPOINT_URL_ENV: url})
-    wait_for(lambda: (cwd / "started").exists(), what="the command to start")
+    wait_for(lambda: (cwd / "started").exists(), 90, what="the command to start")
     imds.notice()
     status = wait_for(
         lambda: (s := machine.status()).get("spot", {}).get("uploaded_at") and s,
