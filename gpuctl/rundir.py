@@ -18,6 +18,7 @@ import logging
 import os
 import shlex
 import shutil
+import tempfile
 from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,25 @@ def code_bundle(cache_dir: Path) -> tuple[Path, list[FileEntry], str]:
     code_hash = digest.hexdigest()
     root = cache_dir / "code" / code_hash
     if not (root / ".complete").exists():
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for rel, path in entries:
-            private_dir((tmp / rel).parent)
-            shutil.copy2(path, tmp / rel)
-            os.chmod(tmp / rel, 0o600)  # the cache is in the data dir: the user's only
-        (tmp / ".complete").write_text(code_hash)
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        # A staging dir of this process's own: two first launches at once each build one,
+        # and the first to finish wins (a shared one was wiped under the other's feet).
+        private_dir(root.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+        try:
+            for rel, path in entries:
+                private_dir((tmp / rel).parent)
+                shutil.copy2(path, tmp / rel)
+                os.chmod(tmp / rel, 0o600)  # the cache is in the data dir: the user's only
+            (tmp / ".complete").write_text(code_hash)
+            if root.exists() and not (root / ".complete").exists():
+                shutil.rmtree(root, ignore_errors=True)  # a half one from before
+            try:
+                tmp.rename(root)
+            except OSError:
+                if not (root / ".complete").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     files = [e for e in walk_tree(root) if e.rel != ".complete"]
     return root, files, code_hash
 

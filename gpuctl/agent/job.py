@@ -8,6 +8,7 @@ restored from last.pt on a fresh machine before a resume. Standard library only.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -208,9 +209,39 @@ def run_setup(
     if not job.setup:
         return None
     marker = setup_marker(job)
-    if marker is not None and marker.exists():
-        log_line(log_path, f"setup: done before on this machine (key {job.setup_key}), skipped")
-        return None
+    if marker is None:
+        return _setup_commands(job, log_path, env, stop_asked, started)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    # One setup at a time per key: two runs started at once on one machine would both
+    # run `pip install` into the same environment. The second waits, then skips.
+    with open(marker.with_suffix(".lock"), "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                reason = stop_asked()
+                if reason:
+                    return reason
+                time.sleep(0.2)
+        if marker.exists():
+            log_line(log_path, f"setup: done before on this machine (key {job.setup_key}), skipped")
+            return None
+        failure = _setup_commands(job, log_path, env, stop_asked, started)
+        if failure is None:
+            tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"setup": list(job.setup), "at": time.time()}) + "\n")
+            os.replace(tmp, marker)
+        return failure
+
+
+def _setup_commands(
+    job: Job,
+    log_path: Path,
+    env: dict[str, str],
+    stop_asked: Callable[[], str | None],
+    started: Callable[[int], None],
+) -> str | None:
     for command in job.setup:
         log_line(log_path, f"setup: {command}")
         with open(log_path, "ab") as out:
@@ -235,9 +266,6 @@ def run_setup(
             return reason
         if proc.returncode != 0:
             return f"setup failed (exit {proc.returncode}): {command}"
-    if marker is not None:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"setup": list(job.setup), "at": time.time()}) + "\n")
     return None
 
 

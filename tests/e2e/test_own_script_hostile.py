@@ -123,3 +123,37 @@ def test_a_script_that_ignores_sigterm_is_killed_after_its_grace(
     assert "Traceback" not in stopped.stderr
     status = gpuctl("status", run_id, "--json", cwd=root)
     assert json.loads(status.stdout)["status"] == "stopped"
+
+
+def test_two_first_runs_of_a_mode_at_once_both_finish_and_set_up_once(
+    tmp_path: Path, gpuctl_home: Path
+) -> None:
+    # Both once staged gpuctl's code in one shared directory (one died with an internal
+    # error) and both ran the setup at once (two `pip install` in one environment).
+    count = tmp_path / "setup-runs.txt"
+    root = project(
+        tmp_path,
+        f'[setup]\ncommands = ["echo ran >> {count}; sleep 2"]\n'
+        '[data.d]\nsrc = "d"\n'
+        '[modes.v]\ncommand = "python -c \\"print(open(\'d/x.txt\').read())\\""\n',
+    )
+    (root / "d").mkdir()
+    (root / "d" / "x.txt").write_text("data-here")
+    procs = [
+        subprocess.Popen(
+            [GPUCTL, "run", "v", "--json"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, out[-2000:] + err[-2000:]
+        final = json_lines(out)[-1]
+        assert final["status"] == "finished", final
+        assert "data-here" in (Path(final["results_dir"]) / "train.log").read_text()
+    assert count.read_text().splitlines() == ["ran"]
