@@ -186,6 +186,7 @@ class Supervisor:
         self.started_mono = time.monotonic()  # limits: immune to the machine's clock jumping
         self.last_busy = now()
         self.stop_reason: str | None = None
+        self.killed = False  # the command outlived its grace and was SIGKILLed
         self.spot = cloud.SpotWatch.from_config(self.cfg)  # AWS spot (or a test's emulator)
         self.job = job.Job.from_config(self.cfg)  # a user's own command, else the trainer
         self.adapter: progress.Adapter | None = None
@@ -400,6 +401,7 @@ class Supervisor:
                 time.sleep(0.2)
         if self.running():
             self.log("trainer ignored SIGTERM, killing it")
+            self.killed = True
             self.signal_trainer(signal.SIGKILL)
 
     # -- limits ------------------------------------------------------------------------
@@ -602,7 +604,11 @@ class Supervisor:
             nap = min(poll, 0.5) if now() - self.started < 5 else poll
             time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
         self.read_stop_file()
-        if self.job is not None:
+        last = self.dir / protocol.LAST_CHECKPOINT_FILE
+        if self.job is not None and self.killed and last.exists():
+            # Killed past its grace, it may have been half-way through writing it.
+            self.log("kept the last checkpoint copied: the command was killed past its grace")
+        elif self.job is not None:
             self.mirror_checkpoint(None)  # before note/push: the spot path sends last.pt
         if self.stop_reason == StopReason.SPOT:
             self.note_checkpoint()

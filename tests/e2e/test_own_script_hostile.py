@@ -157,3 +157,38 @@ def test_two_first_runs_of_a_mode_at_once_both_finish_and_set_up_once(
         assert final["status"] == "finished", final
         assert "data-here" in (Path(final["results_dir"]) / "train.log").read_text()
     assert count.read_text().splitlines() == ["ran"]
+
+
+HALF_WRITES = """\
+import json, os, signal, time
+def term(*_):
+    with open("ck.txt", "w") as f:
+        f.write("half")
+        f.flush()
+        time.sleep(600)
+signal.signal(signal.SIGTERM, term)
+open("ck.txt", "w").write("good")
+print(json.dumps({"gpuctl": "checkpoint"}), flush=True)
+print(json.dumps({"gpuctl": "epoch", "epoch": 1, "epochs": 5, "loss": 1.0}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_checkpoint_half_written_when_the_grace_ran_out_does_not_replace_the_good_one(
+    tmp_path: Path, gpuctl_home: Path
+) -> None:
+    root = project(
+        tmp_path,
+        '[project]\ngrace_seconds = 2\ncheckpoint = "ck.txt"\nresume = "--resume {checkpoint}"\n'
+        '[modes.v]\ncommand = "python half.py"\nepochs = 5\n',
+        **{"half.py": HALF_WRITES},
+    )
+    launched = gpuctl("launch", "v", cwd=root)
+    assert launched.returncode == 0, launched.stderr
+    run_id = launched.stdout.strip()
+    last = gpuctl_home / "local" / "runs" / run_id / "last.pt"
+    wait_for(lambda: last.exists() and last.read_text() == "good", what="the good checkpoint")
+    stopped = gpuctl("stop", run_id, cwd=root)
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(gpuctl("status", run_id, "--json", cwd=root).stdout)["status"] == "stopped"
+    assert last.read_text() == "good"  # what `gpuctl resume` puts back
