@@ -192,3 +192,20 @@ def test_a_checkpoint_half_written_when_the_grace_ran_out_does_not_replace_the_g
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(gpuctl("status", run_id, "--json", cwd=root).stdout)["status"] == "stopped"
     assert last.read_text() == "good"  # what `gpuctl resume` puts back
+
+
+def test_ten_megabytes_without_a_newline_do_not_flood_the_terminal(
+    tmp_path: Path, gpuctl_home: Path
+) -> None:
+    root = project(
+        tmp_path,
+        '[modes.v]\ncommand = "python big.py"\n',
+        **{"big.py": "import sys\nsys.stdout.write('x' * 10_000_000)\n"},
+    )
+    proc = gpuctl("run", "v", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout) + len(proc.stderr) < 100_000
+    assert "more characters in train.log]" in proc.stdout + proc.stderr
+    run_id = Store(gpuctl_home / "state.db").list_runs()[0].id
+    logs = gpuctl("logs", run_id, cwd=root)
+    assert logs.stdout.count("x") == 10_000_000  # the log itself keeps every character
