@@ -136,6 +136,9 @@ MISTAKES = [
     ('[modes.v]\ncommand = "a"\ndisk_gb = 100000000000\n', 3, "at most", ""),
     ('[project]\ngrace_seconds = 1e300\n[modes.v]\ncommand = "a"\n', 2, "at most", ""),
     ('[modes.v]\ncommand = "   "\n', 2, "is blank", ""),
+    # [env] is literal: these once reached the command unexpanded ("sh" not found).
+    ('[env]\nPATH = "/opt/bin"\n[modes.v]\ncommand = "a"\n', 2, "never expanded", "$PATH"),
+    ('[env]\nX = "${HOME}/x"\n[modes.v]\ncommand = "a"\n', 2, "never expanded", ""),
     # A NUL once killed the agent on the machine (the run was lost, not failed).
     ('[env]\nE = "a\\u0000b"\n[modes.v]\ncommand = "a"\n', 2, "NUL", ""),
     ('[modes.v]\ncommand = "python t.py \\u0000"\n', 2, "NUL", ""),
