@@ -205,6 +205,7 @@ def test_ten_megabytes_without_a_newline_do_not_flood_the_terminal(
     proc = gpuctl("run", "v", cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout) + len(proc.stderr) < 100_000
+    assert ": mode v on local" in proc.stdout  # the user's command, not "preset v"
     assert "more characters in train.log]" in proc.stdout + proc.stderr
     run_id = Store(gpuctl_home / "state.db").list_runs()[0].id
     logs = gpuctl("logs", run_id, cwd=root)
