@@ -604,6 +604,11 @@ class Supervisor:
             nap = min(poll, 0.5) if now() - self.started < 5 else poll
             time.sleep(min(nap, self.spot.poll_seconds) if self.spot is not None else nap)
         self.read_stop_file()
+        if self.job is not None:
+            run_id = str(self.cfg.get("run_id") or self.dir.name)
+            left = job.end_escaped(protocol.RUN_ID_ENV, run_id)
+            if left:
+                self.log(f"stopped {len(left)} process(es) the command left outside its group")
         last = self.dir / protocol.LAST_CHECKPOINT_FILE
         if self.job is not None and self.killed and last.exists():
             # Killed past its grace, it may have been half-way through writing it.

@@ -283,6 +283,39 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
             return
 
 
+def escaped(env_name: str, run_id: str) -> list[int]:
+    """Live processes whose environment names this run: what the command left running
+    outside its process group (a daemon that called setsid), which would otherwise go on
+    for ever on the user's own machine (`local`, `ssh`)."""
+    needle = f"{env_name}={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def end_escaped(env_name: str, run_id: str, grace: float = 5.0) -> list[int]:
+    """SIGTERM what `escaped` finds, SIGKILL what is left after `grace`; the pids."""
+    pids = escaped(env_name, run_id)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and escaped(env_name, run_id):
+            time.sleep(0.1)
+    return pids
+
+
 def log_line(path: Path, message: str) -> None:
     """One line of the agent's own in train.log, marked so nobody takes it for the script's."""
     with open(path, "a", encoding="utf-8") as fh:

@@ -210,3 +210,33 @@ def test_ten_megabytes_without_a_newline_do_not_flood_the_terminal(
     run_id = Store(gpuctl_home / "state.db").list_runs()[0].id
     logs = gpuctl("logs", run_id, cwd=root)
     assert logs.stdout.count("x") == 10_000_000  # the log itself keeps every character
+
+
+ESCAPES = """\
+import os, time
+if os.fork() == 0:
+    os.setsid()  # out of the command's process group
+    open(os.environ["DAEMON_PID"], "w").write(str(os.getpid()))
+    time.sleep(600)
+else:
+    while not os.path.exists(os.environ["DAEMON_PID"]):
+        time.sleep(0.05)
+    print("parent exits")
+"""
+
+
+def test_a_daemon_the_command_left_outside_its_group_ends_with_the_run(
+    tmp_path: Path, gpuctl_home: Path
+) -> None:
+    # It once went on for ever on the user's own machine after the run finished.
+    pid_file = tmp_path / "daemon.pid"
+    root = project(
+        tmp_path,
+        f'[env]\nDAEMON_PID = "{pid_file}"\n[modes.v]\ncommand = "python escape.py"\n',
+        **{"escape.py": ESCAPES},
+    )
+    proc = gpuctl("run", "v", "--json", cwd=root)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json_lines(proc.stdout)[-1]["status"] == "finished"
+    pid = int(pid_file.read_text())
+    assert not alive(pid)
