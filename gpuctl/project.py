@@ -335,7 +335,8 @@ class _Reader:
     def relative(self, value: str, where: tuple[str, ...], key: str) -> str:
         """A path inside the project: relative, and never climbing out of it."""
         parts = Path(value).parts
-        if Path(value).is_absolute() or ".." in parts or not value.strip():
+        # "." is the project itself: no checkpoint, output or dataset target can be that.
+        if Path(value).is_absolute() or ".." in parts or not value.strip() or not parts:
             raise self.error(
                 where,
                 key,

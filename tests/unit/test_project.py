@@ -129,6 +129,8 @@ MISTAKES = [
     ('[data.d]\nsrc = "s3://"\n[modes.v]\ncommand = "a"\n', 2, "names no bucket", ""),
     ("[modes]\n", 1, "declares no modes", ""),
     ('[trainer]\nx = 1\n[modes.v]\ncommand = "a"\n', 1, "unknown section 'trainer'", ""),
+    ('[project]\ncheckpoint = "./"\n[modes.v]\ncommand = "a"\n', 2, "inside the project", ""),
+    ('[project]\noutputs = ["."]\n[modes.v]\ncommand = "a"\n', 2, "inside the project", ""),
     # Huge or zero limits: once failed mid-launch with a recorded run (1e308 h is inf s).
     ('[modes.v]\ncommand = "a"\nmax_hours = 1e308\n', 3, "at most 8,760 h", ""),
     ('[modes.v]\ncommand = "a"\nmax_hours = 0\n', 3, "more than 0", ""),
