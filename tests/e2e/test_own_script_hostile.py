@@ -67,11 +67,16 @@ def test_a_command_typed_in_the_root_or_a_huge_directory_is_refused_before_any_r
     huge.mkdir()
     for i in range(20_001):
         (huge / f"f{i}").touch()
-    for where, says in ((Path("/"), "is /: gpuctl would upload all of it"), (huge, "20,000")):
+    for where, says in (
+        (Path("/"), "(/) is too wide: gpuctl would upload all of it"),
+        (huge, "20,000"),
+    ):
         proc = gpuctl("run", "--command", "echo hi", "--provider", "local", cwd=where)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 2 and says in lines[0] and "--workdir" in lines[1], lines
+    proc = gpuctl("run", "validate", "--workdir", "/", "--provider", "local", cwd=tmp_path)
+    assert proc.returncode == 2 and "work directory / is too wide" in proc.stderr
     with Store(gpuctl_home / "state.db") as store:
         assert store.list_runs() == []
 
