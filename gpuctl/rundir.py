@@ -20,7 +20,7 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Generator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import RemoteError
@@ -177,13 +177,15 @@ class RunDir:
         script = (
             f"cd {shlex.quote(self.work)} 2>/dev/null || exit 0; for p in "
             + " ".join(patterns)
-            # A directory comes as the files in it (a copy of the name alone fails).
-            + '; do if [ -d "$p" ]; then find "$p" -type f; '
-            + 'elif [ -e "$p" ]; then printf "%s\\n" "$p"; fi; done; exit 0'
+            # A directory comes as the files in it (a copy of the name alone fails); NUL
+            # ends each name, so one with a newline in it is not lost.
+            + '; do if [ -d "$p" ]; then find "$p" -type f -print0; '
+            + 'elif [ -e "$p" ]; then printf "%s\\0" "$p"; fi; done; exit 0'
         )
         result = self.host.exec(script, timeout=60)
         result.check("list the outputs")
-        return [line for line in result.stdout.splitlines() if line and ".." not in line]
+        names = result.stdout.split("\0")
+        return [n for n in names if n and ".." not in PurePosixPath(n).parts]
 
     # -- files ---------------------------------------------------------------------------
 

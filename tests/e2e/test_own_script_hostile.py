@@ -47,6 +47,8 @@ def test_an_output_that_is_a_directory_comes_home_with_its_files(
         **{
             "write.py": "import os\nos.makedirs('plots/deep', exist_ok=True)\n"
             "open('plots/a.txt', 'w').write('a')\nopen('plots/deep/b.txt', 'w').write('b')\n"
+            # A newline in a name once lost the file (the listing split it in two).
+            "open('plots/deep/two\\nlines c.txt', 'w').write('c')\n"
         },
     )
     proc = gpuctl("run", "v", "--json", cwd=root)
@@ -56,6 +58,7 @@ def test_an_output_that_is_a_directory_comes_home_with_its_files(
     results = Path(final["results_dir"])
     assert (results / "plots" / "a.txt").read_text() == "a"
     assert (results / "plots" / "deep" / "b.txt").read_text() == "b"
+    assert (results / "plots" / "deep" / "two\nlines c.txt").read_text() == "c"
     assert not (results / "none").exists()  # a glob that matches nothing is no error
 
 
