@@ -43,6 +43,7 @@ class Resolved(Event):
     estimate_cost: float | None = None
     offer: str = ""
     estimate_note: str = ""  # "60 s minimum": the cost is the provider's minimum charge
+    what: str = "preset"  # "mode": the project's own command (`fast` may be both)
 
     def text(self) -> str:
         est = ""
@@ -52,7 +53,7 @@ class Resolved(Event):
                 est += f" / {money(self.estimate_cost)}"
             if self.estimate_note:
                 est += f" ({self.estimate_note})"
-        return f"run {self.run_id}: preset {self.preset} on {self.provider}{est}"
+        return f"run {self.run_id}: {self.what} {self.preset} on {self.provider}{est}"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,18 @@ if TYPE_CHECKING:
     from .ports import EngineOps, Events
 
 
+SHOWN_LINE_MOST = 10_000  # characters of one log line on a screen; train.log keeps it all
+
+
+def shown(line: str) -> str:
+    """A log line as the run's screen shows it: a script that prints 10 MB without a
+    newline must not flood the terminal (`gpuctl logs` still prints it whole)."""
+    if len(line) <= SHOWN_LINE_MOST:
+        return line
+    more = len(line) - SHOWN_LINE_MOST
+    return f"{line[:SHOWN_LINE_MOST]} ... [{more:,} more characters in train.log]"
+
+
 def follow(
     engine: EngineOps,
     run_id: str,
@@ -56,7 +68,7 @@ def follow(
     else:
         lines, offset = last_lines(host, rd.p(TRAIN_LOG_FILE), tail_lines)
         if lines:
-            yield LogLines(run_id, tuple(lines))
+            yield LogLines(run_id, tuple(shown(line) for line in lines))
         log_tail = Tail(host, rd.p(TRAIN_LOG_FILE), offset)
     events_tail = Tail(host, rd.p(EVENTS_FILE))
     seen_epochs = EpochClock(() if from_start else range(1, run.epoch + 1))
@@ -69,7 +81,7 @@ def follow(
         try:
             lines = log_tail.poll()
             if lines:
-                yield LogLines(run_id, tuple(lines))
+                yield LogLines(run_id, tuple(shown(line) for line in lines))
             for ev in events_tail.poll_json():
                 yield from trainer_event(engine, run_id, ev, seen_epochs, events_tail)
             yield from _malformed_notice(run_id, events_tail, warned)
@@ -104,7 +116,7 @@ def follow(
                 elif state in AGENT_ENDED or not status:
                     for line_batch in (log_tail.flush(),):
                         if line_batch:
-                            yield LogLines(run_id, tuple(line_batch))
+                            yield LogLines(run_id, tuple(shown(line) for line in line_batch))
                     for ev in events_tail.poll_json():
                         yield from trainer_event(engine, run_id, ev, seen_epochs, events_tail)
                     yield from _malformed_notice(run_id, events_tail, warned)

@@ -151,6 +151,7 @@ def resolved_event(engine: EngineOps, spec: LaunchSpec, est: Any) -> Resolved:
         estimate_cost=round(est.cost, 4) if est and est.cost is not None else None,
         offer=(est.instance_type if est else "") or spec.instance_type or "",
         estimate_note=est.minimum_note if est else "",
+        what="mode" if spec.job.get("kind") == "command" else "preset",
     )
 
 

@@ -70,6 +70,7 @@ LIMITS: dict[str, tuple[bool, float, str]] = {  # key: (zero allowed, most, unit
 }
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?/\[\]-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_REF = re.compile(r"\$\{?[A-Za-z_]")  # $HOME, ${HOME}
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,8 @@ class _Reader:
     def relative(self, value: str, where: tuple[str, ...], key: str) -> str:
         """A path inside the project: relative, and never climbing out of it."""
         parts = Path(value).parts
-        if Path(value).is_absolute() or ".." in parts or not value.strip():
+        # "." is the project itself: no checkpoint, output or dataset target can be that.
+        if Path(value).is_absolute() or ".." in parts or not value.strip() or not parts:
             raise self.error(
                 where,
                 key,
@@ -444,6 +446,17 @@ class _Reader:
                 raise self.error(("env",), key, f"[env] {key} must be a finite number")
             if isinstance(value, str) and "\0" in value:
                 raise self.error(("env",), key, f"[env] {key} holds a NUL character")
+            # Taken literally: "$HOME/bin:$PATH" would reach the command as those characters
+            # (and a PATH without the system's directories fails with `sh` not found).
+            if key == "PATH" or (isinstance(value, str) and _ENV_REF.search(value)):
+                raise self.error(
+                    ("env",),
+                    key,
+                    f"[env] {key}: values are set as written, never expanded"
+                    + (" (and PATH replaces the machine's own)" if key == "PATH" else ""),
+                    hint=f'set it in the command instead: command = "{key}=...:${key} python '
+                    'train.py"',
+                )
             if key in secrets:
                 raise self.error(
                     ("env",),

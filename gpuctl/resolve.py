@@ -188,8 +188,8 @@ def resolve(
                 f"work directory {workdir} does not exist", hint="pass an existing directory"
             )
         workdir_path = str(wd.resolve())
-        if mode is not None and mode.command:
-            check_upload(Path(workdir_path), excludes, include_secrets, found is None)
+        ad_hoc = mode is not None and mode.command is not None and found is None
+        check_upload(Path(workdir_path), excludes, include_secrets, ad_hoc and workdir == ".")
     if host:  # a typo in --host fails here, before any run is recorded
         from gpuctl.remote.endpoint import parse_host_spec
 
@@ -287,13 +287,13 @@ def check_upload(
     or a home directory would copy the whole disk to a machine billed by the hour."""
     from .files import walk_tree
 
-    where = "the current directory" if ad_hoc else str(root)
+    where = f"the current directory ({root})" if ad_hoc else f"work directory {root}"
     hint = (
         "run it from your project's directory (or pass --workdir DIR); a .gitignore or "
         "--exclude leaves files out, [data] in gpuctl.toml uploads a dataset once"
     )
     if root == Path(root.anchor) or root == Path.home().resolve():
-        raise ConfigError(f"{where} is {root}: gpuctl would upload all of it", hint=hint)
+        raise ConfigError(f"{where} is too wide: gpuctl would upload all of it", hint=hint)
     files = walk_tree(root, excludes, include_secrets, most=UPLOAD_MOST_FILES)
     size = sum(f.size for f in files)
     if len(files) > UPLOAD_MOST_FILES or size > UPLOAD_MOST_BYTES:
@@ -302,7 +302,7 @@ def check_upload(
             if len(files) > UPLOAD_MOST_FILES
             else f"{size / 1024**3:.1f} GB"
         )
-        raise ConfigError(f"{where} ({root}) holds {amount} to upload", hint=hint)
+        raise ConfigError(f"{where} holds {amount} to upload", hint=hint)
 
 
 def machine_defaults(settings: Settings, provider: str | None, given: Any) -> dict[str, Any]:

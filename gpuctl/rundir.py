@@ -18,8 +18,9 @@ import logging
 import os
 import shlex
 import shutil
+import tempfile
 from collections.abc import Generator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import RemoteError
@@ -88,15 +89,25 @@ def code_bundle(cache_dir: Path) -> tuple[Path, list[FileEntry], str]:
     code_hash = digest.hexdigest()
     root = cache_dir / "code" / code_hash
     if not (root / ".complete").exists():
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for rel, path in entries:
-            private_dir((tmp / rel).parent)
-            shutil.copy2(path, tmp / rel)
-            os.chmod(tmp / rel, 0o600)  # the cache is in the data dir: the user's only
-        (tmp / ".complete").write_text(code_hash)
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        # A staging dir of this process's own: two first launches at once each build one,
+        # and the first to finish wins (a shared one was wiped under the other's feet).
+        private_dir(root.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+        try:
+            for rel, path in entries:
+                private_dir((tmp / rel).parent)
+                shutil.copy2(path, tmp / rel)
+                os.chmod(tmp / rel, 0o600)  # the cache is in the data dir: the user's only
+            (tmp / ".complete").write_text(code_hash)
+            if root.exists() and not (root / ".complete").exists():
+                shutil.rmtree(root, ignore_errors=True)  # a half one from before
+            try:
+                tmp.rename(root)
+            except OSError:
+                if not (root / ".complete").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     files = [e for e in walk_tree(root) if e.rel != ".complete"]
     return root, files, code_hash
 
@@ -166,13 +177,15 @@ class RunDir:
         script = (
             f"cd {shlex.quote(self.work)} 2>/dev/null || exit 0; for p in "
             + " ".join(patterns)
-            # A directory comes as the files in it (a copy of the name alone fails).
-            + '; do if [ -d "$p" ]; then find "$p" -type f; '
-            + 'elif [ -e "$p" ]; then printf "%s\\n" "$p"; fi; done; exit 0'
+            # A directory comes as the files in it (a copy of the name alone fails); NUL
+            # ends each name, so one with a newline in it is not lost.
+            + '; do if [ -d "$p" ]; then find "$p" -type f -print0; '
+            + 'elif [ -e "$p" ]; then printf "%s\\0" "$p"; fi; done; exit 0'
         )
         result = self.host.exec(script, timeout=60)
         result.check("list the outputs")
-        return [line for line in result.stdout.splitlines() if line and ".." not in line]
+        names = result.stdout.split("\0")
+        return [n for n in names if n and ".." not in PurePosixPath(n).parts]
 
     # -- files ---------------------------------------------------------------------------
 

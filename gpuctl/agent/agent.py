@@ -187,6 +187,7 @@ class Supervisor:
         self.started_mono = time.monotonic()  # limits: immune to the machine's clock jumping
         self.last_busy = now()
         self.stop_reason: str | None = None
+        self.killed = False  # the command outlived its grace and was SIGKILLed
         self.spot = cloud.SpotWatch.from_config(self.cfg)  # AWS spot (or a test's emulator)
         self.job = job.Job.from_config(self.cfg)  # a user's own command, else the trainer
         self.adapter: progress.Adapter | None = None
@@ -401,6 +402,7 @@ class Supervisor:
                 time.sleep(0.2)
         if self.running():
             self.log("trainer ignored SIGTERM, killing it")
+            self.killed = True
             self.signal_trainer(signal.SIGKILL)
 
     # -- limits ------------------------------------------------------------------------
@@ -606,6 +608,15 @@ class Supervisor:
         external = external or bool(stop_requested["reason"])
         self.read_stop_file()
         if self.job is not None:
+            run_id = str(self.cfg.get("run_id") or self.dir.name)
+            left = job.end_escaped(protocol.RUN_ID_ENV, run_id)
+            if left:
+                self.log(f"stopped {len(left)} process(es) the command left outside its group")
+        last = self.dir / protocol.LAST_CHECKPOINT_FILE
+        if self.job is not None and self.killed and last.exists():
+            # Killed past its grace, it may have been half-way through writing it.
+            self.log("kept the last checkpoint copied: the command was killed past its grace")
+        elif self.job is not None:
             self.mirror_checkpoint(None)  # before note/push: the spot path sends last.pt
         if self.stop_reason == StopReason.SPOT:
             self.note_checkpoint()

@@ -8,6 +8,7 @@ restored from last.pt on a fresh machine before a resume. Standard library only.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -208,9 +209,39 @@ def run_setup(
     if not job.setup:
         return None
     marker = setup_marker(job)
-    if marker is not None and marker.exists():
-        log_line(log_path, f"setup: done before on this machine (key {job.setup_key}), skipped")
-        return None
+    if marker is None:
+        return _setup_commands(job, log_path, env, stop_asked, started)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    # One setup at a time per key: two runs started at once on one machine would both
+    # run `pip install` into the same environment. The second waits, then skips.
+    with open(marker.with_suffix(".lock"), "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                reason = stop_asked()
+                if reason:
+                    return reason
+                time.sleep(0.2)
+        if marker.exists():
+            log_line(log_path, f"setup: done before on this machine (key {job.setup_key}), skipped")
+            return None
+        failure = _setup_commands(job, log_path, env, stop_asked, started)
+        if failure is None:
+            tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"setup": list(job.setup), "at": time.time()}) + "\n")
+            os.replace(tmp, marker)
+        return failure
+
+
+def _setup_commands(
+    job: Job,
+    log_path: Path,
+    env: dict[str, str],
+    stop_asked: Callable[[], str | None],
+    started: Callable[[int], None],
+) -> str | None:
     for command in job.setup:
         log_line(log_path, f"setup: {command}")
         with open(log_path, "ab") as out:
@@ -235,9 +266,6 @@ def run_setup(
             return reason
         if proc.returncode != 0:
             return f"setup failed (exit {proc.returncode}): {command}"
-    if marker is not None:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"setup": list(job.setup), "at": time.time()}) + "\n")
     return None
 
 
@@ -253,6 +281,39 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
             time.sleep(0.1)
         if proc.poll() is not None and not group_alive(proc.pid):
             return
+
+
+def escaped(env_name: str, run_id: str) -> list[int]:
+    """Live processes whose environment names this run: what the command left running
+    outside its process group (a daemon that called setsid), which would otherwise go on
+    for ever on the user's own machine (`local`, `ssh`)."""
+    needle = f"{env_name}={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def end_escaped(env_name: str, run_id: str, grace: float = 5.0) -> list[int]:
+    """SIGTERM what `escaped` finds, SIGKILL what is left after `grace`; the pids."""
+    pids = escaped(env_name, run_id)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and escaped(env_name, run_id):
+            time.sleep(0.1)
+    return pids
 
 
 def log_line(path: Path, message: str) -> None:

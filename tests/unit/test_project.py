@@ -129,6 +129,8 @@ MISTAKES = [
     ('[data.d]\nsrc = "s3://"\n[modes.v]\ncommand = "a"\n', 2, "names no bucket", ""),
     ("[modes]\n", 1, "declares no modes", ""),
     ('[trainer]\nx = 1\n[modes.v]\ncommand = "a"\n', 1, "unknown section 'trainer'", ""),
+    ('[project]\ncheckpoint = "./"\n[modes.v]\ncommand = "a"\n', 2, "inside the project", ""),
+    ('[project]\noutputs = ["."]\n[modes.v]\ncommand = "a"\n', 2, "inside the project", ""),
     # Huge or zero limits: once failed mid-launch with a recorded run (1e308 h is inf s).
     ('[modes.v]\ncommand = "a"\nmax_hours = 1e308\n', 3, "at most 8,760 h", ""),
     ('[modes.v]\ncommand = "a"\nmax_hours = 0\n', 3, "more than 0", ""),
@@ -136,6 +138,9 @@ MISTAKES = [
     ('[modes.v]\ncommand = "a"\ndisk_gb = 100000000000\n', 3, "at most", ""),
     ('[project]\ngrace_seconds = 1e300\n[modes.v]\ncommand = "a"\n', 2, "at most", ""),
     ('[modes.v]\ncommand = "   "\n', 2, "is blank", ""),
+    # [env] is literal: these once reached the command unexpanded ("sh" not found).
+    ('[env]\nPATH = "/opt/bin"\n[modes.v]\ncommand = "a"\n', 2, "never expanded", "$PATH"),
+    ('[env]\nX = "${HOME}/x"\n[modes.v]\ncommand = "a"\n', 2, "never expanded", ""),
     # A NUL once killed the agent on the machine (the run was lost, not failed).
     ('[env]\nE = "a\\u0000b"\n[modes.v]\ncommand = "a"\n', 2, "NUL", ""),
     ('[modes.v]\ncommand = "python t.py \\u0000"\n', 2, "NUL", ""),
