@@ -150,10 +150,14 @@ class Project:
         for rel in self.setup_depends:
             path = self.root / rel
             digest.update(b"dep\0" + rel.encode() + b"\0")
-            try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"<missing>")
+            # A directory (a local package, a conda env spec folder): every file in it.
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                digest.update(str(file.relative_to(self.root)).encode() + b"\0")
+                try:
+                    digest.update(file.read_bytes())
+                except OSError:
+                    digest.update(b"<missing>")
         return digest.hexdigest()
 
     def upload_excludes(self) -> tuple[str, ...]:

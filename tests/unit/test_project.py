@@ -97,6 +97,20 @@ def test_setup_runs_again_only_when_what_it_depends_on_changes(tmp_path: Path) -
     assert load(root / "gpuctl.toml").setup_key() != first
 
 
+def test_setup_that_depends_on_a_directory_runs_again_when_a_file_in_it_changes(
+    tmp_path: Path,
+) -> None:
+    root = project_dir(
+        tmp_path, GOOD.replace('depends = ["requirements.txt"]', 'depends = ["pkg"]')
+    )
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "pkg" / "sub" / "setup.cfg").write_text("[metadata]\nname = a\n")
+    first = load(root / "gpuctl.toml").setup_key()
+    assert load(root / "gpuctl.toml").setup_key() == first
+    (root / "pkg" / "sub" / "setup.cfg").write_text("[metadata]\nname = b\n")
+    assert load(root / "gpuctl.toml").setup_key() != first
+
+
 def test_the_project_is_found_from_a_subdirectory_but_not_past_a_repository(
     tmp_path: Path,
 ) -> None:
