@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import cost
-from .agent import webhook
 from .errors import GpuctlError
 from .format import duration, money
 from .models import RunStatus
@@ -304,6 +303,8 @@ def agent_share(
     if not hooks or not events:
         return {}, {}
     cfg = {"run_id": run_id, "events": events, "spent_before": spent_before, "price": price or 0.0}
+    from .agent import webhook  # urllib and http.client: not for every `gpuctl ls`
+
     return {"notify": cfg}, {webhook.WEBHOOKS_ENV: json.dumps([h.to_dict() for h in hooks])}
 
 

@@ -17,7 +17,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gpuctl.agent.agent import pid_alive as _alive
 from gpuctl.errors import NotFoundError
 from gpuctl.events import Event, Provisioning
 from gpuctl.local_host import LocalHost
@@ -224,3 +223,11 @@ def _kill_strays(run_dir: Path) -> None:
 def _ended_at(status: dict[str, Any]) -> float | None:
     value = status.get("ended_at")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _alive(pid: object) -> bool:
+    """The agent's own liveness rule (a zombie is not alive); imported on first use, so
+    `gpuctl ls` does not load the whole agent."""
+    from gpuctl.agent.agent import pid_alive
+
+    return pid_alive(pid)  # type: ignore[arg-type]
