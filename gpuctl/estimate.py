@@ -351,6 +351,22 @@ def _blend(table: float, observed: Sequence[float]) -> float:
     return math.exp(weight * math.log(seen) + (1 - weight) * math.log(table))
 
 
+def billed_cost(
+    hours: float,
+    price_per_hour: float | None,
+    max_hours: float | None,
+    minimum_seconds: float,
+    storage_per_hour: float,
+) -> float | None:
+    """What `hours` of a machine bills: capped at max hours, at least the provider's
+    minimum charge, compute and disk; None when the price is unknown."""
+    if price_per_hour is None:
+        return None
+    billed = min(hours, max_hours) if max_hours else hours
+    billed = max(billed, minimum_seconds / 3600.0)
+    return billed * (price_per_hour + storage_per_hour)
+
+
 def estimate(
     train: Mapping[str, Any],
     *,
@@ -382,11 +398,7 @@ def estimate(
     setup = _blend(setup_seconds_of(provider_kind), setup_obs)
     seconds = setup + warm + epochs * epoch_s
     hours = seconds / 3600.0
-    cost = None
-    if price_per_hour is not None:
-        billed = min(hours, max_hours) if max_hours else hours
-        billed = max(billed, minimum_seconds / 3600.0)
-        cost = billed * (price_per_hour + storage_per_hour)
+    cost = billed_cost(hours, price_per_hour, max_hours, minimum_seconds, storage_per_hour)
     return Estimate(
         hours=hours,
         cost=cost,
@@ -585,11 +597,9 @@ def command_estimate(
     setups = [s for run, _ in measured if (s := _setup_seconds(store, run)) is not None]
     setup = statistics.median(setups) if setups else SETUP_DEFAULT
     hours = (setup + warm_s + epochs * epoch_s) / 3600.0
-    cost_value = None
-    if price_per_hour is not None:
-        billed = min(hours, spec.max_hours) if spec.max_hours else hours
-        billed = max(billed, minimum_seconds / 3600.0)
-        cost_value = billed * (price_per_hour + storage_per_hour)
+    cost_value = billed_cost(
+        hours, price_per_hour, spec.max_hours, minimum_seconds, storage_per_hour
+    )
     return Estimate(
         hours=hours,
         cost=cost_value,

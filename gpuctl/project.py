@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,26 @@ class Project:
         # A checkpoint left here by a local run must not reach a fresh run as its own.
         checkpoint = (self.checkpoint,) if self.checkpoint else ()
         return (*self.exclude, *data, *checkpoint)
+
+
+def secret_values(names: Sequence[str], source: str = "") -> dict[str, str]:
+    """The values of a project's named secrets from this environment; a missing or empty
+    one is refused (at launch, before anything is created, and again at each start)."""
+    import os
+
+    values: dict[str, str] = {}
+    for name in names:
+        value = os.environ.get(name, "")
+        if not value:
+            state = "is empty" if name in os.environ else "is not set"
+            named = f" named in {source}" if source else ""
+            raise ConfigError(
+                f"secret {name}{named} {state} in your environment",
+                hint=f"export {name}=... here (it travels to the machine on a pipe, "
+                "never to its disk), or drop it from secrets",
+            )
+        values[name] = value
+    return values
 
 
 # -- finding ---------------------------------------------------------------------------------

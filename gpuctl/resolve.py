@@ -395,7 +395,6 @@ def command_preset(mode: Mode, settings: Settings) -> Preset:
 def command_job(found: Project | None, mode: Mode) -> dict[str, Any]:
     """What the machine needs to run the user's command like the bundled trainer: how to
     resume it, its checkpoint, setup, data, outputs, environment. Secrets by name only."""
-    import os
 
     job: dict[str, Any] = {"kind": "command", "command": mode.command, "mode": mode.name}
     if mode.epochs:
@@ -404,14 +403,7 @@ def command_job(found: Project | None, mode: Mode) -> dict[str, Any]:
         return job
     for source in found.data:
         source.check_present()
-    missing = [name for name in found.secrets if not os.environ.get(name)]
-    if missing:
-        state = "is empty" if missing[0] in os.environ else "is not set"
-        raise ConfigError(
-            f"secret {missing[0]} named in {found.file} {state} in your environment",
-            hint=f"export {missing[0]}=... here (it travels to the machine on a pipe, "
-            "never to its disk), or drop it from secrets",
-        )
+    project.secret_values(found.secrets, str(found.file))  # values are read again at start
     job.update(
         project=found.name,
         project_file=str(found.file),

@@ -137,20 +137,10 @@ def job_config(host: Host, rd: RunDir, spec: LaunchSpec, data: list[Any]) -> dic
 
 def job_secrets(spec: LaunchSpec) -> dict[str, str]:
     """The values of the project's named secrets, and presigned URLs of its s3 datasets."""
-    import os
+    from .project import secret_values
 
-    from .errors import ConfigError
-
-    env: dict[str, str] = {}
-    for name in spec.job.get("secrets") or ():
-        value = os.environ.get(str(name), "")
-        if not value:
-            raise ConfigError(
-                f"secret {name} {'is empty' if name in os.environ else 'is not set'} in your "
-                "environment",
-                hint=f"export {name}=...",
-            )
-        env[str(name)] = value
+    names = [str(n) for n in spec.job.get("secrets") or ()]
+    env = secret_values(names, str(spec.job.get("project_file") or ""))
     seconds = (spec.max_hours or 12.0) * 3600
     env.update(datasets.presigned(spec.job, seconds, spec.options.get("aws_profile")))
     return env
