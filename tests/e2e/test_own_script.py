@@ -96,6 +96,9 @@ def test_a_mode_runs_like_the_bundled_trainer_and_its_outputs_come_home(
     proc = gpuctl("run", "validate", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = json_lines(proc.stdout)
+    first_notices = [e["message"] for e in events if e["event"] == "notice"]
+    # Its first run: no table knows a user's script, so no made-up estimate.
+    assert any(n.startswith("no estimate yet: this mode has not run") for n in first_notices)
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert all(isinstance(e["train_loss"], float) for e in epochs)
